@@ -1,0 +1,19 @@
+"""Tasks: where the examples, the prompts and the rule-based scores of a domain live."""
+
+from tasks.base import Example, Reward, Task
+
+
+def get_task(name: str, **kwargs) -> Task:
+    """Build a task by name: `math` (Countdown) or `poetry`."""
+    if name == "math":
+        from tasks.countdown import CountdownTask
+
+        return CountdownTask(**kwargs)
+    if name == "poetry":
+        from tasks.poetry import PoetryTask
+
+        return PoetryTask(**kwargs)
+    raise ValueError(f"unknown task {name!r}: choose 'math' or 'poetry'")
+
+
+__all__ = ["Example", "Reward", "Task", "get_task"]
