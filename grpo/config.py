@@ -1,0 +1,213 @@
+"""Every knob of a run, in one flat dataclass. The docstring under each field is its `--help` text.
+
+`python train.py --help` is generated from this file (`build_parser`), so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+from dataclasses import dataclass
+from typing import get_type_hints
+
+
+@dataclass
+class Config:
+    # ---------------------------------------------------------------- what to train
+    task: str = "math"
+    """Domain: `math` (Countdown: 4 numbers, reach the target) or `poetry` (write the ending of a poem)."""
+    reward: str = "rule"
+    """`rule`: the task's rule-based score. `logprob`: the teacher-forced log-prob of the gold answer after the model's own reasoning, plus the format reward."""
+    model: str = "smollm2-135m"
+    """Policy to train: `smollm2-135m` (SmolLM2-135M-Instruct, packaged, offline), a local Hugging Face directory, or a hub id such as Qwen/Qwen3-1.7B."""
+    data: str | None = None
+    """Poetry data: a CSV or JSONL file. Default: the file `make data` prepared, else ../shared/data/public-domain-poems.csv."""
+    preset: str | None = None
+    """`poster`: the poster's recipe (Qwen/Qwen3-1.7B in bf16, lr 5e-7 cosine with 3% warm-up, β 0.001, G 4, 1,024 new tokens). Options given explicitly still win."""
+
+    # ---------------------------------------------------------------- hardware
+    device: str = "auto"
+    """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
+    dtype: str = "auto"
+    """Weights' dtype: `auto` (bfloat16 on a GPU that supports it, float32 elsewhere), float32, bfloat16 or float16."""
+
+    # ---------------------------------------------------------------- the batch
+    steps: int = 100
+    """Optimiser steps' worth of rollouts: each step samples a fresh batch of prompts."""
+    prompts_per_step: int = 16
+    """Prompts per step. The batch of completions is prompts_per_step × group_size (the poster: 16 × 4 = 64)."""
+    group_size: int = 4
+    """G: completions sampled per prompt; each is compared with the mean of its group."""
+    micro_batch_size: int = 8
+    """Completions per forward/backward pass; lower it to save memory, the result is the same."""
+    max_prompt_tokens: int = 256
+    """Prompts longer than this are cut from the left (the system message first); the poster used 256."""
+    max_new_tokens: int = 256
+    """Longest completion, in tokens (the poster: 1,024; lower on a CPU)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollout; the log-probs of the ratio are taken at the same temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling: sample from the smallest set of tokens whose probability reaches top_p."""
+    one_think: bool = True
+    """Stop a completion that opens a second <think> after closing the first (it gets format 0): the poster's guard against repeated think blocks."""
+
+    # ---------------------------------------------------------------- the objective
+    lr: float = 1e-6
+    """AdamW learning rate (the poster: 5e-7 for Qwen3-1.7B)."""
+    lr_schedule: str = "constant"
+    """`constant` or `cosine` (decay to 0 over the run), after `warmup_ratio` of linear warm-up."""
+    warmup_ratio: float = 0.0
+    """Fraction of the optimiser steps spent warming the learning rate up from 0 (the poster: 0.03)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient's global norm to this (0 turns clipping off)."""
+    beta: float = 0.001
+    """β: weight of the k3 KL penalty to the frozen reference. 0 drops the reference model entirely."""
+    clip_eps: float = 0.2
+    """ε: the ratio π_θ/π_old is clipped to [1−ε, 1+ε]."""
+    mu: int = 1
+    """μ: optimiser updates per rollout batch, each against the stored old log-probs."""
+    loss_aggregation: str = "sequence"
+    """`sequence`: mean over each sequence's kept tokens, then over sequences (the poster's). `token`: one mean over all kept tokens (DAPO). `constant`: sum / (batch × max_new_tokens) (Dr. GRPO)."""
+    scale_advantages: bool = False
+    """Divide each group's advantages by the group's reward std (DeepSeekMath) instead of only subtracting the mean (the poster)."""
+    reasoning_mask: bool | None = None
+    """Give gradient only to the tokens up to and including the first </think>. Default: on for --reward logprob, off for rule."""
+
+    # ---------------------------------------------------------------- the logprob reward
+    logprob_weight: float = 0.9
+    """Total reward = logprob_weight × logprob reward + format_weight × format reward (the poster: 0.9 and 0.1)."""
+    format_weight: float = 0.1
+    """Weight of the binary format reward in --reward logprob runs."""
+    length_norm: bool = True
+    """Divide the gold answer's log-prob by its number of tokens (the poster's most stable setting)."""
+    exp_norm: bool = False
+    """Exponentiate the (length-normalised) log-prob into (0, 1]."""
+    batch_norm: str = "minmax"
+    """Batch-level normalisation of the logprob reward over all completions of the step: none, zscore or minmax."""
+    scorer: str = "policy"
+    """Which model scores the gold answer: `policy` (the current one) or `reference` (the frozen start)."""
+    unclosed: str = "score"
+    """A completion with no </think>: `score` it with its whole text as reasoning (dense signal), or give it the batch's lowest reward (`batch_min`)."""
+    debias: bool = False
+    """Beyond the poster: reward log P(a | p, r) − log P(a | p, empty reasoning), the credit the reasoning adds."""
+
+    # ---------------------------------------------------------------- bookkeeping
+    seed: int = 0
+    """Seed of data order, sampling and initialisation."""
+    out_dir: str = "runs/latest"
+    """Where metrics.jsonl, samples.jsonl and the final model go."""
+    samples_per_step: int = 4
+    """Decoded completions written to samples.jsonl each step."""
+
+
+PRESETS = {
+    "poster": dict(
+        model="Qwen/Qwen3-1.7B",
+        dtype="bfloat16",
+        lr=5e-7,
+        lr_schedule="cosine",
+        warmup_ratio=0.03,
+        beta=0.001,
+        clip_eps=0.2,
+        group_size=4,
+        prompts_per_step=16,
+        max_prompt_tokens=256,
+        max_new_tokens=1024,
+    ),
+}
+
+CHOICES = {
+    "task": ("math", "poetry"),
+    "reward": ("rule", "logprob"),
+    "preset": ("poster",),
+    "lr_schedule": ("constant", "cosine"),
+    "loss_aggregation": ("sequence", "token", "constant"),
+    "batch_norm": ("none", "zscore", "minmax"),
+    "scorer": ("policy", "reference"),
+    "unclosed": ("score", "batch_min"),
+}
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The string literal under each field of a dataclass (what cleanrl and tyro show as help)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser(description: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    docs = field_docs(Config)
+    hints = get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        kwargs: dict = {"default": f.default, "help": docs.get(f.name, "").replace("%", "%%")}
+        if hint is bool or hint == bool | None:
+            # --one-think / --no-one-think
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif hint in (int, float, str):
+            kwargs["type"] = hint
+        else:  # optional str
+            kwargs["type"] = str
+        if f.name in CHOICES:
+            kwargs["choices"] = CHOICES[f.name]
+        parser.add_argument(flag, **kwargs)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None, description: str = "") -> Config:
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
+    values = vars(args)
+    if values["preset"]:
+        # a preset fills in what the command line left at its default
+        for name, value in PRESETS[values["preset"]].items():
+            if values[name] == parser.get_default(name):
+                values[name] = value
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    checks = [
+        (config.steps >= 1, "--steps must be ≥ 1"),
+        (config.prompts_per_step >= 1, "--prompts-per-step must be ≥ 1"),
+        (config.group_size >= 2, "--group-size must be ≥ 2: a group of one has no baseline to compare with"),
+        (config.micro_batch_size >= 1, "--micro-batch-size must be ≥ 1"),
+        (config.max_new_tokens >= 1, "--max-new-tokens must be ≥ 1"),
+        (config.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
+        (0 < config.top_p <= 1, "--top-p must be in (0, 1]"),
+        (config.mu >= 1, "--mu must be ≥ 1"),
+        (config.beta >= 0, "--beta must be ≥ 0"),
+        (0 <= config.clip_eps < 1, "--clip-eps must be in [0, 1)"),
+        (0 <= config.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
+        (config.lr > 0, "--lr must be > 0"),
+        (not (config.temperature == 0 and config.group_size > 1 and config.reward == "rule"),
+         "--temperature 0 makes every completion of a group identical: every advantage would be 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise SystemExit(f"error: {message}")
+
+
+def use_reasoning_mask(config: Config) -> bool:
+    return config.reward == "logprob" if config.reasoning_mask is None else config.reasoning_mask

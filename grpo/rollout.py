@@ -1,0 +1,214 @@
+"""A hand-written batched sampler: G completions per prompt, one forward pass per new token, KV cache.
+
+No `model.generate`: the loop below is the whole of it. Prompts are left-padded so that every row's
+next token sits in the last column; position ids count real tokens only, so a padded row sees exactly
+what it would see alone. Each row stops on its own at an end-of-turn token, after a stop string such as
+`</answer>` (which can span several tokens, so it is found in the decoded text, one new token per row
+per step), when it opens a second `<think>` after closing the first (`one_think`, the poster's guard
+against the repeated-think reward hack), or at `max_new_tokens`.
+
+The log-prob of each sampled token is recorded under the distribution the policy defines at this
+temperature, softmax(logits / T), before top-p truncation: that is the π_old of the PPO ratio, and
+`grpo.logprobs.token_logprobs(..., temperature=T)` of the same tokens gives the same numbers.
+Top-p is a sampling device, not part of the policy whose ratio is clipped (as in TRL and verl).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from grpo.tags import ANSWER_CLOSE, THINK_CLOSE, THINK_OPEN
+
+
+@dataclass
+class Rollout:
+    prompt_ids: torch.Tensor  # (N, P) left-padded, N = n_prompts × G
+    prompt_mask: torch.Tensor  # (N, P) 1 for real prompt tokens
+    completion_ids: torch.Tensor  # (N, C) right-padded with the pad id
+    completion_mask: torch.Tensor  # (N, C) 1 for generated tokens, the final end-of-turn token included
+    group_ids: torch.Tensor  # (N,) index of the prompt each row answers
+    sample_logp: torch.Tensor  # (N, C) log π_old of each sampled token (0 where masked)
+    texts: list[str]  # decoded completions, end-of-turn tokens left out
+    finish_reasons: list[str]  # "eos" | "stop" (a stop string) | "second_think" | "length"
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # (N, P + C)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)  # (N, P + C)
+
+    @property
+    def prompt_length(self) -> int:
+        return self.prompt_ids.shape[1]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long, device=device)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+def sample_tokens(
+    logits: torch.Tensor,  # (N, V)
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one token per row; return (tokens (N,), log softmax(logits / T) at those tokens (N,))."""
+    logits = logits.float()
+    if temperature == 0:  # greedy: the policy's own (T = 1) log-probs are recorded
+        logp_all = torch.log_softmax(logits, dim=-1)  # (N, V)
+        tokens = logits.argmax(dim=-1)  # (N,)
+        return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
+    logp_all = torch.log_softmax(logits / temperature, dim=-1)  # (N, V)
+    probs = logp_all.exp()  # (N, V)
+    if top_p < 1.0:
+        # keep the smallest set of most likely tokens whose mass reaches top_p (the first always stays)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)  # (N, V)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # (N, V)
+        sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)  # (N, V), unnormalised
+    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
+    return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
+
+
+class StopWatcher:
+    """Finds stop strings and a second `<think>` in each row's text as it grows, one token at a time.
+
+    Only the tail that a new token can complete is searched, so the cost per step is constant.
+    """
+
+    def __init__(self, n_rows: int, stop_strings: Sequence[str], one_think: bool):
+        self.stop_strings = [s for s in stop_strings if s]
+        self.one_think = one_think
+        longest = max([len(s) for s in self.stop_strings] + [len(THINK_CLOSE)])
+        self.overlap = longest - 1  # a match ending in the new piece starts at most this far back
+        self.texts = [""] * n_rows
+        self.think_closed_at = [-1] * n_rows  # char offset just after the first </think>, -1 before
+
+    def update(self, row: int, piece: str) -> str | None:
+        """Append a decoded token to `row`; return why the row must stop, or None."""
+        search_from = max(0, len(self.texts[row]) - self.overlap)
+        text = self.texts[row] = self.texts[row] + piece
+        if self.one_think:
+            if self.think_closed_at[row] < 0:
+                found = text.find(THINK_CLOSE, search_from)
+                if found >= 0:
+                    self.think_closed_at[row] = found + len(THINK_CLOSE)
+            if self.think_closed_at[row] >= 0 and text.find(THINK_OPEN, max(search_from, self.think_closed_at[row])) >= 0:
+                return "second_think"
+        if any(text.find(s, search_from) >= 0 for s in self.stop_strings):
+            return "stop"
+        return None
+
+
+def _cache_argument(model) -> str:
+    # transformers 5 renamed `past_key_values` to `cache`; accept either
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out):
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
+@torch.no_grad()
+def rollout(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    *,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    stop_token_ids: Sequence[int] = (),
+    stop_strings: Sequence[str] = (ANSWER_CLOSE,),
+    one_think: bool = True,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Sample `group_size` completions for each prompt (token ids, chat template already applied)."""
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id
+    rows = [list(p) for p in prompts for _ in range(group_size)]  # G copies of each prompt, contiguous
+    group_ids = torch.arange(len(prompts), device=device).repeat_interleave(group_size)  # (N,)
+    prompt_ids, prompt_mask = left_pad(rows, pad_id, device)  # (N, P)
+    n = prompt_ids.shape[0]
+    stop_ids = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
+
+    position_ids = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (N, P)
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache_kw = _cache_argument(model)
+    cache, logits = _returned_cache(out), out["logits"][:, -1]  # logits (N, V)
+    next_position = position_ids[:, -1] + 1  # (N,)
+    attention_mask = prompt_mask
+
+    completion_ids = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    completion_mask = torch.zeros((n, max_new_tokens), dtype=torch.long, device=device)
+    sample_logp = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    finish_reasons = ["length"] * n
+    watcher = StopWatcher(n, stop_strings, one_think)
+
+    steps = 0
+    for t in range(max_new_tokens):
+        tokens, logp = sample_tokens(logits, temperature, top_p, generator)  # (N,), (N,)
+        tokens = tokens.masked_fill(finished, pad_id)
+        completion_ids[:, t] = tokens
+        completion_mask[:, t] = (~finished).long()
+        sample_logp[:, t] = logp.masked_fill(finished, 0.0)
+        steps = t + 1
+
+        # which rows end with this token: an end-of-turn id, else a stop string in the decoded text
+        active = (~finished).nonzero().squeeze(-1).tolist()
+        is_eos = torch.isin(tokens, stop_ids).tolist()
+        pieces = tokenizer.batch_decode(tokens[active].unsqueeze(-1).tolist(), skip_special_tokens=False)
+        for row, piece in zip(active, pieces, strict=True):
+            reason = "eos" if is_eos[row] else watcher.update(row, piece)
+            if reason is not None:
+                finish_reasons[row] = reason
+                finished[row] = True
+        if bool(finished.all()):
+            break
+
+        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+        out = model(
+            input_ids=tokens.unsqueeze(-1),
+            attention_mask=attention_mask,
+            position_ids=next_position.unsqueeze(-1),
+            use_cache=True,
+            **{cache_kw: cache},
+        )
+        cache, logits = _returned_cache(out), out["logits"][:, -1]
+        next_position = next_position + 1
+
+    completion_ids = completion_ids[:, :steps]
+    completion_mask = completion_mask[:, :steps]
+    sample_logp = sample_logp[:, :steps]
+    texts = decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids)
+    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, group_ids, sample_logp, texts, finish_reasons)
+
+
+def decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids) -> list[str]:
+    """Decode each row's generated tokens, leaving out padding and end-of-turn tokens."""
+    stop = set(stop_token_ids)
+    rows = []
+    for ids, mask in zip(completion_ids.tolist(), completion_mask.tolist(), strict=True):
+        rows.append([i for i, m in zip(ids, mask, strict=True) if m and i not in stop])
+    return tokenizer.batch_decode(rows, skip_special_tokens=False)

@@ -1,0 +1,328 @@
+"""One GRPO step, written out: rollout → rewards → advantages → reference → μ policy updates.
+
+    for each step:
+        sample prompts_per_step prompts, G completions each            (grpo.rollout)
+        score them: the task's rules, or the logprob reward + format   (tasks/*, grpo.rewards)
+        A_i = R_i − mean over the group of i                           (grpo.advantages)
+        log π_ref of the sampled tokens, when β > 0                    (grpo.logprobs)
+        μ times: the clipped surrogate − β·KL on the kept tokens,      (grpo.loss)
+                 accumulated over micro-batches, one AdamW step
+
+Nothing here knows about Countdown or poems: a task gives examples, messages and a scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from grpo.advantages import group_advantages
+from grpo.config import Config, use_reasoning_mask
+from grpo.logprobs import batched_token_logprobs, token_logprobs
+from grpo.loss import grpo_loss, microbatch_weight
+from grpo.models import stop_token_ids
+from grpo.reasoning import reasoning_ids, reasoning_mask
+from grpo.rewards import gold_answer_logprobs, logprob_reward
+from grpo.rollout import Rollout, rollout
+from grpo.tags import ASSISTANT_PREFILL, THINK_OPEN, format_reward
+from tasks.base import Example, Task
+
+
+def build_prompt(tokenizer, messages: list[dict], max_tokens: int) -> list[int]:
+    """Chat template with the assistant turn opened and prefilled up to `<think>`, as token ids."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer.encode(text + ASSISTANT_PREFILL, add_special_tokens=False)
+    return ids[-max_tokens:]  # too long: cut from the left, so the prefill and the question survive
+
+
+def lr_lambda(config: Config, total_updates: int):
+    warmup = int(config.warmup_ratio * total_updates)
+
+    def factor(update: int) -> float:
+        if update < warmup:
+            return (update + 1) / (warmup + 1)
+        if config.lr_schedule == "cosine":
+            progress = (update - warmup) / max(1, total_updates - warmup)
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def mean_std(values: torch.Tensor) -> tuple[float, float]:
+    values = values.double()
+    return float(values.mean()), float(values.std(unbiased=False)) if values.numel() > 1 else 0.0
+
+
+class Trainer:
+    def __init__(self, config: Config, policy, reference, tokenizer, task: Task):
+        self.config, self.policy, self.reference, self.tokenizer, self.task = config, policy, reference, tokenizer, task
+        if config.beta > 0 and reference is None:
+            raise ValueError("β > 0 needs a reference model")
+        self.device = next(policy.parameters()).device
+        self.stop_ids = stop_token_ids(policy, tokenizer)
+        self.train_examples = list(task.examples("train"))
+        if not self.train_examples:
+            raise ValueError(f"task {task.name!r} has no training examples")
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        total_updates = config.steps * config.mu
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_updates))
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.data_rng = random.Random(config.seed)
+        self.order: list[int] = []
+        self.step_index = 0
+        self._prompt_cache: dict[str, list[int]] = {}
+        self.out_dir = Path(config.out_dir)
+
+    # ------------------------------------------------------------ data
+
+    def next_examples(self) -> list[Example]:
+        """The next prompts_per_step examples of a reshuffled-every-epoch pass over the train split."""
+        batch = []
+        while len(batch) < self.config.prompts_per_step:
+            if not self.order:
+                self.order = list(range(len(self.train_examples)))
+                self.data_rng.shuffle(self.order)
+            batch.append(self.train_examples[self.order.pop()])
+        return batch
+
+    def prompt_ids(self, example: Example) -> list[int]:
+        if example.id not in self._prompt_cache:
+            messages = self.task.messages(example)
+            self._prompt_cache[example.id] = build_prompt(self.tokenizer, messages, self.config.max_prompt_tokens)
+        return self._prompt_cache[example.id]
+
+    # ------------------------------------------------------------ rewards
+
+    def rule_rewards(self, examples: list[Example], responses: list[str]) -> tuple[torch.Tensor, dict]:
+        scored = self.task.score_batch(examples, responses)
+        rewards = torch.tensor([r.total for r in scored], dtype=torch.float32)
+        parts = {name: torch.tensor([r.parts[name] for r in scored]) for name in scored[0].parts}
+        return rewards, parts
+
+    def logprob_rewards(
+        self, examples: list[Example], prompts: list[list[int]], out: Rollout, think_ends: list[int | None]
+    ) -> tuple[torch.Tensor, dict]:
+        c = self.config
+        lengths = out.completion_mask.sum(1).tolist()
+        reasonings, closed = [], []
+        for ids, length, end in zip(out.completion_ids.tolist(), lengths, think_ends, strict=True):
+            r_ids, is_closed = reasoning_ids(self.tokenizer, ids[:length], end, self.stop_ids)
+            reasonings.append(r_ids)
+            closed.append(is_closed)
+        scorer = self.reference if c.scorer == "reference" else self.policy
+        if scorer is None:
+            raise ValueError("--scorer reference needs a reference model (β > 0)")
+        scorer.eval()
+        scores = gold_answer_logprobs(
+            scorer,
+            self.tokenizer,
+            prompts,
+            reasonings,
+            [ex.gold for ex in examples],
+            micro_batch_size=c.micro_batch_size,
+            with_empty_reasoning=c.debias,
+        )
+        closed_t = torch.tensor(closed, device=scores.logp_sum.device)
+        logprob = logprob_reward(
+            scores,
+            closed_t,
+            length_norm=c.length_norm,
+            exp=c.exp_norm,
+            batch_norm=c.batch_norm,
+            debias=c.debias,
+            unclosed=c.unclosed,
+        ).cpu()
+        fmt = torch.tensor([format_reward(THINK_OPEN + t) for t in out.texts])
+        # total reward = w_lp · normalised logprob reward + w_fmt · format reward (the poster: 0.9 / 0.1)
+        rewards = c.logprob_weight * logprob + c.format_weight * fmt
+        parts = {
+            "format": fmt,
+            "logprob": logprob,
+            "logprob_raw": scores.logp_sum.cpu(),
+            "logprob_per_token": (scores.logp_sum / scores.gold_tokens).cpu(),
+            "gold_tokens": scores.gold_tokens.cpu(),
+            "reasoning_tokens": torch.tensor([float(len(r)) for r in reasonings]),
+            "think_closed": closed_t.float().cpu(),
+        }
+        if scores.empty_logp_sum is not None:
+            parts["logprob_empty_reasoning"] = scores.empty_logp_sum.cpu()
+        return rewards, parts
+
+    # ------------------------------------------------------------ one step
+
+    def step(self) -> dict:
+        c = self.config
+        G = c.group_size
+        examples = self.next_examples()
+        prompts = [self.prompt_ids(ex) for ex in examples]
+        row_examples = [ex for ex in examples for _ in range(G)]  # (N,) completion i answers row_examples[i]
+        row_prompts = [p for p in prompts for _ in range(G)]
+
+        # 1. rollout: G completions per prompt
+        t0 = time.perf_counter()
+        self.policy.eval()
+        out = rollout(
+            self.policy,
+            self.tokenizer,
+            prompts,
+            group_size=G,
+            max_new_tokens=c.max_new_tokens,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            stop_token_ids=self.stop_ids,
+            one_think=c.one_think,
+            generator=self.generator,
+        )
+        t_rollout = time.perf_counter() - t0
+        responses = [THINK_OPEN + text for text in out.texts]  # what the model wrote from the prefilled <think>
+
+        # 2. rewards (N,), with their parts; the reasoning span for the mask and the logprob reward
+        t0 = time.perf_counter()
+        span_mask, think_ends = reasoning_mask(self.tokenizer, out.completion_ids, out.completion_mask)
+        rule_rewards, rule_parts = self.rule_rewards(row_examples, responses)
+        if c.reward == "logprob":
+            rewards, parts = self.logprob_rewards(row_examples, row_prompts, out, think_ends)
+            parts.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on
+        else:
+            rewards, parts = rule_rewards, rule_parts
+        advantages, zero_std_fraction = group_advantages(rewards, G, scale=c.scale_advantages)  # (N,)
+        t_reward = time.perf_counter() - t0
+
+        # 3. log π_ref (and log π_old when μ > 1) of the sampled tokens, without gradient
+        t0 = time.perf_counter()
+        input_ids, attention_mask, start = out.input_ids, out.attention_mask, out.prompt_length
+        loss_mask = span_mask if use_reasoning_mask(c) else out.completion_mask  # (N, C)
+        ref_logp = old_logp = None
+        if c.beta > 0:
+            ref_logp = batched_token_logprobs(
+                self.reference, input_ids, attention_mask, start, micro_batch_size=c.micro_batch_size, temperature=c.temperature or 1.0
+            )
+        if c.mu > 1:
+            old_logp = batched_token_logprobs(
+                self.policy, input_ids, attention_mask, start, micro_batch_size=c.micro_batch_size, temperature=c.temperature or 1.0
+            )
+        t_reference = time.perf_counter() - t0
+
+        # 4. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches
+        t0 = time.perf_counter()
+        self.policy.train()
+        advantages = advantages.to(self.device)
+        n = input_ids.shape[0]
+        stats_log, losses, grad_norms = [], [], []
+        for _ in range(c.mu):
+            self.optimizer.zero_grad(set_to_none=True)
+            total_loss = 0.0
+            for i in range(0, n, c.micro_batch_size):
+                rows = slice(i, i + c.micro_batch_size)
+                logp = token_logprobs(
+                    self.policy, input_ids[rows], attention_mask[rows], start, temperature=c.temperature or 1.0
+                )  # (mb, C), with grad
+                # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
+                old = logp.detach() if old_logp is None else old_logp[rows]
+                loss, stats = grpo_loss(
+                    logp,
+                    old,
+                    None if ref_logp is None else ref_logp[rows],
+                    advantages[rows],
+                    loss_mask[rows],
+                    clip_eps=c.clip_eps,
+                    beta=c.beta,
+                    aggregation=c.loss_aggregation,
+                    max_tokens=c.max_new_tokens,
+                )
+                weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation)
+                (loss * weight).backward()
+                total_loss += float(loss.detach()) * weight
+                stats_log.append(stats)
+            if c.max_grad_norm > 0:
+                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)))
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(total_loss)
+        t_update = time.perf_counter() - t0
+        self.step_index += 1
+
+        # 5. metrics: one line of metrics.jsonl
+        lengths = out.completion_mask.sum(1).float()
+        useful_tokens = float(lengths.sum())
+        metrics = {"step": self.step_index}
+        metrics["reward_mean"], metrics["reward_std"] = mean_std(rewards)
+        for name, values in parts.items():
+            metrics[f"{name}_mean"], metrics[f"{name}_std"] = mean_std(values.float())
+        metrics.update(
+            format_rate=float(torch.tensor([format_reward(r) for r in responses]).mean()),
+            loss=sum(losses) / len(losses),
+            kl=sum(s.kl for s in stats_log) / len(stats_log),
+            clip_fraction=sum(s.clip_fraction for s in stats_log) / len(stats_log),
+            ratio_mean=sum(s.ratio_mean for s in stats_log) / len(stats_log),
+            grad_norm=sum(grad_norms) / len(grad_norms) if grad_norms else None,
+            lr=self.scheduler.get_last_lr()[0],
+            zero_std_fraction=zero_std_fraction,
+            completion_length_mean=float(lengths.mean()),
+            completion_length_max=float(lengths.max()),
+            loss_tokens_mean=float(loss_mask.sum(1).float().mean()),
+            finish_reasons=dict(Counter(out.finish_reasons)),
+            time_rollout=t_rollout,
+            time_reference=t_reference,
+            time_reward=t_reward,
+            time_update=t_update,
+            rollout_tokens_per_s=useful_tokens / max(t_rollout, 1e-9),
+        )
+        samples = [
+            {
+                "step": self.step_index,
+                "example": row_examples[i].id,
+                "gold": row_examples[i].gold,
+                "response": responses[i],
+                "reward": float(rewards[i]),
+                "advantage": float(advantages[i]),
+                "parts": {k: float(v[i]) for k, v in parts.items()},
+            }
+            for i in range(min(c.samples_per_step, n))
+        ]
+        return metrics, samples
+
+    # ------------------------------------------------------------ the run
+
+    def train(self, progress: bool = True) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        history = []
+        bar = tqdm(range(self.config.steps), desc=f"{self.task.name}/{self.config.reward}", disable=not progress)
+        for _ in bar:
+            metrics, samples = self.step()
+            history.append(metrics)
+            with open(self.out_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            with open(self.out_dir / "samples.jsonl", "a") as f:
+                for s in samples:
+                    f.write(json.dumps(s) + "\n")
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", fmt=f"{metrics['format_rate']:.2f}", kl=f"{metrics['kl']:.4f}")
+        self.save(self.out_dir / "final")
+        return history
+
+    def save(self, path: Path) -> None:
+        """The policy in Hugging Face format (safetensors), written to a temporary directory, then renamed."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+        try:
+            self.policy.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

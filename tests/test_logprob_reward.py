@@ -1,0 +1,91 @@
+"""The teacher-forced gold-answer log-prob: batched equals one-at-a-time, token boundaries, direction."""
+
+from __future__ import annotations
+
+import torch
+
+import grpo.rewards as rewards_module
+from grpo.rewards import gold_answer_logprobs, logprob_reward
+
+
+def enc(tokenizer, text):
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def naive_gold_logprob(model, tokenizer, prompt, reasoning, gold):
+    """One sequence, no padding, full-vocabulary log-softmax: the definition, written plainly."""
+    head = prompt + reasoning + enc(tokenizer, "<answer>")
+    gold_ids = enc(tokenizer, gold)
+    ids = torch.tensor([head + gold_ids + enc(tokenizer, "</answer>")])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]  # (L, V)
+    # token at position t is predicted by the logits at t − 1
+    return sum(float(logp[len(head) + k - 1, gold_ids[k]]) for k in range(len(gold_ids)))
+
+
+def example_batch(tokenizer):
+    prompts = [enc(tokenizer, "<|user|>make 10\n<|assistant|><think>")] * 2 + [enc(tokenizer, "<|user|>q2<|assistant|><think>")] * 2
+    reasonings = [enc(tokenizer, t) for t in ["5+5</think>", "a much longer reasoning</think>", "</think>", "x</think>"]]
+    golds = ["5+5", "5+5", "(1+2)*3", "(1+2)*3"]
+    return prompts, reasonings, golds
+
+
+def test_batched_reward_equals_one_at_a_time(tokenizer, tiny_model):
+    prompts, reasonings, golds = example_batch(tokenizer)
+    scores = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=3)
+    naive = torch.tensor([naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)])
+    torch.testing.assert_close(scores.logp_sum, naive, atol=1e-5, rtol=0)
+    assert scores.gold_tokens.tolist() == [3, 3, 7, 7]
+
+
+def test_empty_reasoning_scores_come_from_the_same_pass(tokenizer, tiny_model):
+    prompts, reasonings, golds = example_batch(tokenizer)
+    scores = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4, with_empty_reasoning=True)
+    empty = [naive_gold_logprob(tiny_model, tokenizer, p, enc(tokenizer, "</think>"), g) for p, g in zip(prompts, golds)]
+    torch.testing.assert_close(scores.empty_logp_sum, torch.tensor(empty), atol=1e-5, rtol=0)
+    # rows 2 and 3 share prompt and gold, so they share the empty-reasoning score (computed once)
+    assert scores.empty_logp_sum[2] == scores.empty_logp_sum[3]
+
+
+def test_gold_ids_in_the_scored_sequence_are_exactly_the_gold_answers_ids(tokenizer, tiny_model, monkeypatch):
+    # "<3" after "<answer>" would merge into "><" if the joined string were re-tokenised
+    gold = "<3"
+    joined = enc(tokenizer, "x</think><answer>" + gold)
+    assert tokenizer.convert_ids_to_tokens(joined)[-2] == "><"  # the trap this construction avoids
+    seen = []
+    original = rewards_module.token_logprobs
+
+    def spy(model, ids, mask, start, **kw):
+        seen.append(ids.clone())
+        return original(model, ids, mask, start, **kw)
+
+    monkeypatch.setattr(rewards_module, "token_logprobs", spy)
+    prompt, reasoning = enc(tokenizer, "p<think>"), enc(tokenizer, "x</think>")
+    gold_answer_logprobs(tiny_model, tokenizer, [prompt], [reasoning], [gold], micro_batch_size=1)
+    (ids,) = seen
+    gold_ids, closer = enc(tokenizer, gold), enc(tokenizer, "</answer>")
+    assert ids[0].tolist() == prompt + reasoning + enc(tokenizer, "<answer>") + gold_ids + closer
+    assert ids[0, -len(closer) - len(gold_ids) : -len(closer)].tolist() == gold_ids
+
+
+def test_raising_the_gold_answers_probability_raises_the_reward(tokenizer, tiny_model):
+    prompts, reasonings, golds = example_batch(tokenizer)
+    before = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4)
+    # a few gradient steps that make the gold answer more likely after completion 0's reasoning only
+    optimizer = torch.optim.SGD(tiny_model.parameters(), lr=0.05)
+    head = prompts[0] + reasonings[0] + enc(tokenizer, "<answer>")
+    gold_ids = enc(tokenizer, golds[0])
+    ids = torch.tensor([head + gold_ids])
+    for _ in range(5):
+        logp = torch.log_softmax(tiny_model(input_ids=ids).logits, dim=-1)[0]
+        loss = -sum(logp[len(head) + k - 1, gold_ids[k]] for k in range(len(gold_ids)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4)
+    assert after.logp_sum[0] > before.logp_sum[0] + 0.1
+    # and the normalised reward follows: completion 0 now ranks above its group-mate, whichever way it ranked before
+    closed = torch.ones(4, dtype=torch.bool)
+    for batch_norm in ("none", "zscore", "minmax"):
+        r = logprob_reward(after, closed, batch_norm=batch_norm)
+        assert r[0] > r[1]

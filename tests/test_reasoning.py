@@ -1,0 +1,95 @@
+"""t_end, the reasoning-span mask and the reasoning's ids, for split and for single-token </think>."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grpo.loss import grpo_loss
+from grpo.reasoning import reasoning_ids, reasoning_mask, think_end
+
+
+def ids_of(tokenizer, text):
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_think_end_is_the_last_piece_of_a_split_close_tag(tokenizer):
+    ids = ids_of(tokenizer, "ab</think>\n<answer>3</answer>")
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    assert pieces[:9] == ["a", "b", "</", "t", "h", "i", "n", "k", ">"]
+    assert think_end(tokenizer, ids) == 8  # the ">" that completes </think>
+
+
+def test_think_end_when_the_close_tag_shares_its_last_token(tokenizer):
+    ids = ids_of(tokenizer, "ab</think><answer>3</answer>")
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    assert pieces[8] == "><"  # ">" of </think> and "<" of <answer> in one token
+    assert think_end(tokenizer, ids) == 8
+
+
+def test_think_end_for_a_single_special_token(qwen_like_tokenizer):
+    ids = ids_of(qwen_like_tokenizer, "ab</think><answer>3</answer>")
+    assert qwen_like_tokenizer.convert_ids_to_tokens(ids)[2] == "</think>"
+    assert think_end(qwen_like_tokenizer, ids) == 2
+
+
+def test_the_posters_backslash_t_string_never_matches():
+    # the poster's code searched for "<\think>": "\t" is a tab, so the string is not </think> at all
+    assert "<\think>" != "</think>" and "<\think>" not in "reasoning</think><answer>1</answer>"
+
+
+@pytest.mark.parametrize("text", ["no close tag here", "", "<think> opened only", "</thin"])
+def test_no_close_tag_gives_none(tokenizer, text):
+    assert think_end(tokenizer, ids_of(tokenizer, text)) is None
+
+
+def test_only_the_first_close_tag_counts(tokenizer):
+    ids = ids_of(tokenizer, "a</think>b</think>")
+    assert think_end(tokenizer, ids) == 7
+
+
+def test_reasoning_mask_ends_at_t_end_and_keeps_unclosed_rows_whole(tokenizer):
+    texts = ["ab</think><answer>3</answer>", "never closed", "x</think>"]
+    rows = [ids_of(tokenizer, t) for t in texts]
+    width = max(map(len, rows))
+    ids = torch.full((3, width), tokenizer.pad_token_id)
+    completion_mask = torch.zeros((3, width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        completion_mask[i, : len(r)] = 1
+    mask, ends = reasoning_mask(tokenizer, ids, completion_mask)
+    assert ends == [8, None, 7]
+    assert mask[0].tolist() == [1] * 9 + [0] * (width - 9)
+    assert torch.equal(mask[1], completion_mask[1])  # unclosed: the whole completion is reasoning
+    assert mask[2].tolist() == [1] * 8 + [0] * (width - 8)
+
+
+def test_tokens_after_t_end_get_zero_gradient(tokenizer):
+    ids = torch.tensor([ids_of(tokenizer, "ab</think><answer>3</answer>")])
+    mask, _ = reasoning_mask(tokenizer, ids, torch.ones_like(ids))
+    logp = torch.randn(ids.shape, requires_grad=True)
+    loss, _ = grpo_loss(logp, logp.detach(), None, torch.tensor([1.0]), mask, clip_eps=0.2, beta=0.0)
+    loss.backward()
+    assert (logp.grad[0, 9:] == 0).all()
+    # the kept tokens share −A/|o^{≤t_end}| = −1/9
+    torch.testing.assert_close(logp.grad[0, :9], torch.full((9,), -1 / 9))
+
+
+def test_reasoning_ids_cut_a_shared_token_at_the_end_of_the_tag(tokenizer):
+    ids = ids_of(tokenizer, "ab</think><answer>3</answer>")
+    cut, closed = reasoning_ids(tokenizer, ids, think_end(tokenizer, ids))
+    assert closed and tokenizer.decode(cut) == "ab</think>"
+    assert cut[:8] == ids[:8]  # the model's own tokens up to the shared one are kept as they were
+
+
+def test_reasoning_ids_of_a_clean_boundary_are_the_models_own(tokenizer, qwen_like_tokenizer):
+    for tok in (tokenizer, qwen_like_tokenizer):
+        ids = ids_of(tok, "ab</think>\n<answer>3</answer>")
+        cut, closed = reasoning_ids(tok, ids, think_end(tok, ids))
+        assert closed and cut == ids[: think_end(tok, ids) + 1]
+
+
+def test_reasoning_ids_of_an_unclosed_completion_append_the_tag_and_drop_eos(tokenizer):
+    ids = ids_of(tokenizer, "still thinking") + [tokenizer.eos_token_id]
+    cut, closed = reasoning_ids(tokenizer, ids, None, stop_token_ids=[tokenizer.eos_token_id])
+    assert not closed and tokenizer.decode(cut) == "still thinking</think>"

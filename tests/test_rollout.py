@@ -1,0 +1,144 @@
+"""The sampler against a teacher-forced forward pass, against model.generate, and its stop rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from grpo.logprobs import token_logprobs
+from grpo.rollout import StopWatcher, left_pad, rollout, sample_tokens
+
+
+def encode(tokenizer, text):
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_left_pad_right_aligns_rows():
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0, device="cpu")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
+def test_sampling_logprobs_equal_a_teacher_forced_forward_pass(tokenizer, tiny_model, temperature, top_p):
+    # two prompts of different lengths, so left padding and position ids are exercised
+    prompts = [encode(tokenizer, "<|user|>count to five\n<|assistant|>"), encode(tokenizer, "hi")]
+    out = rollout(
+        tiny_model, tokenizer, prompts, group_size=3, max_new_tokens=12, temperature=temperature, top_p=top_p,
+        stop_token_ids=[tokenizer.eos_token_id], generator=torch.Generator().manual_seed(0),
+    )
+    assert out.completion_ids.shape[0] == 6 and out.group_ids.tolist() == [0, 0, 0, 1, 1, 1]
+    with torch.no_grad():
+        forced = token_logprobs(tiny_model, out.input_ids, out.attention_mask, out.prompt_length, temperature=temperature)
+    mask = out.completion_mask.bool()
+    assert mask.sum() > 6
+    torch.testing.assert_close(forced[mask], out.sample_logp[mask], atol=1e-5, rtol=0)
+    assert (out.sample_logp[~mask] == 0).all()
+
+
+def test_greedy_decoding_equals_model_generate(tokenizer, tiny_model):
+    prompts = [encode(tokenizer, "<|user|>abc\n<|assistant|>"), encode(tokenizer, "xyz")]
+    out = rollout(tiny_model, tokenizer, prompts, group_size=1, max_new_tokens=10, temperature=0.0,
+                  stop_token_ids=[tokenizer.eos_token_id])
+    ids, mask = left_pad(prompts, tokenizer.pad_token_id, "cpu")
+    reference = tiny_model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )[:, ids.shape[1]:]
+    for row in range(2):
+        n = int(out.completion_mask[row].sum())
+        assert out.completion_ids[row, :n].tolist() == reference[row, :n].tolist()
+    assert out.completion_mask.sum() > 0
+
+
+def test_same_generator_seed_gives_the_same_samples(tokenizer, tiny_model):
+    prompts = [encode(tokenizer, "hello")]
+    kwargs = dict(group_size=4, max_new_tokens=8, stop_token_ids=[tokenizer.eos_token_id])
+    a = rollout(tiny_model, tokenizer, prompts, generator=torch.Generator().manual_seed(3), **kwargs)
+    b = rollout(tiny_model, tokenizer, prompts, generator=torch.Generator().manual_seed(3), **kwargs)
+    c = rollout(tiny_model, tokenizer, prompts, generator=torch.Generator().manual_seed(4), **kwargs)
+    assert torch.equal(a.completion_ids, b.completion_ids)
+    assert not torch.equal(a.completion_ids, c.completion_ids)
+
+
+def test_top_p_keeps_only_the_nucleus():
+    # probabilities 0.5, 0.3, 0.2: top_p 0.7 keeps the first two, never the third
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).repeat(2000, 1)
+    tokens, logp = sample_tokens(logits, 1.0, 0.7, torch.Generator().manual_seed(0))
+    assert set(tokens.tolist()) == {0, 1}
+    # the recorded log-prob is the policy's, before truncation: log 0.5 or log 0.3
+    assert torch.allclose(logp, torch.log(torch.tensor([0.5, 0.3]))[tokens], atol=1e-6)
+    share = (tokens == 0).float().mean()
+    assert abs(share - 0.5 / 0.8) < 0.05  # renormalised over the nucleus: 0.625
+
+
+class ScriptedLM(torch.nn.Module):
+    """A stand-in model that writes a fixed script per row: row r's k-th new token is scripts[r][k]."""
+
+    def __init__(self, vocab_size, scripts, prompt_lengths):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+        self.vocab_size, self.scripts, self.prompt_lengths = vocab_size, scripts, prompt_lengths
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache=True, logits_to_keep=0, **kwargs):
+        logits = torch.full((input_ids.shape[0], 1, self.vocab_size), -30.0)
+        for row, position in enumerate(position_ids[:, -1].tolist()):
+            k = position + 1 - self.prompt_lengths[row]  # index of the token to write next
+            script = self.scripts[row]
+            logits[row, 0, script[min(k, len(script) - 1)]] = 30.0
+        return {"logits": logits, "past_key_values": None}
+
+
+def scripted_rollout(tokenizer, texts, one_think=True, max_new_tokens=40, eos_after=False):
+    prompt = encode(tokenizer, "q")
+    scripts = [encode(tokenizer, t) + ([tokenizer.eos_token_id] if eos_after else []) + [encode(tokenizer, "z")[0]] * 50 for t in texts]
+    model = ScriptedLM(len(tokenizer), scripts, [len(prompt)] * len(texts))
+    # one prompt per row (group_size 1), so each row follows its own script
+    return rollout(model, tokenizer, [prompt] * len(texts), group_size=1, max_new_tokens=max_new_tokens,
+                   temperature=0.0, stop_token_ids=[tokenizer.eos_token_id], one_think=one_think)
+
+
+def test_stop_string_spanning_several_tokens_ends_the_row(tokenizer):
+    # "</answer>" is "</" + "a" "n" "s" "w" "e" "r" + ">": 8 tokens; the row stops right after ">"
+    out = scripted_rollout(tokenizer, ["r</think><answer>7</answer>tail"])
+    assert out.texts[0] == "r</think><answer>7</answer>"
+    assert out.finish_reasons == ["stop"]
+    assert int(out.completion_mask.sum()) == len(encode(tokenizer, "r</think><answer>7</answer>"))
+
+
+def test_rows_stop_independently_and_padding_is_masked(tokenizer):
+    out = scripted_rollout(tokenizer, ["a</think><answer>1</answer>", "longer text here</think><answer>22</answer>"])
+    lengths = out.completion_mask.sum(1).tolist()
+    assert lengths == [len(encode(tokenizer, t)) for t in ["a</think><answer>1</answer>", "longer text here</think><answer>22</answer>"]]
+    assert (out.completion_ids[0, lengths[0]:] == tokenizer.pad_token_id).all()
+
+
+def test_end_of_turn_token_stops_and_is_kept_in_the_mask_but_not_the_text(tokenizer):
+    out = scripted_rollout(tokenizer, ["done"], eos_after=True)
+    assert out.finish_reasons == ["eos"]
+    assert out.texts == ["done"]
+    assert int(out.completion_mask.sum()) == 5  # d o n e <eos>
+
+
+def test_max_new_tokens_cuts_a_row(tokenizer):
+    out = scripted_rollout(tokenizer, ["abcdefghij"], max_new_tokens=4)
+    assert out.finish_reasons == ["length"] and out.texts == ["abcd"]
+
+
+def test_second_think_block_is_stopped_there(tokenizer):
+    out = scripted_rollout(tokenizer, ["a</think>\n<think>b</think><answer>1</answer>"])
+    assert out.finish_reasons == ["second_think"]
+    assert out.texts[0] == "a</think>\n<think>"
+    free = scripted_rollout(tokenizer, ["a</think>\n<think>b</think><answer>1</answer>"], one_think=False)
+    assert free.finish_reasons == ["stop"]
+
+
+def test_stop_watcher_with_single_token_tags():
+    watcher = StopWatcher(1, ["</answer>"], one_think=True)
+    assert watcher.update(0, "<think>") is None  # an opening before any close is not a second block
+    assert watcher.update(0, "x") is None
+    assert watcher.update(0, "</think>") is None
+    assert watcher.update(0, "<answer>1</ans") is None
+    assert watcher.update(0, "wer>") == "stop"
+    closed_and_reopened_in_one_piece = StopWatcher(1, ["</answer>"], one_think=True)
+    assert closed_and_reopened_in_one_piece.update(0, "a</think><think>") == "second_think"

@@ -1,0 +1,115 @@
+"""A few real GRPO steps on a tiny random model, in-process: parameters move, files are written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from grpo.config import Config
+from grpo.trainer import Trainer, build_prompt
+from tasks.base import Example, Reward, Task
+
+
+class EchoTask(Task):
+    """Answer with the letter the user names. Short prompts, so a tiny model can play."""
+
+    name = "echo"
+
+    def examples(self, split):
+        letters = "abcdefgh" if split == "train" else "xyz"
+        return [Example(id=f"{split}-{c}", gold=c, data={"letter": c}) for c in letters]
+
+    def messages(self, example):
+        return [{"role": "user", "content": f"say {example.gold}"}]
+
+    def score(self, example, response):
+        # a dense, made-up reward so that groups differ: the share of the letter in the response
+        share = response.count(example.gold) / max(1, len(response))
+        return Reward(total=share, parts={"share": share})
+
+
+def config(tmp_path, **overrides):
+    base = dict(
+        task="echo", steps=2, prompts_per_step=2, group_size=4, micro_batch_size=3, max_new_tokens=12,
+        max_prompt_tokens=64, lr=1e-2, beta=0.01, seed=0, out_dir=str(tmp_path / "run"),
+    )
+    return Config(**{**base, **overrides})
+
+
+def make_trainer(cfg, tokenizer, make_model):
+    policy = make_model(tokenizer, seed=0)
+    reference = make_model(tokenizer, seed=0).requires_grad_(False) if cfg.beta > 0 else None
+    return Trainer(cfg, policy, reference, tokenizer, EchoTask())
+
+
+@pytest.fixture
+def model_factory():
+    from conftest import make_model
+
+    return make_model
+
+
+@pytest.mark.parametrize("reward, mu", [("rule", 1), ("rule", 2), ("logprob", 1)])
+def test_training_steps_change_parameters_and_write_metrics(tmp_path, tokenizer, model_factory, reward, mu):
+    cfg = config(tmp_path, reward=reward, mu=mu)
+    trainer = make_trainer(cfg, tokenizer, model_factory)
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    history = trainer.train(progress=False)
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+    assert changed > 0
+
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[-1])["step"] == 2
+    metrics = json.loads(lines[0])
+    for key in ("reward_mean", "reward_std", "format_rate", "kl", "clip_fraction", "zero_std_fraction",
+                "completion_length_mean", "time_rollout", "time_reference", "time_reward", "time_update",
+                "rollout_tokens_per_s", "lr", "loss"):
+        assert key in metrics, key
+    if reward == "logprob":
+        for key in ("logprob_mean", "logprob_raw_mean", "logprob_per_token_mean", "gold_tokens_mean",
+                    "reasoning_tokens_mean", "format_mean", "rule_share_mean"):
+            assert key in metrics, key
+        assert 0.0 <= metrics["logprob_mean"] <= 1.0  # min-max normalised
+    else:
+        assert "share_mean" in metrics
+    if mu == 1:
+        assert metrics["ratio_mean"] == pytest.approx(1.0)  # π_old is the policy itself on the only update
+    samples = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 2 * cfg.samples_per_step
+    assert json.loads(samples[0])["response"].startswith("<think>")
+    assert history[0]["step"] == 1
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
+    for p, q in zip(trainer.policy.parameters(), reloaded.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_zero_beta_runs_without_a_reference(tmp_path, tokenizer, model_factory):
+    trainer = make_trainer(config(tmp_path, beta=0.0, steps=1), tokenizer, model_factory)
+    assert trainer.reference is None
+    metrics, _ = trainer.step()
+    assert metrics["kl"] == 0.0
+
+
+def test_all_equal_groups_make_no_update(tmp_path, tokenizer, model_factory):
+    class Constant(EchoTask):
+        def score(self, example, response):
+            return Reward(total=1.0, parts={"share": 1.0})
+
+    cfg = config(tmp_path, beta=0.0, steps=1, max_grad_norm=0.0)
+    trainer = Trainer(cfg, model_factory(tokenizer), None, tokenizer, Constant())
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    metrics, _ = trainer.step()
+    assert metrics["zero_std_fraction"] == 1.0
+    # every advantage is exactly 0 and β = 0, so the gradient is 0 and AdamW (no weight decay) leaves θ as it was
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
+
+
+def test_build_prompt_prefills_think_and_cuts_from_the_left(tokenizer):
+    ids = build_prompt(tokenizer, [{"role": "user", "content": "hi"}], max_tokens=1000)
+    assert tokenizer.decode(ids).endswith("<|assistant|>Let me think it through first.\n<think>")
+    cut = build_prompt(tokenizer, [{"role": "user", "content": "hi"}], max_tokens=10)
+    assert cut == ids[-10:]
