@@ -23,7 +23,7 @@ def group_advantages(
     eps: float = 1e-6,
 ) -> tuple[torch.Tensor, float]:
     """Return (advantages (N,), fraction of groups whose rewards are all equal)."""
-    if rewards.ndim != 1 or rewards.numel() % group_size != 0:
+    if group_size < 1 or rewards.ndim != 1 or rewards.numel() % group_size != 0:
         raise ValueError(f"rewards of shape {tuple(rewards.shape)} do not split into groups of {group_size}")
     grouped = rewards.double().view(-1, group_size)  # (n_groups, G), float64 so the baseline is exact
     baseline = grouped.mean(dim=1, keepdim=True)  # (n_groups, 1)

@@ -175,14 +175,11 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None = None, description: str = "") -> Config:
     parser = build_parser(description)
-    args = parser.parse_args(argv)
-    values = vars(args)
-    if values["preset"]:
-        # a preset fills in what the command line left at its default
-        for name, value in PRESETS[values["preset"]].items():
-            if values[name] == parser.get_default(name):
-                values[name] = value
-    config = Config(**values)
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset:
+        # a preset replaces the defaults; whatever the command line gives explicitly still wins
+        parser.set_defaults(**PRESETS[preset])
+    config = Config(**vars(parser.parse_args(argv)))
     validate(config)
     return config
 

@@ -40,7 +40,7 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     # KL_t = exp(ref − logp) − (ref − logp) − 1: unbiased for KL(π_θ ‖ π_ref) under samples of π_θ,
     # always ≥ 0, exactly 0 where the two agree (Schulman, "Approximating KL divergence", 2020)
     log_ratio = ref_logp - logp  # (N, T)
-    return torch.exp(log_ratio) - log_ratio - 1  # (N, T)
+    return torch.expm1(log_ratio) - log_ratio  # (N, T); expm1 keeps it ≥ 0 in float32 near log_ratio = 0
 
 
 @dataclass
@@ -109,5 +109,5 @@ def microbatch_weight(mb_mask: torch.Tensor, batch_mask: torch.Tensor, aggregati
     batch. "token" is a mean over tokens: weight = kept tokens in the micro-batch / kept tokens in the batch.
     """
     if aggregation == "token":
-        return float(mb_mask.sum() / batch_mask.sum().clamp(min=1))
+        return int(mb_mask.sum()) / max(int(batch_mask.sum()), 1)
     return mb_mask.shape[0] / batch_mask.shape[0]

@@ -63,8 +63,9 @@ def batch_normalise(rewards: torch.Tensor, method: str) -> torch.Tensor:
         return rewards
     if method == "zscore":
         # (R − mean_B R) / std_B R
-        std = rewards.std(unbiased=False)
-        return torch.zeros_like(rewards) if std == 0 else (rewards - rewards.mean()) / std
+        if rewards.amax() == rewards.amin():  # not `std == 0`: the mean of equal floats can carry a residue
+            return torch.zeros_like(rewards)
+        return (rewards - rewards.mean()) / rewards.std(unbiased=False)
     if method == "minmax":
         # (R − min_B R) / (max_B R − min_B R) ∈ [0, 1]
         spread = rewards.max() - rewards.min()

@@ -1,0 +1,138 @@
+"""The flat Config, its generated CLI, its preset and its validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+
+from grpo.config import PRESETS, Config, build_parser, field_docs, parse_config, use_reasoning_mask
+
+FIELDS = [f.name for f in dataclasses.fields(Config)]
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# --------------------------------------------------------------------------------------------------
+# Docstrings and --help
+
+
+def test_every_field_has_a_docstring():
+    docs = field_docs(Config)
+    assert sorted(docs) == sorted(FIELDS)
+    for name in FIELDS:
+        assert docs[name].strip(), name
+    # the docstring is the literal under the field, whitespace collapsed
+    assert docs["group_size"] == "G: completions sampled per prompt; each is compared with the mean of its group."
+
+
+def test_help_lists_every_flag_with_its_docstring(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    help_text = build_parser().format_help()
+    options = help_text.split("options:", 1)[1]  # past the usage block, which also lists the flags
+    squeezed = "".join(options.split())  # argparse wraps lines (and breaks at hyphens)
+    docs = field_docs(Config)
+    for name in FIELDS:
+        # each option's entry starts a line: "  --task {math,poetry}  Domain ..." or "  --one-think, --no-one-think"
+        assert re.search(rf"^ +{re.escape(flag(name))}(?=[ ,\n])", options, re.MULTILINE), name
+        assert "".join(docs[name].split()) in squeezed, name
+    # booleans get both spellings
+    assert "--no-one-think" in options and "--no-reasoning-mask" in options
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def test_parse_config_defaults_are_the_dataclass_defaults():
+    assert parse_config([]) == Config()
+    config = parse_config([])
+    assert (config.task, config.reward, config.group_size, config.lr) == ("math", "rule", 4, 1e-6)
+    assert config.one_think is True and config.reasoning_mask is None and config.preset is None
+
+
+def test_flags_parse_into_their_fields():
+    config = parse_config(["--group-size", "8", "--lr", "3e-6", "--batch-norm", "zscore", "--data", "poems.csv"])
+    assert config.group_size == 8 and isinstance(config.group_size, int)
+    assert config.lr == 3e-6
+    assert config.batch_norm == "zscore"
+    assert config.data == "poems.csv"
+
+
+def test_no_one_think_sets_false():
+    assert parse_config(["--no-one-think"]).one_think is False
+    assert parse_config(["--one-think"]).one_think is True
+
+
+def test_reasoning_mask_flags_and_default():
+    assert parse_config([]).reasoning_mask is None
+    assert parse_config(["--reasoning-mask"]).reasoning_mask is True
+    assert parse_config(["--no-reasoning-mask"]).reasoning_mask is False
+
+
+def test_use_reasoning_mask_defaults_by_reward():
+    assert use_reasoning_mask(parse_config(["--reward", "logprob"])) is True
+    assert use_reasoning_mask(parse_config(["--reward", "rule"])) is False
+    # explicit flags win either way
+    assert use_reasoning_mask(parse_config(["--reward", "logprob", "--no-reasoning-mask"])) is False
+    assert use_reasoning_mask(parse_config(["--reward", "rule", "--reasoning-mask"])) is True
+
+
+def test_poster_preset():
+    config = parse_config(["--preset", "poster"])
+    assert config.model == "Qwen/Qwen3-1.7B"
+    assert config.lr == 5e-7
+    assert config.max_new_tokens == 1024
+    assert config.lr_schedule == "cosine" and config.warmup_ratio == 0.03 and config.dtype == "bfloat16"
+    for name, value in PRESETS["poster"].items():
+        assert getattr(config, name) == value, name
+
+
+def test_an_explicit_option_wins_over_the_preset():
+    config = parse_config(["--preset", "poster", "--lr", "1e-5"])
+    assert config.lr == 1e-5
+    assert config.model == "Qwen/Qwen3-1.7B"  # the rest of the preset still applies
+    # order on the command line does not matter
+    assert parse_config(["--lr", "1e-5", "--preset", "poster"]).lr == 1e-5
+
+
+def test_an_explicit_option_equal_to_the_default_wins_over_the_preset():
+    # 256 is Config's default; the preset's is 1024. The Config docstring: "Options given explicitly still win."
+    assert parse_config(["--preset", "poster", "--max-new-tokens", "256"]).max_new_tokens == 256
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--group-size", "1"], "--group-size must be ≥ 2"),
+        (["--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--clip-eps", "1"], "--clip-eps must be in [0, 1)"),
+        (["--lr", "0"], "--lr must be > 0"),
+        (["--temperature", "0"], "--temperature 0 makes every completion"),
+    ],
+)
+def test_invalid_values_exit_with_a_message(argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(argv)
+    assert message in str(exit_info.value.code)
+
+
+def test_valid_edges_are_accepted():
+    assert parse_config(["--group-size", "2", "--top-p", "1", "--clip-eps", "0"]).group_size == 2
+    assert parse_config(["--temperature", "0", "--reward", "logprob"]).temperature == 0.0
+
+
+@pytest.mark.parametrize("argv", [["--task", "chess"], ["--loss-aggregation", "mean"], ["--group-size", "four"]])
+def test_argparse_rejects_bad_choices_and_types(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(argv)
+    assert exit_info.value.code == 2  # argparse's usage error
+    assert "invalid" in capsys.readouterr().err

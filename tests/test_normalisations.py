@@ -1,0 +1,188 @@
+"""The logprob reward's normalisations and their order, on hand-made GoldScores (no model)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from grpo.rewards import GoldScores, batch_normalise, exp_normalise, length_normalise, logprob_reward
+
+
+def scores(logp_sum, gold_tokens, empty_logp_sum=None) -> GoldScores:
+    as_tensor = lambda x: None if x is None else torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    return GoldScores(as_tensor(logp_sum), as_tensor(gold_tokens), as_tensor(empty_logp_sum))
+
+
+def all_closed(n: int) -> torch.Tensor:
+    return torch.ones(n, dtype=torch.bool)
+
+
+# --------------------------------------------------------------------------------------------------
+# Each normalisation alone
+
+
+def test_length_normalise_divides_by_the_gold_length():
+    logp_sum = torch.tensor([-2.0, -6.0, -3.0])
+    # [−2/2, −6/3, −3/1]; a length of 0 counts as 1 rather than dividing by zero
+    assert length_normalise(logp_sum, torch.tensor([2.0, 3.0, 1.0])).tolist() == [-1.0, -2.0, -3.0]
+    assert length_normalise(torch.tensor([-3.0]), torch.tensor([0.0])).tolist() == [-3.0]
+
+
+def test_exp_normalise():
+    rewards = torch.tensor([0.0, -math.log(2), -math.log(4)], dtype=torch.float64)
+    torch.testing.assert_close(exp_normalise(rewards), torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))
+
+
+def test_batch_normalise_zscore_hand_values():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64)
+    # mean 3, deviations [−2, −1, 0, 3], population var 14/4 = 3.5, std 1.870829
+    s = math.sqrt(3.5)
+    expected = torch.tensor([-2 / s, -1 / s, 0.0, 3 / s], dtype=torch.float64)
+    torch.testing.assert_close(batch_normalise(rewards, "zscore"), expected)
+    # ≈ [−1.069045, −0.534522, 0, 1.603567]
+    assert batch_normalise(rewards, "zscore")[0].item() == pytest.approx(-1.069045, abs=1e-6)
+
+
+def test_batch_normalise_minmax_hand_values():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64)
+    # (R − 1) / (6 − 1)
+    torch.testing.assert_close(batch_normalise(rewards, "minmax"), torch.tensor([0.0, 0.2, 0.4, 1.0], dtype=torch.float64))
+
+
+def test_batch_normalise_none_is_the_identity():
+    rewards = torch.tensor([-1.0, 4.0])
+    assert batch_normalise(rewards, "none").tolist() == [-1.0, 4.0]
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax"])
+@pytest.mark.parametrize("values", [[0.5, 0.5, 0.5, 0.5], [-2.0], [3.0, 3.0]])
+def test_all_equal_batch_maps_to_zeros(method, values):
+    out = batch_normalise(torch.tensor(values, dtype=torch.float64), method)
+    assert not torch.isnan(out).any()
+    assert out.tolist() == [0.0] * len(values)
+
+
+def test_all_equal_batch_with_a_rounding_residue_maps_to_zeros_under_zscore():
+    rewards = torch.tensor([0.1, 0.1, 0.1], dtype=torch.float64)
+    # 0.1 + 0.1 + 0.1 = 0.30000000000000004: the mean is not 0.1, the deviations are ±1.4e-17
+    assert batch_normalise(rewards, "zscore").tolist() == [0.0, 0.0, 0.0]
+
+
+def test_all_equal_batch_with_a_rounding_residue_maps_to_zeros_under_minmax():
+    rewards = torch.tensor([0.1, 0.1, 0.1], dtype=torch.float64)
+    assert batch_normalise(rewards, "minmax").tolist() == [0.0, 0.0, 0.0]
+
+
+def test_unknown_batch_normalisation_raises():
+    with pytest.raises(ValueError, match="unknown batch normalisation"):
+        batch_normalise(torch.tensor([1.0, 2.0]), "rank")
+    with pytest.raises(ValueError, match="unknown batch normalisation"):
+        logprob_reward(scores([-1.0, -2.0], [1, 1]), all_closed(2), batch_norm="max")
+
+
+# --------------------------------------------------------------------------------------------------
+# Direction: a more likely gold answer gets a higher reward
+
+
+@pytest.mark.parametrize(
+    "length_norm, exp, batch_norm",
+    list(itertools.product([False, True], [False, True], ["none", "zscore", "minmax"])),
+)
+def test_a_more_likely_gold_answer_always_gets_a_higher_reward(length_norm, exp, batch_norm):
+    # one gold answer of 3 tokens, scored after four reasonings; sorted from least to most likely
+    logp_sum = [-9.0, -6.0, -2.5, -0.3]
+    rewards = logprob_reward(
+        scores(logp_sum, [3, 3, 3, 3]), all_closed(4), length_norm=length_norm, exp=exp, batch_norm=batch_norm
+    )
+    # strictly increasing with logp_sum (the poster's abs() made it strictly decreasing)
+    assert (rewards[1:] > rewards[:-1]).all(), rewards.tolist()
+    if batch_norm == "minmax":
+        assert rewards[0] == 0.0 and rewards[-1] == 1.0  # the least likely gets 0, the most likely 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The order: length → exp → batch
+
+
+def test_order_length_then_exp_then_batch_two_completions():
+    s = scores([-2.0, -6.0], [2, 3])
+    closed = all_closed(2)
+    # length: [−2/2, −6/3] = [−1, −2]
+    length = logprob_reward(s, closed, length_norm=True, exp=False, batch_norm="none")
+    assert length.tolist() == [-1.0, -2.0]
+    # exp: [e^−1, e^−2]
+    exp = logprob_reward(s, closed, length_norm=True, exp=True, batch_norm="none")
+    torch.testing.assert_close(exp, torch.tensor([math.exp(-1), math.exp(-2)], dtype=torch.float64))
+    # minmax: [1, 0]
+    assert logprob_reward(s, closed, length_norm=True, exp=True, batch_norm="minmax").tolist() == [1.0, 0.0]
+
+
+def test_order_length_then_exp_then_batch_three_completions():
+    # three values tell the orders apart where two cannot (any monotone map of two values minmaxes to [1, 0])
+    s = scores([-2.0, -6.0, -3.0], [2, 3, 1])
+    # length: [−1, −2, −3] → exp: [e^−1, e^−2, e^−3] → minmax: [1, (e^−2 − e^−3)/(e^−1 − e^−3), 0]
+    # and (e^−2 − e^−3)/(e^−1 − e^−3) = e^−1 (1 − e^−1)/(1 − e^−2) = 1/(1 + e) = 0.268941
+    rewards = logprob_reward(s, all_closed(3), length_norm=True, exp=True, batch_norm="minmax")
+    torch.testing.assert_close(rewards, torch.tensor([1.0, 1 / (1 + math.e), 0.0], dtype=torch.float64))
+    # minmax then exp would give [e, e^0.5, 1]; no exp gives [1, 0.5, 0]
+    no_exp = logprob_reward(s, all_closed(3), length_norm=True, exp=False, batch_norm="minmax")
+    assert no_exp.tolist() == [1.0, 0.5, 0.0]
+
+
+def test_without_length_norm_the_sum_is_used():
+    s = scores([-2.0, -6.0, -3.0], [2, 3, 1])
+    # minmax of the sums: (R + 6) / 4 → [1, 0, 0.75]
+    rewards = logprob_reward(s, all_closed(3), length_norm=False, exp=False, batch_norm="minmax")
+    assert rewards.tolist() == [1.0, 0.0, 0.75]
+
+
+# --------------------------------------------------------------------------------------------------
+# Completions that never closed </think>
+
+
+def test_batch_min_gives_unclosed_the_lowest_closed_reward_before_batch_norm():
+    s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
+    closed = torch.tensor([True, True, True, False])
+    # length: [−1, −3, −2, −0.5]; the unclosed one (the most likely!) takes the closed minimum, −3
+    before = logprob_reward(s, closed, batch_norm="none", unclosed="batch_min")
+    assert before.tolist() == [-1.0, -3.0, -2.0, -3.0]
+    # minmax over [−1, −3, −2, −3]: (R + 3) / 2 → [1, 0, 0.5, 0]
+    after = logprob_reward(s, closed, batch_norm="minmax", unclosed="batch_min")
+    assert after.tolist() == [1.0, 0.0, 0.5, 0.0]
+    # "score" keeps its own value: minmax over [−1, −3, −2, −0.5] → [0.8, 0, 0.4, 1]
+    scored = logprob_reward(s, closed, batch_norm="minmax", unclosed="score")
+    torch.testing.assert_close(scored, torch.tensor([0.8, 0.0, 0.4, 1.0], dtype=torch.float64))
+
+
+def test_batch_min_leaves_values_when_none_is_closed():
+    s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
+    closed = torch.zeros(4, dtype=torch.bool)
+    rewards = logprob_reward(s, closed, batch_norm="none", unclosed="batch_min")
+    assert rewards.tolist() == [-1.0, -3.0, -2.0, -0.5]
+
+
+def test_unknown_unclosed_policy_raises():
+    with pytest.raises(ValueError, match="unknown unclosed policy"):
+        logprob_reward(scores([-1.0, -2.0], [1, 1]), all_closed(2), unclosed="drop")
+
+
+# --------------------------------------------------------------------------------------------------
+# Debiasing
+
+
+def test_debias_subtracts_the_empty_reasoning_score_before_length_norm():
+    s = scores([-6.0, -6.0], [2, 2], empty_logp_sum=[-4.0, -8.0])
+    # (−6 − (−4)) / 2 = −1 and (−6 − (−8)) / 2 = 1
+    # (subtracting after length norm would give −3 + 4 = 1 and −3 + 8 = 5)
+    rewards = logprob_reward(s, all_closed(2), debias=True, batch_norm="none")
+    assert rewards.tolist() == [-1.0, 1.0]
+    # the same scores undebiased: [−3, −3]
+    assert logprob_reward(s, all_closed(2), debias=False, batch_norm="none").tolist() == [-3.0, -3.0]
+
+
+def test_debias_without_empty_scores_raises():
+    with pytest.raises(ValueError, match="empty-reasoning"):
+        logprob_reward(scores([-6.0, -6.0], [2, 2]), all_closed(2), debias=True)
