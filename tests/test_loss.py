@@ -283,7 +283,6 @@ def test_microbatches_of_one_sum_to_the_full_batch(aggregation):
         weighted.backward()  # gradients accumulate, as in the trainer
         total = total + weighted.detach()
 
-    # float32-level tolerance for the float32 losses
-    assert float(total) == pytest.approx(float(full_loss.detach()), rel=1e-6)
-    torch.testing.assert_close(mb_logp.grad, full_logp.grad, rtol=1e-6, atol=1e-9)
+    assert float(total) == pytest.approx(float(full_loss.detach()), rel=1e-12)
+    torch.testing.assert_close(mb_logp.grad, full_logp.grad, rtol=1e-12, atol=1e-15)
     assert full_logp.grad.abs().sum() > 0
