@@ -119,7 +119,7 @@ def _cache_argument(model) -> str:
 
 
 def _returned_cache(out):
-    return out["cache"] if "cache" in out else out["past_key_values"]
+    return out["cache"] if "cache" in out else out.get("past_key_values")
 
 
 @torch.no_grad()
@@ -137,55 +137,67 @@ def rollout(
     one_think: bool = True,
     generator: torch.Generator | None = None,
 ) -> Rollout:
-    """Sample `group_size` completions for each prompt (token ids, chat template already applied)."""
+    """Sample `group_size` completions for each prompt (token ids, chat template already applied).
+
+    Two savings that do not change what is sampled: each prompt is prefilled once and its KV cache
+    shared by its G samples, and a row that has finished leaves the batch (and the cache) at once, so
+    no step is spent on padding.
+    """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
-    rows = [list(p) for p in prompts for _ in range(group_size)]  # G copies of each prompt, contiguous
-    group_ids = torch.arange(len(prompts), device=device).repeat_interleave(group_size)  # (N,)
-    prompt_ids, prompt_mask = left_pad(rows, pad_id, device)  # (N, P)
+    G = group_size
+    unique_ids, unique_mask = left_pad(prompts, pad_id, device)  # (n_prompts, P)
+    prompt_ids = unique_ids.repeat_interleave(G, dim=0)  # (N, P): G copies of each prompt, contiguous
+    prompt_mask = unique_mask.repeat_interleave(G, dim=0)  # (N, P)
+    group_ids = torch.arange(len(prompts), device=device).repeat_interleave(G)  # (N,)
     n = prompt_ids.shape[0]
     stop_ids = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
 
-    position_ids = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (N, P)
+    # prefill each prompt once, then give each of its G samples a copy of its cache
+    position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
     out = model(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
+        input_ids=unique_ids, attention_mask=unique_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
     )
     cache_kw = _cache_argument(model)
-    cache, logits = _returned_cache(out), out["logits"][:, -1]  # logits (N, V)
-    next_position = position_ids[:, -1] + 1  # (N,)
-    attention_mask = prompt_mask
+    cache = _returned_cache(out)
+    if cache is not None:
+        cache.batch_repeat_interleave(G)
+    logits = out["logits"][:, -1].repeat_interleave(G, dim=0)  # (N, V)
+    next_position = (position_ids[:, -1] + 1).repeat_interleave(G)  # (N,)
+    attention_mask = prompt_mask  # (N, P)
 
     completion_ids = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
     completion_mask = torch.zeros((n, max_new_tokens), dtype=torch.long, device=device)
     sample_logp = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)
-    finished = torch.zeros(n, dtype=torch.bool, device=device)
     finish_reasons = ["length"] * n
     watcher = StopWatcher(n, stop_strings, one_think)
+    alive = torch.arange(n, device=device)  # (n_alive,) the row of the output each batch row writes to
 
     steps = 0
     for t in range(max_new_tokens):
-        tokens, logp = sample_tokens(logits, temperature, top_p, generator)  # (N,), (N,)
-        tokens = tokens.masked_fill(finished, pad_id)
-        completion_ids[:, t] = tokens
-        completion_mask[:, t] = (~finished).long()
-        sample_logp[:, t] = logp.masked_fill(finished, 0.0)
+        tokens, logp = sample_tokens(logits, temperature, top_p, generator)  # (n_alive,), (n_alive,)
+        completion_ids[alive, t] = tokens
+        completion_mask[alive, t] = 1
+        sample_logp[alive, t] = logp
         steps = t + 1
 
         # which rows end with this token: an end-of-turn id, else a stop string in the decoded text
-        active = (~finished).nonzero().squeeze(-1).tolist()
         is_eos = torch.isin(tokens, stop_ids).tolist()
-        pieces = tokenizer.batch_decode(tokens[active].unsqueeze(-1).tolist(), skip_special_tokens=False)
-        for row, piece in zip(active, pieces, strict=True):
-            reason = "eos" if is_eos[row] else watcher.update(row, piece)
-            if reason is not None:
+        pieces = tokenizer.batch_decode(tokens.unsqueeze(-1).tolist(), skip_special_tokens=False)
+        keep = []
+        for i, (row, piece) in enumerate(zip(alive.tolist(), pieces, strict=True)):
+            reason = "eos" if is_eos[i] else watcher.update(row, piece)
+            if reason is None:
+                keep.append(i)
+            else:
                 finish_reasons[row] = reason
-                finished[row] = True
-        if bool(finished.all()):
+        if not keep or t == max_new_tokens - 1:
             break
+        if len(keep) < len(alive):  # finished rows leave the batch and the cache
+            keep_t = torch.tensor(keep, device=device)
+            alive, tokens, attention_mask, next_position = alive[keep_t], tokens[keep_t], attention_mask[keep_t], next_position[keep_t]
+            if cache is not None:
+                cache.batch_select_indices(keep_t)
 
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         out = model(

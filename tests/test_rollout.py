@@ -142,3 +142,17 @@ def test_stop_watcher_with_single_token_tags():
     assert watcher.update(0, "wer>") == "stop"
     closed_and_reopened_in_one_piece = StopWatcher(1, ["</answer>"], one_think=True)
     assert closed_and_reopened_in_one_piece.update(0, "a</think><think>") == "second_think"
+
+
+def test_rows_leaving_the_batch_early_do_not_disturb_the_others(tokenizer, tiny_model):
+    # many stop ids, so rows finish at different steps and the cache is cut down several times
+    stop_ids = [i for i in range(5, 60)]
+    prompts = [encode(tokenizer, "<|user|>a b c\n<|assistant|>"), encode(tokenizer, "zz")]
+    out = rollout(tiny_model, tokenizer, prompts, group_size=4, max_new_tokens=20, temperature=1.0,
+                  stop_token_ids=stop_ids, generator=torch.Generator().manual_seed(1))
+    lengths = out.completion_mask.sum(1)
+    assert len(set(lengths.tolist())) > 2  # rows really did stop at different times
+    with torch.no_grad():
+        forced = token_logprobs(tiny_model, out.input_ids, out.attention_mask, out.prompt_length)
+    mask = out.completion_mask.bool()
+    torch.testing.assert_close(forced[mask], out.sample_logp[mask], atol=1e-5, rtol=0)
