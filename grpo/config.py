@@ -43,8 +43,8 @@ class Config:
     """G: completions sampled per prompt; each is compared with the mean of its group."""
     micro_batch_size: int = 8
     """Completions per forward/backward pass; lower it to save memory, the result is the same."""
-    max_prompt_tokens: int = 256
-    """Prompts longer than this are cut from the left (the system message first); the poster used 256."""
+    max_prompt_tokens: int = 512
+    """Examples whose prompt is longer than this are skipped, not cut (the poster: 256; poem starts here run longer)."""
     max_new_tokens: int = 256
     """Longest completion, in tokens (the poster: 1,024; lower on a CPU)."""
     temperature: float = 1.0
@@ -116,7 +116,6 @@ PRESETS = {
         clip_eps=0.2,
         group_size=4,
         prompts_per_step=16,
-        max_prompt_tokens=256,
         max_new_tokens=1024,
     ),
 }

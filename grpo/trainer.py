@@ -38,11 +38,10 @@ from grpo.tags import ASSISTANT_PREFILL, THINK_OPEN, format_reward
 from tasks.base import Example, Task
 
 
-def build_prompt(tokenizer, messages: list[dict], max_tokens: int) -> list[int]:
+def build_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """Chat template with the assistant turn opened and prefilled up to `<think>`, as token ids."""
     text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    ids = tokenizer.encode(text + ASSISTANT_PREFILL, add_special_tokens=False)
-    return ids[-max_tokens:]  # too long: cut from the left, so the prefill and the question survive
+    return tokenizer.encode(text + ASSISTANT_PREFILL, add_special_tokens=False)
 
 
 def lr_lambda(config: Config, total_updates: int):
@@ -81,25 +80,38 @@ class Trainer:
         self.data_rng = random.Random(config.seed)
         self.order: list[int] = []
         self.step_index = 0
+        self.skipped_long_prompts = 0
         self._prompt_cache: dict[str, list[int]] = {}
         self.out_dir = Path(config.out_dir)
 
     # ------------------------------------------------------------ data
 
     def next_examples(self) -> list[Example]:
-        """The next prompts_per_step examples of a reshuffled-every-epoch pass over the train split."""
-        batch = []
+        """The next prompts_per_step examples of a reshuffled-every-epoch pass over the train split.
+
+        An example whose prompt is longer than max_prompt_tokens is skipped, not cut (a cut prompt loses
+        its instructions); the count is logged as `skipped_long_prompts`.
+        """
+        batch: list[Example] = []
+        skipped_in_a_row = 0
         while len(batch) < self.config.prompts_per_step:
             if not self.order:
                 self.order = list(range(len(self.train_examples)))
                 self.data_rng.shuffle(self.order)
-            batch.append(self.train_examples[self.order.pop()])
+            example = self.train_examples[self.order.pop()]
+            if len(self.prompt_ids(example)) > self.config.max_prompt_tokens:
+                self.skipped_long_prompts += 1
+                skipped_in_a_row += 1
+                if skipped_in_a_row > 2 * len(self.train_examples):  # two whole passes: none fits
+                    raise ValueError(f"every prompt is longer than --max-prompt-tokens {self.config.max_prompt_tokens}")
+                continue
+            skipped_in_a_row = 0
+            batch.append(example)
         return batch
 
     def prompt_ids(self, example: Example) -> list[int]:
         if example.id not in self._prompt_cache:
-            messages = self.task.messages(example)
-            self._prompt_cache[example.id] = build_prompt(self.tokenizer, messages, self.config.max_prompt_tokens)
+            self._prompt_cache[example.id] = build_prompt(self.tokenizer, self.task.messages(example))
         return self._prompt_cache[example.id]
 
     # ------------------------------------------------------------ rewards
@@ -269,6 +281,7 @@ class Trainer:
             grad_norm=sum(grad_norms) / len(grad_norms) if grad_norms else None,
             lr=self.scheduler.get_last_lr()[0],
             zero_std_fraction=zero_std_fraction,
+            skipped_long_prompts=self.skipped_long_prompts,
             completion_length_mean=float(lengths.mean()),
             completion_length_max=float(lengths.max()),
             loss_tokens_mean=float(loss_mask.sum(1).float().mean()),

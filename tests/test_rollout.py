@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from grpo.logprobs import token_logprobs
-from grpo.rollout import StopWatcher, left_pad, rollout, sample_tokens
+from grpo.rollout import StopWatcher, left_pad, nucleus, rollout, sample_tokens
 
 
 def encode(tokenizer, text):
@@ -156,3 +156,18 @@ def test_rows_leaving_the_batch_early_do_not_disturb_the_others(tokenizer, tiny_
         forced = token_logprobs(tiny_model, out.input_ids, out.attention_mask, out.prompt_length)
     mask = out.completion_mask.bool()
     torch.testing.assert_close(forced[mask], out.sample_logp[mask], atol=1e-5, rtol=0)
+
+
+def test_inverse_cdf_sampling_matches_the_distribution_and_skips_zero_probability_tokens():
+    probs = torch.tensor([0.1, 0.0, 0.6, 0.0, 0.3])
+    logits = torch.log(probs).repeat(20000, 1)  # −inf where the probability is 0
+    tokens, _ = sample_tokens(logits, 1.0, 1.0, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=5).float() / tokens.numel()
+    assert counts[1] == 0 and counts[3] == 0
+    torch.testing.assert_close(counts, probs, atol=0.01, rtol=0)
+
+
+def test_nucleus_wider_than_the_candidates_falls_back_to_a_full_sort():
+    probs = torch.full((1, 3000), 1 / 3000)  # flat: the 0.9-nucleus needs 2,700 tokens
+    kept = nucleus(probs, 0.9, candidates=1024)
+    assert int((kept > 0).sum()) == 2700

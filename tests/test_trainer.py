@@ -108,8 +108,23 @@ def test_all_equal_groups_make_no_update(tmp_path, tokenizer, model_factory):
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
 
 
-def test_build_prompt_prefills_think_and_cuts_from_the_left(tokenizer):
-    ids = build_prompt(tokenizer, [{"role": "user", "content": "hi"}], max_tokens=1000)
-    assert tokenizer.decode(ids).endswith("<|assistant|>Let me think it through first.\n<think>")
-    cut = build_prompt(tokenizer, [{"role": "user", "content": "hi"}], max_tokens=10)
-    assert cut == ids[-10:]
+def test_build_prompt_prefills_think(tokenizer):
+    ids = build_prompt(tokenizer, [{"role": "user", "content": "hi"}])
+    assert tokenizer.decode(ids) == "<|user|>hi\n<|assistant|>Let me think it through first.\n<think>"
+
+
+def test_prompts_too_long_are_skipped_and_counted(tmp_path, tokenizer, model_factory):
+    class Mixed(EchoTask):
+        def messages(self, example):  # the prompts of a, c, e, g are long
+            pad = "x" * 200 if example.gold in "aceg" else ""
+            return [{"role": "user", "content": f"say {example.gold}{pad}"}]
+
+    cfg = config(tmp_path, beta=0.0, prompts_per_step=4, max_prompt_tokens=60)
+    trainer = Trainer(cfg, model_factory(tokenizer), None, tokenizer, Mixed())
+    batch = trainer.next_examples()
+    assert sorted(ex.gold for ex in batch) == ["b", "d", "f", "h"]
+    # every example popped from the epoch's order that is not in the batch was a skipped long one
+    assert trainer.skipped_long_prompts == 8 - len(trainer.order) - 4 > 0
+    too_short = Trainer(config(tmp_path, beta=0.0, max_prompt_tokens=5), model_factory(tokenizer), None, tokenizer, Mixed())
+    with pytest.raises(ValueError, match="every prompt is longer"):
+        too_short.next_examples()
