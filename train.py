@@ -20,11 +20,15 @@ def main(argv: list[str] | None = None) -> Config:
     config = parse_config(argv, description=__doc__.split("\n\n")[0])
     torch.manual_seed(config.seed)
 
-    from grpo.models import load_models
-    from grpo.trainer import Trainer
+    from pathlib import Path
+
+    from grpo.models import load_models, pick_device
+    from grpo.trainer import Trainer, prepare_out_dir
     from tasks import get_task
 
-    task = get_task(config.task, **({"data": config.data} if config.task == "poetry" else {}))
+    prepare_out_dir(Path(config.out_dir), config.overwrite)  # fail before the slow part
+    options = {"data": config.data, "device": str(pick_device(config.device))} if config.task == "poetry" else {}
+    task = get_task(config.task, **options)
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
     policy, reference, tokenizer = load_models(config.model, config.device, config.dtype, with_reference=needs_reference)
     print(

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from grpo.tags import ANSWER_CLOSE, THINK_CLOSE, THINK_OPEN
 
@@ -152,6 +153,7 @@ def rollout(
     stop_strings: Sequence[str] = (ANSWER_CLOSE,),
     one_think: bool = True,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> Rollout:
     """Sample `group_size` completions for each prompt (token ids, chat template already applied).
 
@@ -189,8 +191,10 @@ def rollout(
     watcher = StopWatcher(n, stop_strings, one_think)
     alive = torch.arange(n, device=device)  # (n_alive,) the row of the output each batch row writes to
 
+    bar = tqdm(total=max_new_tokens, desc="rollout", unit="tok", leave=False, disable=not progress)
     steps = 0
     for t in range(max_new_tokens):
+        bar.update(1)
         tokens, logp = sample_tokens(logits, temperature, top_p, generator)  # (n_alive,), (n_alive,)
         completion_ids[alive, t] = tokens
         completion_mask[alive, t] = 1
@@ -226,6 +230,7 @@ def rollout(
         cache, logits = _returned_cache(out), out["logits"][:, -1]
         next_position = next_position + 1
 
+    bar.close()
     completion_ids = completion_ids[:, :steps]
     completion_mask = completion_mask[:, :steps]
     sample_logp = sample_logp[:, :steps]

@@ -44,6 +44,17 @@ def build_prompt(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer.encode(text + ASSISTANT_PREFILL, add_special_tokens=False)
 
 
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix two runs' lines in one metrics.jsonl, unless `overwrite` says to start afresh."""
+    run_files = [out_dir / name for name in ("metrics.jsonl", "samples.jsonl", "config.json")]
+    if any(f.exists() for f in run_files):
+        if not overwrite:
+            raise SystemExit(f"error: {out_dir} already holds a run; choose another --out-dir or pass --overwrite")
+        for f in run_files:
+            f.unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
 def lr_lambda(config: Config, total_updates: int):
     warmup = int(config.warmup_ratio * total_updates)
 
@@ -82,6 +93,7 @@ class Trainer:
         self.step_index = 0
         self.skipped_long_prompts = 0
         self._prompt_cache: dict[str, list[int]] = {}
+        self.progress = False  # a bar per rollout, under the bar of steps
         self.out_dir = Path(config.out_dir)
 
     # ------------------------------------------------------------ data
@@ -195,6 +207,7 @@ class Trainer:
             stop_token_ids=self.stop_ids,
             one_think=c.one_think,
             generator=self.generator,
+            progress=self.progress,
         )
         t_rollout = time.perf_counter() - t0
         responses = [THINK_OPEN + text for text in out.texts]  # what the model wrote from the prefilled <think>
@@ -311,7 +324,8 @@ class Trainer:
     def train(self, progress: bool = True) -> list[dict]:
         from tqdm.auto import tqdm
 
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        prepare_out_dir(self.out_dir, self.config.overwrite)
         (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         history = []
         bar = tqdm(range(self.config.steps), desc=f"{self.task.name}/{self.config.reward}", disable=not progress)

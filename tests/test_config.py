@@ -48,8 +48,11 @@ def test_help_lists_every_flag_with_its_docstring(monkeypatch):
 
 
 def test_parse_config_defaults_are_the_dataclass_defaults():
-    assert parse_config([]) == Config()
     config = parse_config([])
+    # out_dir is the one default filled in at parse time: a fresh, dated directory per run
+    assert config.out_dir.startswith("runs/math-rule-")
+    config.out_dir = None
+    assert config == Config()
     assert (config.task, config.reward, config.group_size, config.lr) == ("math", "rule", 4, 1e-6)
     assert config.one_think is True and config.reasoning_mask is None and config.preset is None
 

@@ -128,3 +128,13 @@ def test_prompts_too_long_are_skipped_and_counted(tmp_path, tokenizer, model_fac
     too_short = Trainer(config(tmp_path, beta=0.0, max_prompt_tokens=5), model_factory(tokenizer), None, tokenizer, Mixed())
     with pytest.raises(ValueError, match="every prompt is longer"):
         too_short.next_examples()
+
+
+def test_a_second_run_into_the_same_directory_is_refused_unless_overwrite(tmp_path, tokenizer, model_factory):
+    cfg = config(tmp_path, beta=0.0, steps=1)
+    make_trainer(cfg, tokenizer, model_factory).train(progress=False)
+    with pytest.raises(SystemExit, match="already holds a run"):
+        make_trainer(cfg, tokenizer, model_factory).train(progress=False)
+    cfg.overwrite = True
+    make_trainer(cfg, tokenizer, model_factory).train(progress=False)
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
