@@ -27,17 +27,23 @@ def main(argv: list[str] | None = None) -> Config:
     from tasks import get_task
 
     prepare_out_dir(Path(config.out_dir), config.overwrite)  # fail before the slow part
-    options = {"data": config.data, "device": str(pick_device(config.device))} if config.task == "poetry" else {}
+    options = (
+        {"data": config.data, "device": str(pick_device(config.device))} if config.task == "poetry" else {}
+    )
     task = get_task(config.task, **options)
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
-    policy, reference, tokenizer = load_models(config.model, config.device, config.dtype, with_reference=needs_reference)
+    policy, reference, tokenizer = load_models(
+        config.model, config.device, config.dtype, with_reference=needs_reference
+    )
     print(
         f"policy {config.model} on {policy.device} in {policy.dtype}; reference: "
         f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {config.out_dir}",
         file=sys.stderr,
     )
     Trainer(config, policy, reference, tokenizer, task).train()
-    print(f"done: metrics in {config.out_dir}/metrics.jsonl, model in {config.out_dir}/final", file=sys.stderr)
+    print(
+        f"done: metrics in {config.out_dir}/metrics.jsonl, model in {config.out_dir}/final", file=sys.stderr
+    )
     return config
 
 

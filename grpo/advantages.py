@@ -29,7 +29,9 @@ def group_advantages(
     baseline = grouped.mean(dim=1, keepdim=True)  # (n_groups, 1)
     advantages = grouped - baseline  # (n_groups, G)
     if scale:
-        std = grouped.std(dim=1, keepdim=True, unbiased=False) if group_size > 1 else torch.zeros_like(baseline)
+        std = (
+            grouped.std(dim=1, keepdim=True, unbiased=False) if group_size > 1 else torch.zeros_like(baseline)
+        )
         advantages = advantages / (std + eps)  # (n_groups, G)
     all_equal = grouped.amax(dim=1) == grouped.amin(dim=1)  # (n_groups,)
     advantages = torch.where(all_equal.unsqueeze(1), torch.zeros_like(advantages), advantages)

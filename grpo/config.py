@@ -141,7 +141,11 @@ def field_docs(cls) -> dict[str, str]:
     body = tree.body[0].body
     docs = {}
     for node, following in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
             docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs
 
@@ -155,7 +159,9 @@ def _parse_bool(text: str) -> bool:
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     docs = field_docs(Config)
     hints = get_type_hints(Config)
     for f in dataclasses.fields(Config):
@@ -202,8 +208,10 @@ def validate(config: Config) -> None:
         (0 <= config.clip_eps < 1, "--clip-eps must be in [0, 1)"),
         (0 <= config.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
         (config.lr > 0, "--lr must be > 0"),
-        (not (config.temperature == 0 and config.group_size > 1 and config.reward == "rule"),
-         "--temperature 0 makes every completion of a group identical: every advantage would be 0"),
+        (
+            not (config.temperature == 0 and config.group_size > 1 and config.reward == "rule"),
+            "--temperature 0 makes every completion of a group identical: every advantage would be 0",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -43,7 +43,9 @@ def token_logprobs(
     if not 1 <= start < input_ids.shape[1]:
         raise ValueError(f"start={start} must be in [1, {input_ids.shape[1]})")
     hidden = model.get_decoder()(
-        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids_from_mask(attention_mask)
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
     ).last_hidden_state  # (N, L, H)
     # the hidden state at t − 1 predicts the token at t
     hidden = hidden[:, start - 1 : -1].reshape(-1, hidden.shape[-1])  # (N·T, H)

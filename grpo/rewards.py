@@ -83,7 +83,9 @@ class GoldScores:
     empty_logp_sum: torch.Tensor | None  # (N,) log P(a | p, empty reasoning), when asked for
 
 
-def _score_rows(model, rows: list[list[int]], gold_lengths: list[int], tail: int, pad_id: int) -> torch.Tensor:
+def _score_rows(
+    model, rows: list[list[int]], gold_lengths: list[int], tail: int, pad_id: int
+) -> torch.Tensor:
     """Σ log π over each row's gold span, which ends `tail` tokens before the row's end. One forward."""
     device = next(model.parameters()).device
     ids, mask = left_pad(rows, pad_id, device)  # (n, L); left padding right-aligns every gold span
@@ -92,7 +94,9 @@ def _score_rows(model, rows: list[list[int]], gold_lengths: list[int], tail: int
     logp = token_logprobs(model, ids, mask, start)  # (n, L − start)
     position = torch.arange(start, length, device=device)  # (L − start,)
     gold_start = torch.tensor([length - tail - g for g in gold_lengths], device=device)  # (n,)
-    gold_mask = (position[None, :] >= gold_start[:, None]) & (position[None, :] < length - tail)  # (n, L − start)
+    gold_mask = (position[None, :] >= gold_start[:, None]) & (
+        position[None, :] < length - tail
+    )  # (n, L − start)
     return (logp * gold_mask).sum(dim=1)  # (n,)
 
 
@@ -115,7 +119,10 @@ def gold_answer_logprobs(
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     opener, closer, close_think = encode(ANSWER_OPEN), encode(ANSWER_CLOSE), encode(THINK_CLOSE)
     gold_ids = {g: encode(g) for g in set(golds)}
-    rows = [list(p) + list(r) + opener + gold_ids[g] + closer for p, r, g in zip(prompt_ids, reasoning_ids, golds, strict=True)]
+    rows = [
+        list(p) + list(r) + opener + gold_ids[g] + closer
+        for p, r, g in zip(prompt_ids, reasoning_ids, golds, strict=True)
+    ]
     gold_lengths = [len(gold_ids[g]) for g in golds]
     if any(n == 0 for n in gold_lengths):
         raise ValueError("an empty gold answer cannot be scored")
@@ -137,7 +144,9 @@ def gold_answer_logprobs(
     n = len(golds)
     empty = None
     if with_empty_reasoning:
-        empty = torch.stack([logp_sum[empty_index[(tuple(p), g)]] for p, g in zip(prompt_ids, golds, strict=True)])
+        empty = torch.stack(
+            [logp_sum[empty_index[(tuple(p), g)]] for p, g in zip(prompt_ids, golds, strict=True)]
+        )
     gold_tokens = torch.tensor(gold_lengths[:n], device=logp_sum.device, dtype=logp_sum.dtype)
     return GoldScores(logp_sum[:n], gold_tokens, empty)
 

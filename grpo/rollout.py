@@ -96,7 +96,9 @@ def sample_tokens(
     # at a tenth of its cost on a CPU for a 50k vocabulary. float64 keeps the CDF exact enough.
     cdf = probs.double().cumsum(dim=-1)  # (N, V)
     u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device)
-    tokens = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)  # (N,)
+    tokens = (
+        torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+    )  # (N,)
     return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
 
 
@@ -123,7 +125,10 @@ class StopWatcher:
                 found = text.find(THINK_CLOSE, search_from)
                 if found >= 0:
                     self.think_closed_at[row] = found + len(THINK_CLOSE)
-            if self.think_closed_at[row] >= 0 and text.find(THINK_OPEN, max(search_from, self.think_closed_at[row])) >= 0:
+            if (
+                self.think_closed_at[row] >= 0
+                and text.find(THINK_OPEN, max(search_from, self.think_closed_at[row])) >= 0
+            ):
                 return "second_think"
         if any(text.find(s, search_from) >= 0 for s in self.stop_strings):
             return "stop"
@@ -174,7 +179,11 @@ def rollout(
     # prefill each prompt once, then give each of its G samples a copy of its cache
     position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
     out = model(
-        input_ids=unique_ids, attention_mask=unique_mask, position_ids=position_ids, use_cache=True, logits_to_keep=1
+        input_ids=unique_ids,
+        attention_mask=unique_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
     )
     cache_kw = _cache_argument(model)
     cache = _returned_cache(out)
@@ -215,7 +224,12 @@ def rollout(
             break
         if len(keep) < len(alive):  # finished rows leave the batch and the cache
             keep_t = torch.tensor(keep, device=device)
-            alive, tokens, attention_mask, next_position = alive[keep_t], tokens[keep_t], attention_mask[keep_t], next_position[keep_t]
+            alive, tokens, attention_mask, next_position = (
+                alive[keep_t],
+                tokens[keep_t],
+                attention_mask[keep_t],
+                next_position[keep_t],
+            )
             if cache is not None:
                 cache.batch_select_indices(keep_t)
 
@@ -235,7 +249,16 @@ def rollout(
     completion_mask = completion_mask[:, :steps]
     sample_logp = sample_logp[:, :steps]
     texts = decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids)
-    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, group_ids, sample_logp, texts, finish_reasons)
+    return Rollout(
+        prompt_ids,
+        prompt_mask,
+        completion_ids,
+        completion_mask,
+        group_ids,
+        sample_logp,
+        texts,
+        finish_reasons,
+    )
 
 
 def decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids) -> list[str]:

@@ -49,7 +49,9 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     run_files = [out_dir / name for name in ("metrics.jsonl", "samples.jsonl", "config.json")]
     if any(f.exists() for f in run_files):
         if not overwrite:
-            raise SystemExit(f"error: {out_dir} already holds a run; choose another --out-dir or pass --overwrite")
+            raise SystemExit(
+                f"error: {out_dir} already holds a run; choose another --out-dir or pass --overwrite"
+            )
         for f in run_files:
             f.unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,13 @@ def mean_std(values: torch.Tensor) -> tuple[float, float]:
 
 class Trainer:
     def __init__(self, config: Config, policy, reference, tokenizer, task: Task):
-        self.config, self.policy, self.reference, self.tokenizer, self.task = config, policy, reference, tokenizer, task
+        self.config, self.policy, self.reference, self.tokenizer, self.task = (
+            config,
+            policy,
+            reference,
+            tokenizer,
+            task,
+        )
         if config.beta > 0 and reference is None:
             raise ValueError("β > 0 needs a reference model")
         self.device = next(policy.parameters()).device
@@ -84,7 +92,9 @@ class Trainer:
         self.train_examples = list(task.examples("train"))
         if not self.train_examples:
             raise ValueError(f"task {task.name!r} has no training examples")
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            policy.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
         total_updates = config.steps * config.mu
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_updates))
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -115,7 +125,9 @@ class Trainer:
                 self.skipped_long_prompts += 1
                 skipped_in_a_row += 1
                 if skipped_in_a_row > 2 * len(self.train_examples):  # two whole passes: none fits
-                    raise ValueError(f"every prompt is longer than --max-prompt-tokens {self.config.max_prompt_tokens}")
+                    raise ValueError(
+                        f"every prompt is longer than --max-prompt-tokens {self.config.max_prompt_tokens}"
+                    )
                 continue
             skipped_in_a_row = 0
             batch.append(example)
@@ -210,7 +222,9 @@ class Trainer:
             progress=self.progress,
         )
         t_rollout = time.perf_counter() - t0
-        responses = [THINK_OPEN + text for text in out.texts]  # what the model wrote from the prefilled <think>
+        responses = [
+            THINK_OPEN + text for text in out.texts
+        ]  # what the model wrote from the prefilled <think>
 
         # 2. rewards (N,), with their parts; the reasoning span for the mask and the logprob reward
         t0 = time.perf_counter()
@@ -231,11 +245,21 @@ class Trainer:
         ref_logp = old_logp = None
         if c.beta > 0:
             ref_logp = batched_token_logprobs(
-                self.reference, input_ids, attention_mask, start, micro_batch_size=c.micro_batch_size, temperature=c.temperature or 1.0
+                self.reference,
+                input_ids,
+                attention_mask,
+                start,
+                micro_batch_size=c.micro_batch_size,
+                temperature=c.temperature or 1.0,
             )
         if c.mu > 1:
             old_logp = batched_token_logprobs(
-                self.policy, input_ids, attention_mask, start, micro_batch_size=c.micro_batch_size, temperature=c.temperature or 1.0
+                self.policy,
+                input_ids,
+                attention_mask,
+                start,
+                micro_batch_size=c.micro_batch_size,
+                temperature=c.temperature or 1.0,
             )
         t_reference = time.perf_counter() - t0
 
@@ -251,7 +275,11 @@ class Trainer:
             for i in range(0, n, c.micro_batch_size):
                 rows = slice(i, i + c.micro_batch_size)
                 logp = token_logprobs(
-                    self.policy, input_ids[rows], attention_mask[rows], start, temperature=c.temperature or 1.0
+                    self.policy,
+                    input_ids[rows],
+                    attention_mask[rows],
+                    start,
+                    temperature=c.temperature or 1.0,
                 )  # (mb, C), with grad
                 # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
                 old = logp.detach() if old_logp is None else old_logp[rows]
@@ -271,7 +299,9 @@ class Trainer:
                 total_loss += float(loss.detach()) * weight
                 stats_log.append(stats)
             if c.max_grad_norm > 0:
-                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm)))
+                grad_norms.append(
+                    float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm))
+                )
             self.optimizer.step()
             self.scheduler.step()
             losses.append(total_loss)
@@ -328,7 +358,9 @@ class Trainer:
         prepare_out_dir(self.out_dir, self.config.overwrite)
         (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         history = []
-        bar = tqdm(range(self.config.steps), desc=f"{self.task.name}/{self.config.reward}", disable=not progress)
+        bar = tqdm(
+            range(self.config.steps), desc=f"{self.task.name}/{self.config.reward}", disable=not progress
+        )
         for _ in bar:
             metrics, samples = self.step()
             history.append(metrics)
@@ -337,7 +369,11 @@ class Trainer:
             with open(self.out_dir / "samples.jsonl", "a") as f:
                 for s in samples:
                     f.write(json.dumps(s) + "\n")
-            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", fmt=f"{metrics['format_rate']:.2f}", kl=f"{metrics['kl']:.4f}")
+            bar.set_postfix(
+                reward=f"{metrics['reward_mean']:.3f}",
+                fmt=f"{metrics['format_rate']:.2f}",
+                kl=f"{metrics['kl']:.4f}",
+            )
         self.save(self.out_dir / "final")
         return history
 

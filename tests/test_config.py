@@ -26,7 +26,10 @@ def test_every_field_has_a_docstring():
     for name in FIELDS:
         assert docs[name].strip(), name
     # the docstring is the literal under the field, whitespace collapsed
-    assert docs["group_size"] == "G: completions sampled per prompt; each is compared with the mean of its group."
+    assert (
+        docs["group_size"]
+        == "G: completions sampled per prompt; each is compared with the mean of its group."
+    )
 
 
 def test_help_lists_every_flag_with_its_docstring(monkeypatch):
@@ -58,7 +61,9 @@ def test_parse_config_defaults_are_the_dataclass_defaults():
 
 
 def test_flags_parse_into_their_fields():
-    config = parse_config(["--group-size", "8", "--lr", "3e-6", "--batch-norm", "zscore", "--data", "poems.csv"])
+    config = parse_config(
+        ["--group-size", "8", "--lr", "3e-6", "--batch-norm", "zscore", "--data", "poems.csv"]
+    )
     assert config.group_size == 8 and isinstance(config.group_size, int)
     assert config.lr == 3e-6
     assert config.batch_norm == "zscore"
@@ -133,7 +138,9 @@ def test_valid_edges_are_accepted():
     assert parse_config(["--temperature", "0", "--reward", "logprob"]).temperature == 0.0
 
 
-@pytest.mark.parametrize("argv", [["--task", "chess"], ["--loss-aggregation", "mean"], ["--group-size", "four"]])
+@pytest.mark.parametrize(
+    "argv", [["--task", "chess"], ["--loss-aggregation", "mean"], ["--group-size", "four"]]
+)
 def test_argparse_rejects_bad_choices_and_types(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_config(argv)

@@ -24,8 +24,12 @@ def naive_gold_logprob(model, tokenizer, prompt, reasoning, gold):
 
 
 def example_batch(tokenizer):
-    prompts = [enc(tokenizer, "<|user|>make 10\n<|assistant|><think>")] * 2 + [enc(tokenizer, "<|user|>q2<|assistant|><think>")] * 2
-    reasonings = [enc(tokenizer, t) for t in ["5+5</think>", "a much longer reasoning</think>", "</think>", "x</think>"]]
+    prompts = [enc(tokenizer, "<|user|>make 10\n<|assistant|><think>")] * 2 + [
+        enc(tokenizer, "<|user|>q2<|assistant|><think>")
+    ] * 2
+    reasonings = [
+        enc(tokenizer, t) for t in ["5+5</think>", "a much longer reasoning</think>", "</think>", "x</think>"]
+    ]
     golds = ["5+5", "5+5", "(1+2)*3", "(1+2)*3"]
     return prompts, reasonings, golds
 
@@ -33,15 +37,22 @@ def example_batch(tokenizer):
 def test_batched_reward_equals_one_at_a_time(tokenizer, tiny_model):
     prompts, reasonings, golds = example_batch(tokenizer)
     scores = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=3)
-    naive = torch.tensor([naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)])
+    naive = torch.tensor(
+        [naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)]
+    )
     torch.testing.assert_close(scores.logp_sum, naive, atol=1e-5, rtol=0)
     assert scores.gold_tokens.tolist() == [3, 3, 7, 7]
 
 
 def test_empty_reasoning_scores_come_from_the_same_pass(tokenizer, tiny_model):
     prompts, reasonings, golds = example_batch(tokenizer)
-    scores = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4, with_empty_reasoning=True)
-    empty = [naive_gold_logprob(tiny_model, tokenizer, p, enc(tokenizer, "</think>"), g) for p, g in zip(prompts, golds)]
+    scores = gold_answer_logprobs(
+        tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4, with_empty_reasoning=True
+    )
+    empty = [
+        naive_gold_logprob(tiny_model, tokenizer, p, enc(tokenizer, "</think>"), g)
+        for p, g in zip(prompts, golds)
+    ]
     torch.testing.assert_close(scores.empty_logp_sum, torch.tensor(empty), atol=1e-5, rtol=0)
     # rows 2 and 3 share prompt and gold, so they share the empty-reasoning score (computed once)
     assert scores.empty_logp_sum[2] == scores.empty_logp_sum[3]

@@ -16,7 +16,10 @@ def naive_logprobs(model, ids, mask, start, temperature=1.0):
 
 
 def batch(tokenizer):
-    rows = [tokenizer.encode(t, add_special_tokens=False) for t in ["hello there</think>", "ab", "a longer row of text"]]
+    rows = [
+        tokenizer.encode(t, add_special_tokens=False)
+        for t in ["hello there</think>", "ab", "a longer row of text"]
+    ]
     return left_pad(rows, tokenizer.pad_token_id, "cpu")
 
 

@@ -210,7 +210,9 @@ def aggregation_example():
 )
 def test_aggregation_hand_values(aggregation, expected):
     logp, old_logp, advantages, mask = aggregation_example()
-    loss, grad, _ = loss_and_grad(logp, old_logp, None, advantages, mask, aggregation=aggregation, max_tokens=5)
+    loss, grad, _ = loss_and_grad(
+        logp, old_logp, None, advantages, mask, aggregation=aggregation, max_tokens=5
+    )
     assert float(loss) == pytest.approx(expected, rel=1e-12)
 
 
@@ -222,11 +224,17 @@ def test_aggregation_gradients_weigh_tokens_as_documented():
         for a in AGGREGATIONS
     }
     # sequence: −A_i / |kept_i| / N → row 0: −2/1/2 = −1; row 1: −1/3/2 = −1/6
-    torch.testing.assert_close(grads["sequence"][mask == 1], torch.tensor([-1, -1 / 6, -1 / 6, -1 / 6], dtype=torch.float64))
+    torch.testing.assert_close(
+        grads["sequence"][mask == 1], torch.tensor([-1, -1 / 6, -1 / 6, -1 / 6], dtype=torch.float64)
+    )
     # token: −A_i / 4 → −0.5, −0.25
-    torch.testing.assert_close(grads["token"][mask == 1], torch.tensor([-0.5, -0.25, -0.25, -0.25], dtype=torch.float64))
+    torch.testing.assert_close(
+        grads["token"][mask == 1], torch.tensor([-0.5, -0.25, -0.25, -0.25], dtype=torch.float64)
+    )
     # constant: −A_i / (2 × 5) → −0.2, −0.1
-    torch.testing.assert_close(grads["constant"][mask == 1], torch.tensor([-0.2, -0.1, -0.1, -0.1], dtype=torch.float64))
+    torch.testing.assert_close(
+        grads["constant"][mask == 1], torch.tensor([-0.2, -0.1, -0.1, -0.1], dtype=torch.float64)
+    )
 
 
 def test_constant_aggregation_needs_max_tokens():
@@ -278,7 +286,9 @@ def test_microbatches_of_one_sum_to_the_full_batch(aggregation):
     total = torch.zeros((), dtype=torch.float64)
     for i in range(4):
         rows = slice(i, i + 1)
-        loss, _ = grpo_loss(mb_logp[rows], old_logp[rows], ref_logp[rows], advantages[rows], mask[rows], **kwargs)
+        loss, _ = grpo_loss(
+            mb_logp[rows], old_logp[rows], ref_logp[rows], advantages[rows], mask[rows], **kwargs
+        )
         weighted = loss * microbatch_weight(mask[rows], mask, aggregation)
         weighted.backward()  # gradients accumulate, as in the trainer
         total = total + weighted.detach()

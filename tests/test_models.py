@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from grpo.logprobs import token_logprobs
 from grpo.models import DEFAULT_MODEL, load_model, load_models, pick_device, pick_dtype, stop_token_ids
 from grpo.rollout import rollout
-from grpo.logprobs import token_logprobs
 from grpo.tags import ASSISTANT_PREFILL
 
 
@@ -49,10 +49,21 @@ def test_the_packaged_default_model_loads_samples_and_scores_consistently():
     assert len(tokenizer.encode("</think>", add_special_tokens=False)) > 1
 
     messages = [{"role": "user", "content": "What is 2 + 3?"}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + ASSISTANT_PREFILL
+    text = (
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        + ASSISTANT_PREFILL
+    )
     prompt = tokenizer.encode(text, add_special_tokens=False)
-    out = rollout(policy, tokenizer, [prompt], group_size=2, max_new_tokens=16, temperature=1.0,
-                  stop_token_ids=stop_token_ids(policy, tokenizer), generator=torch.Generator().manual_seed(0))
+    out = rollout(
+        policy,
+        tokenizer,
+        [prompt],
+        group_size=2,
+        max_new_tokens=16,
+        temperature=1.0,
+        stop_token_ids=stop_token_ids(policy, tokenizer),
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():
         forced = token_logprobs(policy, out.input_ids, out.attention_mask, out.prompt_length)
     mask = out.completion_mask.bool()

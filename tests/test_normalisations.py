@@ -49,7 +49,9 @@ def test_batch_normalise_zscore_hand_values():
 def test_batch_normalise_minmax_hand_values():
     rewards = torch.tensor([1.0, 2.0, 3.0, 6.0], dtype=torch.float64)
     # (R − 1) / (6 − 1)
-    torch.testing.assert_close(batch_normalise(rewards, "minmax"), torch.tensor([0.0, 0.2, 0.4, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        batch_normalise(rewards, "minmax"), torch.tensor([0.0, 0.2, 0.4, 1.0], dtype=torch.float64)
+    )
 
 
 def test_batch_normalise_none_is_the_identity():

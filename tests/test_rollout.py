@@ -24,12 +24,21 @@ def test_sampling_logprobs_equal_a_teacher_forced_forward_pass(tokenizer, tiny_m
     # two prompts of different lengths, so left padding and position ids are exercised
     prompts = [encode(tokenizer, "<|user|>count to five\n<|assistant|>"), encode(tokenizer, "hi")]
     out = rollout(
-        tiny_model, tokenizer, prompts, group_size=3, max_new_tokens=12, temperature=temperature, top_p=top_p,
-        stop_token_ids=[tokenizer.eos_token_id], generator=torch.Generator().manual_seed(0),
+        tiny_model,
+        tokenizer,
+        prompts,
+        group_size=3,
+        max_new_tokens=12,
+        temperature=temperature,
+        top_p=top_p,
+        stop_token_ids=[tokenizer.eos_token_id],
+        generator=torch.Generator().manual_seed(0),
     )
     assert out.completion_ids.shape[0] == 6 and out.group_ids.tolist() == [0, 0, 0, 1, 1, 1]
     with torch.no_grad():
-        forced = token_logprobs(tiny_model, out.input_ids, out.attention_mask, out.prompt_length, temperature=temperature)
+        forced = token_logprobs(
+            tiny_model, out.input_ids, out.attention_mask, out.prompt_length, temperature=temperature
+        )
     mask = out.completion_mask.bool()
     assert mask.sum() > 6
     torch.testing.assert_close(forced[mask], out.sample_logp[mask], atol=1e-5, rtol=0)
@@ -38,13 +47,24 @@ def test_sampling_logprobs_equal_a_teacher_forced_forward_pass(tokenizer, tiny_m
 
 def test_greedy_decoding_equals_model_generate(tokenizer, tiny_model):
     prompts = [encode(tokenizer, "<|user|>abc\n<|assistant|>"), encode(tokenizer, "xyz")]
-    out = rollout(tiny_model, tokenizer, prompts, group_size=1, max_new_tokens=10, temperature=0.0,
-                  stop_token_ids=[tokenizer.eos_token_id])
+    out = rollout(
+        tiny_model,
+        tokenizer,
+        prompts,
+        group_size=1,
+        max_new_tokens=10,
+        temperature=0.0,
+        stop_token_ids=[tokenizer.eos_token_id],
+    )
     ids, mask = left_pad(prompts, tokenizer.pad_token_id, "cpu")
     reference = tiny_model.generate(
-        input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )[:, ids.shape[1]:]
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=10,
+        do_sample=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )[:, ids.shape[1] :]
     for row in range(2):
         n = int(out.completion_mask[row].sum())
         assert out.completion_ids[row, :n].tolist() == reference[row, :n].tolist()
@@ -91,11 +111,24 @@ class ScriptedLM(torch.nn.Module):
 
 def scripted_rollout(tokenizer, texts, one_think=True, max_new_tokens=40, eos_after=False):
     prompt = encode(tokenizer, "q")
-    scripts = [encode(tokenizer, t) + ([tokenizer.eos_token_id] if eos_after else []) + [encode(tokenizer, "z")[0]] * 50 for t in texts]
+    scripts = [
+        encode(tokenizer, t)
+        + ([tokenizer.eos_token_id] if eos_after else [])
+        + [encode(tokenizer, "z")[0]] * 50
+        for t in texts
+    ]
     model = ScriptedLM(len(tokenizer), scripts, [len(prompt)] * len(texts))
     # one prompt per row (group_size 1), so each row follows its own script
-    return rollout(model, tokenizer, [prompt] * len(texts), group_size=1, max_new_tokens=max_new_tokens,
-                   temperature=0.0, stop_token_ids=[tokenizer.eos_token_id], one_think=one_think)
+    return rollout(
+        model,
+        tokenizer,
+        [prompt] * len(texts),
+        group_size=1,
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        stop_token_ids=[tokenizer.eos_token_id],
+        one_think=one_think,
+    )
 
 
 def test_stop_string_spanning_several_tokens_ends_the_row(tokenizer):
@@ -107,10 +140,15 @@ def test_stop_string_spanning_several_tokens_ends_the_row(tokenizer):
 
 
 def test_rows_stop_independently_and_padding_is_masked(tokenizer):
-    out = scripted_rollout(tokenizer, ["a</think><answer>1</answer>", "longer text here</think><answer>22</answer>"])
+    out = scripted_rollout(
+        tokenizer, ["a</think><answer>1</answer>", "longer text here</think><answer>22</answer>"]
+    )
     lengths = out.completion_mask.sum(1).tolist()
-    assert lengths == [len(encode(tokenizer, t)) for t in ["a</think><answer>1</answer>", "longer text here</think><answer>22</answer>"]]
-    assert (out.completion_ids[0, lengths[0]:] == tokenizer.pad_token_id).all()
+    assert lengths == [
+        len(encode(tokenizer, t))
+        for t in ["a</think><answer>1</answer>", "longer text here</think><answer>22</answer>"]
+    ]
+    assert (out.completion_ids[0, lengths[0] :] == tokenizer.pad_token_id).all()
 
 
 def test_end_of_turn_token_stops_and_is_kept_in_the_mask_but_not_the_text(tokenizer):
@@ -148,8 +186,16 @@ def test_rows_leaving_the_batch_early_do_not_disturb_the_others(tokenizer, tiny_
     # many stop ids, so rows finish at different steps and the cache is cut down several times
     stop_ids = [i for i in range(5, 60)]
     prompts = [encode(tokenizer, "<|user|>a b c\n<|assistant|>"), encode(tokenizer, "zz")]
-    out = rollout(tiny_model, tokenizer, prompts, group_size=4, max_new_tokens=20, temperature=1.0,
-                  stop_token_ids=stop_ids, generator=torch.Generator().manual_seed(1))
+    out = rollout(
+        tiny_model,
+        tokenizer,
+        prompts,
+        group_size=4,
+        max_new_tokens=20,
+        temperature=1.0,
+        stop_token_ids=stop_ids,
+        generator=torch.Generator().manual_seed(1),
+    )
     lengths = out.completion_mask.sum(1)
     assert len(set(lengths.tolist())) > 2  # rows really did stop at different times
     with torch.no_grad():

@@ -33,8 +33,17 @@ class EchoTask(Task):
 
 def config(tmp_path, **overrides):
     base = dict(
-        task="echo", steps=2, prompts_per_step=2, group_size=4, micro_batch_size=3, max_new_tokens=12,
-        max_prompt_tokens=64, lr=1e-2, beta=0.01, seed=0, out_dir=str(tmp_path / "run"),
+        task="echo",
+        steps=2,
+        prompts_per_step=2,
+        group_size=4,
+        micro_batch_size=3,
+        max_new_tokens=12,
+        max_prompt_tokens=64,
+        lr=1e-2,
+        beta=0.01,
+        seed=0,
+        out_dir=str(tmp_path / "run"),
     )
     return Config(**{**base, **overrides})
 
@@ -64,13 +73,33 @@ def test_training_steps_change_parameters_and_write_metrics(tmp_path, tokenizer,
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[-1])["step"] == 2
     metrics = json.loads(lines[0])
-    for key in ("reward_mean", "reward_std", "format_rate", "kl", "clip_fraction", "zero_std_fraction",
-                "completion_length_mean", "time_rollout", "time_reference", "time_reward", "time_update",
-                "rollout_tokens_per_s", "lr", "loss"):
+    for key in (
+        "reward_mean",
+        "reward_std",
+        "format_rate",
+        "kl",
+        "clip_fraction",
+        "zero_std_fraction",
+        "completion_length_mean",
+        "time_rollout",
+        "time_reference",
+        "time_reward",
+        "time_update",
+        "rollout_tokens_per_s",
+        "lr",
+        "loss",
+    ):
         assert key in metrics, key
     if reward == "logprob":
-        for key in ("logprob_mean", "logprob_raw_mean", "logprob_per_token_mean", "gold_tokens_mean",
-                    "reasoning_tokens_mean", "format_mean", "rule_share_mean"):
+        for key in (
+            "logprob_mean",
+            "logprob_raw_mean",
+            "logprob_per_token_mean",
+            "gold_tokens_mean",
+            "reasoning_tokens_mean",
+            "format_mean",
+            "rule_share_mean",
+        ):
             assert key in metrics, key
         assert 0.0 <= metrics["logprob_mean"] <= 1.0  # min-max normalised
     else:
@@ -125,7 +154,9 @@ def test_prompts_too_long_are_skipped_and_counted(tmp_path, tokenizer, model_fac
     assert sorted(ex.gold for ex in batch) == ["b", "d", "f", "h"]
     # every example popped from the epoch's order that is not in the batch was a skipped long one
     assert trainer.skipped_long_prompts == 8 - len(trainer.order) - 4 > 0
-    too_short = Trainer(config(tmp_path, beta=0.0, max_prompt_tokens=5), model_factory(tokenizer), None, tokenizer, Mixed())
+    too_short = Trainer(
+        config(tmp_path, beta=0.0, max_prompt_tokens=5), model_factory(tokenizer), None, tokenizer, Mixed()
+    )
     with pytest.raises(ValueError, match="every prompt is longer"):
         too_short.next_examples()
 
