@@ -242,25 +242,20 @@ class Trainer:
         t0 = time.perf_counter()
         input_ids, attention_mask, start = out.input_ids, out.attention_mask, out.prompt_length
         loss_mask = span_mask if use_reasoning_mask(c) else out.completion_mask  # (N, C)
-        ref_logp = old_logp = None
-        if c.beta > 0:
-            ref_logp = batched_token_logprobs(
-                self.reference,
+        temperature = c.temperature or 1.0  # greedy rollouts are scored as the policy's T = 1 distribution
+
+        def sampled_token_logprobs(model):  # (N, C) log π of the sampled tokens, without gradient
+            return batched_token_logprobs(
+                model,
                 input_ids,
                 attention_mask,
                 start,
                 micro_batch_size=c.micro_batch_size,
-                temperature=c.temperature or 1.0,
+                temperature=temperature,
             )
-        if c.mu > 1:
-            old_logp = batched_token_logprobs(
-                self.policy,
-                input_ids,
-                attention_mask,
-                start,
-                micro_batch_size=c.micro_batch_size,
-                temperature=c.temperature or 1.0,
-            )
+
+        ref_logp = sampled_token_logprobs(self.reference) if c.beta > 0 else None
+        old_logp = sampled_token_logprobs(self.policy) if c.mu > 1 else None
         t_reference = time.perf_counter() - t0
 
         # 4. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches
@@ -275,11 +270,7 @@ class Trainer:
             for i in range(0, n, c.micro_batch_size):
                 rows = slice(i, i + c.micro_batch_size)
                 logp = token_logprobs(
-                    self.policy,
-                    input_ids[rows],
-                    attention_mask[rows],
-                    start,
-                    temperature=c.temperature or 1.0,
+                    self.policy, input_ids[rows], attention_mask[rows], start, temperature=temperature
                 )  # (mb, C), with grad
                 # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
                 old = logp.detach() if old_logp is None else old_logp[rows]
