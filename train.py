@@ -22,28 +22,48 @@ def main(argv: list[str] | None = None) -> Config:
 
     from pathlib import Path
 
+    from grpo.checkpoint import MODEL_DIR, latest_checkpoint, read_state, truncate_jsonl
     from grpo.models import load_models, pick_device
     from grpo.trainer import Trainer, prepare_out_dir
     from tasks import get_task
 
-    prepare_out_dir(Path(config.out_dir), config.overwrite)  # fail before the slow part
+    out_dir = Path(config.out_dir)
+    resume_from = None
+    if config.resume:
+        found = latest_checkpoint(out_dir)
+        if found is None:
+            raise SystemExit(
+                f"error: --resume {out_dir}: no complete checkpoint under {out_dir / 'checkpoints'}"
+            )
+        resume_from = found[1]
+    else:
+        prepare_out_dir(out_dir, config.overwrite)  # fail before the slow part
+
     options = (
         {"data": config.data, "device": str(pick_device(config.device))} if config.task == "poetry" else {}
     )
     task = get_task(config.task, **options)
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
     policy, reference, tokenizer = load_models(
-        config.model, config.device, config.dtype, with_reference=needs_reference
+        config.model,
+        config.device,
+        config.dtype,
+        with_reference=needs_reference,
+        policy_path=None if resume_from is None else str(resume_from / MODEL_DIR),
     )
     print(
         f"policy {config.model} on {policy.device} in {policy.dtype}; reference: "
-        f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {config.out_dir}",
+        f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {out_dir}",
         file=sys.stderr,
     )
-    Trainer(config, policy, reference, tokenizer, task).train()
-    print(
-        f"done: metrics in {config.out_dir}/metrics.jsonl, model in {config.out_dir}/final", file=sys.stderr
-    )
+    trainer = Trainer(config, policy, reference, tokenizer, task)
+    if resume_from is not None:
+        trainer.load_state_dict(read_state(resume_from))
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            truncate_jsonl(out_dir / name, trainer.step_index)
+        print(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})", file=sys.stderr)
+    trainer.train(resumed=resume_from is not None)
+    print(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final", file=sys.stderr)
     return config
 
 

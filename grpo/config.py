@@ -9,9 +9,11 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import json
 import textwrap
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import get_type_hints
 
 
@@ -97,11 +99,23 @@ class Config:
     debias: bool = False
     """Beyond the poster: reward log P(a | p, r) − log P(a | p, empty reasoning), the credit the reasoning adds."""
 
+    # ---------------------------------------------------------------- held-out evaluation
+    eval_every: int = 0
+    """Every this many steps, generate on the first --eval-limit test examples and log eval_score and its parts (0: never)."""
+    eval_limit: int = 16
+    """Test examples per held-out evaluation during training."""
+
     # ---------------------------------------------------------------- bookkeeping
     seed: int = 0
     """Seed of data order, sampling and initialisation."""
     out_dir: str | None = None
     """Where config.json, metrics.jsonl, samples.jsonl and the final model go. Default: runs/<task>-<reward>-<date>-<time>. A directory that already holds a run is refused unless --overwrite."""
+    save_every: int = 50
+    """Write a resumable checkpoint (policy, optimizer, scheduler, RNG states, data position) every this many steps; one is always written at the end and on SIGINT / SIGTERM. 0: only then."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep under OUT_DIR/checkpoints."""
+    resume: str | None = None
+    """Continue the run in this directory from its latest complete checkpoint, with its saved options (options given here override them; --steps can extend the run)."""
     overwrite: bool = False
     """Replace the files of a run already in --out-dir instead of refusing to start."""
     samples_per_step: int = 4
@@ -183,10 +197,18 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str] | None = None, description: str = "") -> Config:
     parser = build_parser(description)
-    preset = parser.parse_known_args(argv)[0].preset
-    if preset:
+    known = parser.parse_known_args(argv)[0]
+    if known.resume:
+        # a resumed run starts from the options it was started with; the command line still wins
+        saved = Path(known.resume) / "config.json"
+        if not saved.is_file():
+            raise SystemExit(f"error: --resume {known.resume}: no config.json there, so no run to resume")
+        parser.set_defaults(
+            **{**json.loads(saved.read_text()), "resume": known.resume, "out_dir": known.resume}
+        )
+    elif known.preset:
         # a preset replaces the defaults; whatever the command line gives explicitly still wins
-        parser.set_defaults(**PRESETS[preset])
+        parser.set_defaults(**PRESETS[known.preset])
     config = Config(**vars(parser.parse_args(argv)))
     if config.out_dir is None:
         config.out_dir = f"runs/{config.task}-{config.reward}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -208,6 +230,9 @@ def validate(config: Config) -> None:
         (0 <= config.clip_eps < 1, "--clip-eps must be in [0, 1)"),
         (0 <= config.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
         (config.lr > 0, "--lr must be > 0"),
+        (config.save_every >= 0, "--save-every must be ≥ 0"),
+        (config.eval_every >= 0 and config.eval_limit >= 1, "--eval-every must be ≥ 0 and --eval-limit ≥ 1"),
+        (config.keep_checkpoints >= 1, "--keep-checkpoints must be ≥ 1"),
         (
             not (config.temperature == 0 and config.group_size > 1 and config.reward == "rule"),
             "--temperature 0 makes every completion of a group identical: every advantage would be 0",

@@ -126,16 +126,27 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype):
     return model.to(device)
 
 
-def load_models(name: str, device: str = "auto", dtype: str = "auto", with_reference: bool = True):
-    """Return (policy, reference or None, tokenizer). The reference is a frozen copy, loaded only when asked."""
+def load_models(
+    name: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    with_reference: bool = True,
+    policy_path: str | None = None,
+):
+    """Return (policy, reference or None, tokenizer). The reference is a frozen copy of `name`.
+
+    `policy_path` (a checkpoint being resumed) loads the policy from there; the reference still comes
+    from `name`, the model the run started from.
+    """
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
     tokenizer = load_tokenizer(name)
-    policy = load_model(name, dev, dt)
+    start = load_model(name, dev, dt)
+    policy = start if policy_path is None else load_model(policy_path, dev, dt)
     policy.config.use_cache = False  # the rollout asks for its cache explicitly
     reference = None
     if with_reference:
-        reference = copy.deepcopy(policy).eval()
+        reference = (copy.deepcopy(start) if policy_path is None else start).eval()
         reference.requires_grad_(False)
     return policy, reference, tokenizer
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from grpo.tags import ANSWER_CLOSE, THINK_CLOSE, THINK_OPEN
+from grpo.tags import ANSWER_CLOSE, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
 
 
 @dataclass
@@ -47,6 +47,12 @@ class Rollout:
     @property
     def prompt_length(self) -> int:
         return self.prompt_ids.shape[1]
+
+
+def build_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Chat template with the assistant turn opened and prefilled up to `<think>`, as token ids."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.encode(text + ASSISTANT_PREFILL, add_special_tokens=False)
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:

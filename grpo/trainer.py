@@ -18,7 +18,10 @@ import math
 import os
 import random
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -27,21 +30,41 @@ from pathlib import Path
 import torch
 
 from grpo.advantages import group_advantages
+from grpo.checkpoint import checkpoints, write_checkpoint
 from grpo.config import Config, use_reasoning_mask
+from grpo.evaluation import evaluate_model
 from grpo.logprobs import batched_token_logprobs, token_logprobs
 from grpo.loss import grpo_loss, microbatch_weight
 from grpo.models import stop_token_ids
 from grpo.reasoning import reasoning_ids, reasoning_mask
 from grpo.rewards import gold_answer_logprobs, logprob_reward
-from grpo.rollout import Rollout, rollout
-from grpo.tags import ASSISTANT_PREFILL, THINK_OPEN, format_reward
+from grpo.rollout import Rollout, build_prompt, rollout
+from grpo.tags import THINK_OPEN, format_reward
 from tasks.base import Example, Task
 
 
-def build_prompt(tokenizer, messages: list[dict]) -> list[int]:
-    """Chat template with the assistant turn opened and prefilled up to `<think>`, as token ids."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return tokenizer.encode(text + ASSISTANT_PREFILL, add_special_tokens=False)
+class StopRequests:
+    """SIGINT / SIGTERM ask the run to stop after the current step (a second SIGINT stops it at once)."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal}: finishing the current step, then saving a checkpoint", file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -78,13 +101,8 @@ def mean_std(values: torch.Tensor) -> tuple[float, float]:
 
 class Trainer:
     def __init__(self, config: Config, policy, reference, tokenizer, task: Task):
-        self.config, self.policy, self.reference, self.tokenizer, self.task = (
-            config,
-            policy,
-            reference,
-            tokenizer,
-            task,
-        )
+        self.config, self.task, self.tokenizer = config, task, tokenizer
+        self.policy, self.reference = policy, reference
         if config.beta > 0 and reference is None:
             raise ValueError("β > 0 needs a reference model")
         self.device = next(policy.parameters()).device
@@ -342,29 +360,112 @@ class Trainer:
 
     # ------------------------------------------------------------ the run
 
-    def train(self, progress: bool = True) -> list[dict]:
+    def evaluate(self) -> dict:
+        """A small held-out evaluation: the poster's sampling (T 0.6, top-p 0.95) on the test split.
+
+        It samples with its own seeded generator, so it changes nothing of the training run's randomness
+        (a run with --eval-every and one without train identically).
+        """
+        c = self.config
+        report = evaluate_model(
+            self.policy,
+            self.tokenizer,
+            self.task,
+            limit=c.eval_limit,
+            max_new_tokens=c.max_new_tokens,
+            batch_size=c.micro_batch_size,
+            seed=c.seed,
+            progress=False,
+        )
+        logged = {
+            "eval_score": report["score"],
+            "eval_score_low": report["total"]["low"],
+            "eval_score_high": report["total"]["high"],
+        }
+        logged.update({f"eval_{name}": ci["mean"] for name, ci in report["parts"].items()})
+        return logged
+
+    def state_dict(self) -> dict:
+        """Everything besides the weights that a resumed run needs to continue exactly."""
+        return {
+            "step": self.step_index,
+            "order": list(self.order),
+            "data_rng": self.data_rng.getstate(),
+            "skipped_long_prompts": self.skipped_long_prompts,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_index = state["step"]
+        self.order = list(state["order"])
+        self.data_rng.setstate(state["data_rng"])
+        self.skipped_long_prompts = state["skipped_long_prompts"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.generator.set_state(state["generator"])
+
+    def checkpoint(self) -> Path:
+        return write_checkpoint(
+            self.out_dir,
+            self.step_index,
+            self.policy,
+            self.tokenizer,
+            self.state_dict(),
+            self.config.keep_checkpoints,
+        )
+
+    def train(self, progress: bool = True, resumed: bool = False) -> list[dict]:
+        """Run until `steps`; checkpoint every `save_every` steps, at the end, and on SIGINT / SIGTERM."""
         from tqdm.auto import tqdm
 
         self.progress = progress
-        prepare_out_dir(self.out_dir, self.config.overwrite)
+        if not resumed:
+            prepare_out_dir(self.out_dir, self.config.overwrite)
         (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         history = []
         bar = tqdm(
-            range(self.config.steps), desc=f"{self.task.name}/{self.config.reward}", disable=not progress
+            total=self.config.steps,
+            initial=self.step_index,
+            desc=f"{self.task.name}/{self.config.reward}",
+            disable=not progress,
         )
-        for _ in bar:
-            metrics, samples = self.step()
-            history.append(metrics)
-            with open(self.out_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-            with open(self.out_dir / "samples.jsonl", "a") as f:
-                for s in samples:
-                    f.write(json.dumps(s) + "\n")
-            bar.set_postfix(
-                reward=f"{metrics['reward_mean']:.3f}",
-                fmt=f"{metrics['format_rate']:.2f}",
-                kl=f"{metrics['kl']:.4f}",
-            )
+        with StopRequests() as stop:
+            while self.step_index < self.config.steps and stop.signal is None:
+                metrics, samples = self.step()
+                if self.config.eval_every and self.step_index % self.config.eval_every == 0:
+                    metrics.update(self.evaluate())
+                history.append(metrics)
+                with open(self.out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                with open(self.out_dir / "samples.jsonl", "a") as f:
+                    for s in samples:
+                        f.write(json.dumps(s) + "\n")
+                bar.update(1)
+                bar.set_postfix(
+                    reward=f"{metrics['reward_mean']:.3f}",
+                    fmt=f"{metrics['format_rate']:.2f}",
+                    kl=f"{metrics['kl']:.4f}",
+                )
+                every = self.config.save_every
+                if (every and self.step_index % every == 0) or stop.signal is not None:
+                    self.checkpoint()
+            bar.close()
+            if stop.signal is not None:
+                print(
+                    f"stopped by {stop.signal} after step {self.step_index}; checkpoint saved. "
+                    f"Resume with: python train.py --resume {self.out_dir}",
+                    file=sys.stderr,
+                )
+                return history
+        if not checkpoints(self.out_dir) or checkpoints(self.out_dir)[-1][0] != self.step_index:
+            self.checkpoint()
         self.save(self.out_dir / "final")
         return history
 

@@ -344,6 +344,7 @@ class PoetryTask(Task):
     """
 
     name = "poetry"
+    example_from_record = staticmethod(example_from_record)
 
     def __init__(
         self,

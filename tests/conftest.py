@@ -46,7 +46,7 @@ def make_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32) -> L
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,

@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from grpo.config import Config
-from grpo.trainer import Trainer, build_prompt
+from grpo.rollout import build_prompt
+from grpo.trainer import Trainer
 from tasks.base import Example, Reward, Task
 
 
@@ -169,3 +170,16 @@ def test_a_second_run_into_the_same_directory_is_refused_unless_overwrite(tmp_pa
     cfg.overwrite = True
     make_trainer(cfg, tokenizer, model_factory).train(progress=False)
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_eval_every_logs_a_held_out_score_without_changing_training(tmp_path, tokenizer, model_factory):
+    plain = make_trainer(config(tmp_path / "plain", beta=0.0, steps=2), tokenizer, model_factory)
+    plain.train(progress=False)
+    evaluated = make_trainer(
+        config(tmp_path / "eval", beta=0.0, steps=2, eval_every=1, eval_limit=2), tokenizer, model_factory
+    )
+    history = evaluated.train(progress=False)
+    assert all(0.0 <= m["eval_score"] <= 1.0 and "eval_share" in m for m in history)
+    assert history[0]["eval_score_low"] <= history[0]["eval_score"] <= history[0]["eval_score_high"]
+    for p, q in zip(plain.policy.parameters(), evaluated.policy.parameters()):
+        assert torch.equal(p, q)

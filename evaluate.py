@@ -1,0 +1,170 @@
+"""Evaluate a policy on the held-out test split, score a file of completions, or tabulate reports.
+
+    python evaluate.py --task math --model smollm2-135m --limit 50                 # the packaged baseline
+    python evaluate.py --task poetry --model runs/<run>/final --name "Logprob GRPO" --limit 20
+    python evaluate.py --task math --completions completions.jsonl                 # no policy model loaded
+    python evaluate.py --table reports/*.json --names Baseline "Rule-based GRPO" "Logprob GRPO" --out table.md
+
+Every option is in `python evaluate.py --help` (generated from grpo/evaluation.py's EvalConfig).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from grpo.evaluation import (
+    CompletionsFileError,
+    EvalConfig,
+    ReportFileError,
+    build_parser,
+    default_run_name,
+    format_summary,
+    format_table,
+    load_report,
+    report_name,
+    score_completions_file,
+    slug,
+    write_report,
+)
+
+EXIT_USAGE = 2  # as argparse: a usage error, a missing or wrong input file
+EXIT_FAILURE = 1  # the inputs were fine and something else went wrong (a model that does not load, …)
+
+
+class UsageError(ValueError):
+    """Inputs that do not go together (e.g. two reports of one task under one row name)."""
+
+
+def usage_problem(config: EvalConfig) -> str | None:
+    """What is wrong with the combination of options, or None."""
+    modes = [flag for flag, value in (("--model", config.model), ("--completions", config.completions),
+                                      ("--table", config.table)) if value]  # fmt: skip
+    if not modes:
+        return "give --model (generate and score), --completions (score a file) or --table (tabulate reports)"
+    if len(modes) > 1:
+        return f"{' and '.join(modes)} are separate modes; give one of them"
+    if config.names and not config.table:
+        return "--names goes with --table"
+    if config.table and config.names and len(config.names) != len(config.table):
+        return f"--names gives {len(config.names)} names for {len(config.table)} reports"
+    if not config.table and config.task is None:
+        return "--task math or --task poetry is needed with --model and --completions"
+    if config.data is not None and config.task != "poetry":
+        return "--data is the poetry data; --task math generates its problems"
+    checks = [
+        (config.limit is None or config.limit >= 1, "--limit must be ≥ 1"),
+        (config.batch_size >= 1, "--batch-size must be ≥ 1"),
+        (config.max_new_tokens >= 1, "--max-new-tokens must be ≥ 1"),
+        (config.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
+        (0 < config.top_p <= 1, "--top-p must be in (0, 1]"),
+    ]
+    return next((message for ok, message in checks if not ok), None)
+
+
+def make_task(config: EvalConfig):
+    from grpo.models import pick_device
+    from tasks import get_task
+
+    if config.task == "poetry":
+        return get_task("poetry", data=config.data, device=str(pick_device(config.device)))
+    return get_task(config.task)
+
+
+def out_path(config: EvalConfig, name: str) -> Path:
+    return Path(config.out or f"reports/{config.task}-{slug(name)}.json")
+
+
+def run_model(config: EvalConfig) -> tuple[dict, Path]:
+    import torch
+
+    from grpo.evaluation import evaluate_model
+    from grpo.models import load_models
+
+    task = make_task(config)
+    name = config.name or default_run_name(config.model)
+    path = out_path(config, name)
+    path.parent.mkdir(parents=True, exist_ok=True)  # fail before the slow part
+    torch.manual_seed(config.seed)
+    policy, _, tokenizer = load_models(config.model, config.device, config.dtype, with_reference=False)
+    print(f"evaluating {config.model} on {policy.device} in {policy.dtype}", file=sys.stderr)
+    settings = {
+        "name": name,
+        "model": config.model,
+        "device": str(policy.device),
+        "dtype": str(policy.dtype).removeprefix("torch."),
+    }
+    if config.task == "poetry":
+        settings["data"] = str(task.data_path)
+    report = evaluate_model(
+        policy,
+        tokenizer,
+        task,
+        limit=config.limit,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        greedy=config.greedy,
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        settings=settings,
+    )
+    write_report(report, path)
+    return report, path
+
+
+def run_completions(config: EvalConfig) -> tuple[dict, Path]:
+    completions = Path(config.completions)
+    if not completions.is_file():  # before the task is built: poetry reads its data first
+        raise FileNotFoundError(f"completions file {completions} does not exist")
+    task = make_task(config)
+    name = config.name or completions.stem
+    path = out_path(config, name)
+    report = score_completions_file(task, completions, settings={"name": name})
+    write_report(report, path)
+    return report, path
+
+
+def run_table(config: EvalConfig) -> str:
+    reports = [load_report(path) for path in config.table]
+    names = config.names or [report_name(r, Path(p).stem) for r, p in zip(reports, config.table, strict=True)]
+    try:
+        table = format_table(list(zip(names, reports, strict=True)))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if config.out:
+        Path(config.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.out).write_text(table + "\n", encoding="utf-8")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1], prog="evaluate.py"
+    )
+    config = EvalConfig(**vars(parser.parse_args(argv)))
+    problem = usage_problem(config)
+    if problem:
+        print(f"evaluate.py: error: {problem} (see --help)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if config.table:
+            table = run_table(config)
+            print(table)
+            if config.out:
+                print(f"table written to {config.out}", file=sys.stderr)
+            return 0
+        report, path = run_model(config) if config.model else run_completions(config)
+    except (FileNotFoundError, IsADirectoryError, CompletionsFileError, ReportFileError, UsageError) as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (OSError, RuntimeError, ValueError) as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(format_summary(report))
+    print(f"report written to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,608 @@
+"""Held-out evaluation: one completion per test example, scored by the task's own rules, with 95% CIs.
+
+    for each batch of test examples:
+        prompt = chat template + the "<think>" prefill        (grpo.rollout.build_prompt, as in training)
+        one completion per prompt, group_size 1                (grpo.rollout)
+        response = "<think>" + completion, scored by the task  (task.score_batch: parts and total)
+    report = mean and 95% CI of every part and of the total, the task score, every record
+
+The task score is the number in the poster's table: math (Countdown) = mean(format, equation), poetry = the
+weighted total. Both equal the mean of the per-example totals (Countdown's total is (format + equation) / 2),
+so `total`'s interval is also the score's.
+
+Where this departs from, or adds to, the poster:
+- The poster does not say how it sampled at evaluation. The defaults (temperature 0.6, top-p 0.95) are
+  Qwen3's recommended thinking-mode settings; `greedy=True` gives a number that does not depend on the seed.
+- The poster gives no intervals. Here every mean has a normal-approximation 95% interval (`mean_ci`): for a
+  0/1 part it is the Wald interval, too narrow near 0 and 1 (zero width at exactly 0 or 1) and not clipped
+  to [0, 1]; at the sizes used here (50 math, 20 poetry examples) read it as a rough error bar.
+- The test split must not overlap the train split: `evaluate_model` refuses to score when an example id or
+  a gold answer (whitespace and case ignored) is in both, since the score would then measure memorisation.
+
+`evaluate.py` is the command line over this module; `score_completions_file` scores completions written by
+any other system (no policy model is loaded), and `format_table` lays reports out as the poster's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import time
+import types
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import torch
+from tqdm.auto import tqdm
+
+from grpo.config import field_docs
+from grpo.models import stop_token_ids
+from grpo.rollout import build_prompt, rollout
+from grpo.tags import THINK_OPEN
+from tasks.base import Example, Task
+
+# ----------------------------------------------------------------------------------------------------
+# Options of evaluate.py: one flat dataclass, a docstring per field, the CLI generated from it
+
+
+@dataclass
+class EvalConfig:
+    # ---------------------------------------------------------------- what to evaluate (one of three modes)
+    task: str | None = None
+    """Domain: `math` (Countdown) or `poetry`. Needed with --model and --completions."""
+    model: str | None = None
+    """Generate one completion per test example and score it. `smollm2-135m` (the packaged default policy), a local Hugging Face directory, a checkpoint written by train.py (runs/<run>/final), or a hub id such as Qwen/Qwen3-1.7B."""
+    completions: str | None = None
+    """Score a JSONL file instead of generating; no policy model is loaded. One object per line: the example's fields (math: nums, target, optional gold_answer; poetry: author, title, form and poem_start + poem_end, or text) and `completion`, the whole response from <think> on."""
+    table: list[str] | None = None
+    """Print the results table (Markdown) of these report JSON files. A run's math and poetry reports share a row when they share a name."""
+    names: list[str] | None = None
+    """Row names for --table, one per report file (default: each report's name, else its file name)."""
+
+    # ---------------------------------------------------------------- generation
+    limit: int | None = None
+    """Evaluate the first N examples of the test split (default: all of it)."""
+    greedy: bool = False
+    """Greedy decoding (temperature 0): the same completions whatever the seed."""
+    temperature: float = 0.6
+    """Sampling temperature (Qwen3's recommended thinking-mode setting); ignored with --greedy."""
+    top_p: float = 0.95
+    """Nucleus sampling: sample from the smallest set of tokens whose probability reaches top_p."""
+    max_new_tokens: int = 512
+    """Longest completion, in tokens; a completion cut here usually has no <answer> and scores format 0."""
+    batch_size: int = 8
+    """Test examples generated together (one completion each); lower it to save memory."""
+    device: str = "auto"
+    """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
+    dtype: str = "auto"
+    """Weights' dtype: `auto` (bfloat16 on a GPU that supports it, float32 elsewhere), float32, bfloat16 or float16."""
+    data: str | None = None
+    """Poetry data (CSV or JSONL), whose test split is evaluated. Default: data/poetry.jsonl, else ../shared/data/public-domain-poems.csv."""
+    seed: int = 0
+    """Seed of the sampler."""
+
+    # ---------------------------------------------------------------- output
+    name: str | None = None
+    """Name of the run in the report and the table, e.g. "Rule-based GRPO" (default: the model's or the file's name)."""
+    out: str | None = None
+    """Where to write: the JSON report (default: reports/<task>-<name>.json) or, with --table, the Markdown table (default: only printed)."""
+
+
+EVAL_CHOICES = {"task": ("math", "poetry"), "dtype": ("auto", "float32", "bfloat16", "float16")}
+EVAL_METAVARS = {"table": "REPORT", "names": "NAME", "completions": "FILE", "model": "MODEL", "out": "PATH"}
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage of every flag would bury it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(description: str = "", epilog: str = "", prog: str | None = None) -> argparse.ArgumentParser:
+    """`evaluate.py`'s parser, generated from EvalConfig as grpo.config.build_parser is from Config."""
+    parser = _OneLineErrorParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=28),
+    )
+    docs = field_docs(EvalConfig)
+    hints = get_type_hints(EvalConfig)
+    for f in dataclasses.fields(EvalConfig):
+        hint = hints[f.name]
+        default = "" if f.default is None else f" (default: {f.default})"
+        kwargs: dict = {"default": f.default, "help": (docs[f.name] + default).replace("%", "%%")}
+        inner = [t for t in get_args(hint) if t is not types.NoneType] or [hint]  # X | None → X
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["help"] = docs[f.name].replace("%", "%%")
+        elif get_origin(inner[0]) is list:
+            kwargs["nargs"] = "+"
+        else:
+            kwargs["type"] = inner[0]
+        if f.name in EVAL_CHOICES:
+            kwargs["choices"] = EVAL_CHOICES[f.name]
+        if f.name in EVAL_METAVARS:
+            kwargs["metavar"] = EVAL_METAVARS[f.name]
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def mean_ci(values: Iterable[float], z: float = 1.96) -> dict[str, float | int | None]:
+    """The mean of `values` and its normal-approximation confidence interval (z = 1.96: 95%).
+
+    Values that are all 0 or 1 (a rate p): the Wald interval p ± z·sqrt(p(1 − p)/n), whose variance
+    p(1 − p) is the Bernoulli one (denominator n). Other values: mean ± z·s/sqrt(n), with s the sample
+    standard deviation (denominator n − 1). n = 1: a zero-width interval; n = 0: mean, low and high are None.
+    Not clipped to [0, 1]: an interval that leaves it says the sample is too small for the approximation.
+    """
+    values = [float(v) for v in values]
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = math.fsum(values) / n
+    if n == 1:
+        half_width = 0.0
+    elif all(v in (0.0, 1.0) for v in values):
+        half_width = z * math.sqrt(mean * (1 - mean) / n)  # Wald
+    else:
+        variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)  # sample variance, ddof = 1
+        half_width = z * math.sqrt(variance / n)
+    return {"mean": mean, "low": mean - half_width, "high": mean + half_width, "n": n}
+
+
+def task_score(
+    task_name: str, part_means: Mapping[str, float | None], total_mean: float | None
+) -> float | None:
+    """The poster's score: math = (mean format + mean equation) / 2; poetry (and any other task) = mean total."""
+    if task_name == "math":
+        fmt, equation = part_means.get("format"), part_means.get("equation")
+        return None if fmt is None or equation is None else (fmt + equation) / 2
+    return total_mean
+
+
+# ----------------------------------------------------------------------------------------------------
+# Records and reports
+
+# keys every record has; an example's own data fields (nums, target, poem_start, …) sit between them
+RECORD_KEYS = ("index", "id", "gold", "completion", "total", "parts")
+
+
+def score_records(
+    task: Task, examples: Sequence[Example], responses: Sequence[str], start: int = 0
+) -> list[dict[str, Any]]:
+    """Score each response (the text from `<think>` on) with the task; one record per example.
+
+    A record holds the example's index (counted from `start`), id, data fields and gold answer, the
+    response as `completion`, the total and the parts. It is itself a valid line of a completions file,
+    so a report's records can be scored again by `score_completions_file`.
+    """
+    if not examples:
+        return []
+    rewards = task.score_batch(examples, responses)
+    records = []
+    for i, (example, response, reward) in enumerate(zip(examples, responses, rewards, strict=True)):
+        record: dict[str, Any] = {"index": start + i, "id": example.id}
+        record.update((key, value) for key, value in example.data.items() if key not in RECORD_KEYS)
+        record.update(
+            gold=example.gold,
+            completion=response,
+            total=float(reward.total),
+            parts={name: float(value) for name, value in reward.parts.items()},
+        )
+        records.append(record)
+    return records
+
+
+def build_report(
+    task_name: str,
+    records: Sequence[Mapping[str, Any]],
+    settings: Mapping[str, Any],
+    errors: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Summarise scored records: every part's mean with its CI, the total with its CI, the task score.
+
+    `errors` are the inputs that could not be scored ({"line": …, "message": …}); they count in n_errors,
+    not in the means.
+    """
+    part_names = list(dict.fromkeys(name for record in records for name in record["parts"]))
+    parts = {
+        name: mean_ci(record["parts"][name] for record in records if name in record["parts"])
+        for name in part_names
+    }
+    total = mean_ci(record["total"] for record in records)
+    score = task_score(task_name, {name: ci["mean"] for name, ci in parts.items()}, total["mean"])
+    return {
+        "task": task_name,
+        "name": settings.get("name"),
+        "score": score,
+        "total": total,
+        "parts": parts,
+        "n": len(records),
+        "n_errors": len(errors),
+        "settings": dict(settings),
+        "errors": [dict(error) for error in errors],
+        "records": [dict(record) for record in records],
+    }
+
+
+def format_summary(report: Mapping[str, Any]) -> str:
+    """A few lines for a terminal: the score, every part and the total, each with its 95% CI."""
+
+    def number(x: float | None) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    def line(label: str, ci: Mapping[str, Any]) -> str:
+        return f"  {label:<12} {number(ci['mean'])}  95% CI [{number(ci['low'])}, {number(ci['high'])}]"
+
+    head = f"{report['task']}: {report.get('name') or 'run'}, {report['n']} examples scored"
+    if report.get("n_errors"):
+        head += f", {report['n_errors']} lines with errors"
+    lines = [head, f"  {'score':<12} {number(report['score'])}"]
+    lines += [line(name, ci) for name, ci in report["parts"].items()]
+    lines.append(line("total", report["total"]))
+    for error in report.get("errors", [])[:5]:
+        lines.append(f"  line {error['line']}: {error['message']}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Generating and scoring with a model
+
+
+class SplitOverlapError(ValueError):
+    """The test split shares examples with the train split."""
+
+
+def _text_key(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def check_disjoint(
+    test_examples: Sequence[Example], train_examples: Sequence[Example], train_ids: Iterable[str] = ()
+) -> None:
+    """Raise SplitOverlapError if a test example's id, or its gold answer, is also in the train split.
+
+    Gold answers are compared with case and whitespace ignored; empty ones are not compared. For Countdown
+    a gold expression fixes the numbers and the target, so equal golds mean the same problem; for poetry
+    it is the ending of the poem.
+    """
+    ids = {ex.id for ex in train_examples} | set(train_ids)
+    golds = {_text_key(ex.gold) for ex in train_examples} - {""}
+    shared_ids = [ex.id for ex in test_examples if ex.id in ids]
+    shared_golds = [ex.id for ex in test_examples if _text_key(ex.gold) in golds]
+    if shared_ids or shared_golds:
+        found = []
+        if shared_ids:
+            found.append(f"{len(shared_ids)} example id(s) ({', '.join(map(repr, shared_ids[:3]))})")
+        if shared_golds:
+            found.append(
+                f"the gold answer of {len(shared_golds)} test example(s) ({', '.join(map(repr, shared_golds[:3]))})"
+            )
+        raise SplitOverlapError(
+            f"the test split overlaps the train split: {' and '.join(found)} are in both; "
+            "a score on them would measure memorisation"
+        )
+
+
+@torch.no_grad()
+def evaluate_model(
+    model,
+    tokenizer,
+    task: Task,
+    *,
+    split: str = "test",
+    limit: int | None = None,
+    temperature: float = 0.6,
+    top_p: float = 0.95,
+    greedy: bool = False,
+    max_new_tokens: int = 512,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+    train_ids: Iterable[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Generate one completion per example of `split` (the first `limit`), score them, return the report.
+
+    Sampling uses its own generator seeded with `seed`, so the result does not depend on, or disturb, the
+    caller's random state; greedy = temperature 0. The split is first checked against the train split
+    (`check_disjoint`; `train_ids` adds ids seen in training, e.g. from another data source). `settings`
+    are recorded in the report beside the evaluation's own (name, model, device, …). The model is put in
+    eval mode and given back in the mode it came in.
+    """
+    split_examples = list(task.examples(split))
+    if split != "train":
+        check_disjoint(split_examples, task.examples("train"), train_ids or ())
+    examples = split_examples if limit is None else split_examples[:limit]
+
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    stop_ids = stop_token_ids(model, tokenizer)
+    effective_temperature = 0.0 if greedy else temperature  # rollout's greedy is temperature 0
+    records: list[dict[str, Any]] = []
+    was_training = model.training
+    model.eval()
+    started = time.perf_counter()
+    bar = tqdm(total=len(examples), desc=f"eval {task.name}", unit="ex", disable=not progress)
+    try:
+        for start in range(0, len(examples), batch_size):
+            batch = examples[start : start + batch_size]
+            prompts = [build_prompt(tokenizer, task.messages(ex)) for ex in batch]
+            out = rollout(
+                model,
+                tokenizer,
+                prompts,
+                group_size=1,
+                max_new_tokens=max_new_tokens,
+                temperature=effective_temperature,
+                top_p=top_p,
+                stop_token_ids=stop_ids,
+                generator=generator,
+            )
+            # the response is what the model wrote from the prefilled <think> on, as in training
+            responses = [THINK_OPEN + text for text in out.texts]
+            batch_records = score_records(task, batch, responses, start=start)
+            lengths = out.completion_mask.sum(1).tolist()  # (n,) generated tokens, end-of-turn included
+            for record, prompt, length, reason in zip(
+                batch_records, prompts, lengths, out.finish_reasons, strict=True
+            ):
+                record.update(prompt_tokens=len(prompt), completion_tokens=int(length), finish_reason=reason)
+            records += batch_records
+            bar.update(len(batch))
+            bar.set_postfix(total=f"{sum(r['total'] for r in records) / len(records):.3f}")
+    finally:
+        bar.close()
+        model.train(was_training)
+    seconds = time.perf_counter() - started
+
+    recorded = {
+        "task": task.name,
+        "split": split,
+        "split_size": len(split_examples),
+        "limit": limit,
+        "greedy": greedy,
+        "temperature": effective_temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "seed": seed,
+        "group_size": 1,
+        **(settings or {}),
+    }
+    report = build_report(task.name, records, recorded)
+    report["finish_reasons"] = dict(Counter(r["finish_reason"] for r in records))
+    report["completion_tokens"] = mean_ci(r["completion_tokens"] for r in records)
+    report["seconds"] = seconds
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------
+# Scoring a file of completions
+
+
+class CompletionsFileError(ValueError):
+    """A completions file that cannot be scored as a whole (e.g. it holds the other task's examples)."""
+
+
+# the fields that tell one task's record from another's
+_TASK_FIELDS = {"math": ("nums", "target"), "poetry": ("poem_start", "poem_end", "text")}
+_POETRY_TEXT_FIELDS = ("author", "title", "form", "form_class", "poem_start", "poem_end", "text")
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return "null" if value is None else names.get(type(value), "an object")
+
+
+def _looks_like(record: Mapping[str, Any]) -> str | None:
+    """The task whose fields a record has, or None."""
+    found = [name for name, keys in _TASK_FIELDS.items() if any(key in record for key in keys)]
+    return found[0] if len(found) == 1 else None
+
+
+def example_from_record(task: Task, record: Mapping[str, Any]) -> Example:
+    """Build an Example of `task` from a record's fields, with the task's own reader.
+
+    Raises ValueError, with a message meant for the user, for a missing field or a wrong type.
+    """
+    name = task.name
+    if name == "math":
+        missing = [key for key in _TASK_FIELDS["math"] if key not in record]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}")
+    if name == "poetry":
+        if "text" not in record and not ("poem_start" in record and "poem_end" in record):
+            raise ValueError("missing field(s): 'poem_start' and 'poem_end', or 'text'")
+        for key in _POETRY_TEXT_FIELDS:
+            if key in record and record[key] is not None and not isinstance(record[key], str):
+                raise ValueError(f"{key!r} must be a string, got {_json_type(record[key])}")
+    reader = getattr(task, "example_from_record", None)
+    if reader is None:
+        raise CompletionsFileError(f"task {name!r} cannot build examples from records")
+    return reader(dict(record))
+
+
+def parse_completion_line(task: Task, line: str) -> tuple[Example, str]:
+    """(example, response) from one JSONL line; ValueError with a one-line reason if it is not usable."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {_json_type(record)}")
+    other = _looks_like(record)
+    if other is not None and other != task.name and other in _TASK_FIELDS:
+        raise ValueError(
+            f"a {other} record (it has {', '.join(k for k in _TASK_FIELDS[other] if k in record)})"
+        )
+    if "completion" not in record:
+        raise ValueError("missing field 'completion'")
+    if not isinstance(record["completion"], str):
+        raise ValueError(f"'completion' must be a string, got {_json_type(record['completion'])}")
+    return example_from_record(task, record), record["completion"]
+
+
+def score_completions_file(
+    task: Task, path: str | Path, settings: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Score a JSONL file of completions, one object per line; no policy model is loaded.
+
+    Each line holds an example's fields and `completion`, the whole response from `<think>` on (scored
+    as written: a completion without the opening tag fails the format part). A line that cannot be used
+    (not JSON, a missing field, a wrong type) becomes an entry of the report's `errors`, with its line
+    number, and the other lines are still scored. Blank lines are skipped. Raises FileNotFoundError for a
+    missing file and CompletionsFileError when every line holds the other task's examples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"completions file {path} does not exist")
+    examples: list[Example] = []
+    responses: list[str] = []
+    line_numbers: list[int] = []
+    errors: list[dict[str, Any]] = []
+    kinds: Counter = Counter()  # which task each JSON object looks like
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if isinstance(record, dict):
+                kinds[_looks_like(record)] += 1
+        except json.JSONDecodeError:
+            pass
+        try:
+            example, response = parse_completion_line(task, line)
+        except ValueError as err:
+            errors.append({"line": number, "message": str(err)})
+            continue
+        examples.append(example)
+        responses.append(response)
+        line_numbers.append(number)
+    objects = sum(kinds.values())
+    for other in _TASK_FIELDS:
+        if other != task.name and objects and kinds[other] == objects:
+            raise CompletionsFileError(
+                f"{path} holds {other} examples (fields {', '.join(_TASK_FIELDS[other])}), "
+                f"not {task.name}: pass --task {other}"
+            )
+    records = score_records(task, examples, responses)
+    for record, number in zip(records, line_numbers, strict=True):
+        record["line"] = number
+    recorded = {"task": task.name, "completions": str(path), "name": path.stem, **(settings or {})}
+    return build_report(task.name, records, recorded, errors)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The poster's table
+
+TASK_TITLES = {"math": "Math", "poetry": "Poetry"}
+TABLE_TASKS = ("math", "poetry")  # their score columns are always there, as in the poster
+
+
+def report_name(report: Mapping[str, Any], default: str = "run") -> str:
+    return report.get("name") or report.get("settings", {}).get("name") or default
+
+
+def _named_reports(reports) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    """(row name, report) pairs from {name: report or [reports]}, [(name, report)] or [report]."""
+    if isinstance(reports, Mapping):
+        for name, value in reports.items():
+            for report in [value] if isinstance(value, Mapping) else value:
+                yield name, report
+        return
+    for i, item in enumerate(reports):
+        if isinstance(item, Mapping):
+            yield report_name(item, f"run {i + 1}"), item
+        else:
+            name, report = item
+            yield name, report
+
+
+def format_table(reports) -> str:
+    """The poster's table in Markdown: one row per run, the math and poetry scores, then every part.
+
+    `reports`: {row name: [reports]}, [(row name, report)] or [report] (named by their `name`). A math
+    report fills a row's math columns and a poetry report its poetry columns, so a run's two reports
+    share a row; two reports of the same task in one row are an error. Numbers have 3 decimals, "–"
+    marks what a row lacks.
+    """
+    rows: dict[str, dict[str, Mapping[str, Any]]] = {}  # row name → task → report
+    for name, report in _named_reports(reports):
+        task = report["task"]
+        if task in rows.setdefault(name, {}):
+            raise ValueError(f"two {task} reports for the row {name!r}; give each run its own name")
+        rows[name][task] = report
+    seen = list(dict.fromkeys(task for row in rows.values() for task in row))
+    tasks = list(TABLE_TASKS) + [t for t in seen if t not in TABLE_TASKS]
+    part_columns = [  # (task, part) in the order the reports list their parts
+        (task, part)
+        for task in tasks
+        for part in dict.fromkeys(p for row in rows.values() if task in row for p in row[task]["parts"])
+    ]
+
+    def title(task: str) -> str:
+        return TASK_TITLES.get(task, task.capitalize())
+
+    def cell(x: float | None) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    header = ["Run"] + [f"{title(t)} Score" for t in tasks] + [f"{title(t)} {p}" for t, p in part_columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+    for name, row in rows.items():
+        cells = [name] + [cell(row[t]["score"] if t in row else None) for t in tasks]
+        for task, part in part_columns:
+            ci = row[task]["parts"].get(part) if task in row else None
+            cells.append(cell(ci["mean"] if ci else None))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Files
+
+
+class ReportFileError(ValueError):
+    """A file that is not a report written by evaluate.py."""
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"report {path} does not exist")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ReportFileError(f"{path} is not JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(report, dict) or not {"task", "score", "parts"} <= report.keys():
+        raise ReportFileError(f"{path} is not a report written by evaluate.py (no task, score and parts)")
+    return report
+
+
+def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def default_run_name(model: str) -> str:
+    """`Qwen/Qwen3-1.7B` → `Qwen3-1.7B`; a train.py checkpoint `runs/<run>/final` → `<run>`."""
+    path = Path(model.rstrip("/"))
+    return path.parent.name if path.name == "final" and path.parent.name else path.name
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a run name: `Rule-based GRPO` → `Rule-based-GRPO`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"

@@ -1,0 +1,159 @@
+"""Checkpoints: exact resume, SIGKILL then --resume, half-written checkpoints ignored, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grpo.checkpoint import MODEL_DIR, checkpoints, latest_checkpoint, read_state, truncate_jsonl
+from grpo.models import load_model
+from grpo.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+VOLATILE = ("time_", "rollout_tokens_per_s")  # wall-clock figures differ between any two runs
+
+
+def stable(line: str) -> dict:
+    return {k: v for k, v in json.loads(line).items() if not k.startswith(VOLATILE)}
+
+
+def test_a_resumed_run_equals_one_never_interrupted(tmp_path, tokenizer):
+    from conftest import make_model
+    from test_trainer import EchoTask, config
+
+    straight = Trainer(
+        config(tmp_path / "a", steps=4, save_every=0),
+        make_model(tokenizer),
+        make_model(tokenizer),
+        tokenizer,
+        EchoTask(),
+    )
+    straight.train(progress=False)
+
+    first = Trainer(
+        config(tmp_path / "b", steps=2, save_every=1),
+        make_model(tokenizer),
+        make_model(tokenizer),
+        tokenizer,
+        EchoTask(),
+    )
+    first.train(progress=False)
+    step, path = latest_checkpoint(first.out_dir)
+    assert step == 2 and [s for s, _ in checkpoints(first.out_dir)] == [1, 2]  # keep_checkpoints = 2
+
+    policy = load_model(str(path / MODEL_DIR), torch.device("cpu"), torch.float32)
+    resumed = Trainer(
+        config(tmp_path / "b", steps=4, save_every=1), policy, make_model(tokenizer), tokenizer, EchoTask()
+    )
+    resumed.load_state_dict(read_state(path))
+    resumed.train(progress=False, resumed=True)
+
+    for p, q in zip(straight.policy.parameters(), resumed.policy.parameters()):
+        assert torch.equal(p, q)
+    a = (straight.out_dir / "metrics.jsonl").read_text().splitlines()
+    b = (resumed.out_dir / "metrics.jsonl").read_text().splitlines()
+    assert [stable(x) for x in a] == [stable(x) for x in b] and len(a) == 4
+
+
+def test_half_written_checkpoints_are_ignored(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "step-00000003" / MODEL_DIR).mkdir(parents=True)  # a complete-looking one
+    (root / "step-00000003" / MODEL_DIR / "config.json").write_text("{}")
+    torch.save({"step": 3}, root / "step-00000003" / "trainer_state.pt")
+    (root / ".step-00000005-x1y2" / MODEL_DIR).mkdir(parents=True)  # crashed while writing: hidden name
+    (root / "step-00000004" / MODEL_DIR).mkdir(parents=True)  # no trainer_state.pt
+    assert latest_checkpoint(tmp_path) == (3, root / "step-00000003")
+
+
+def test_truncate_jsonl_drops_steps_after_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2, 3, 3)))
+    truncate_jsonl(path, 2)
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
+# ---------------------------------------------------------------- train.py as a process
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tokenizer):
+    from conftest import make_model
+
+    path = tmp_path / "tiny"
+    make_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def train_command(model_dir, out_dir, *extra):
+    return [
+        sys.executable, str(REPO / "train.py"), "--task", "math", "--model", str(model_dir),
+        "--out-dir", str(out_dir), "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "48",
+        "--max-prompt-tokens", "2000", "--lr", "1e-2", "--save-every", "1", *extra,
+    ]  # fmt: skip
+
+
+def start(command):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_DISABLE": "1"}
+    return subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_checkpoint(run_dir, step, process, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = latest_checkpoint(run_dir)
+        if found and found[0] >= step:
+            return found[0]
+        if process.poll() is not None:
+            raise AssertionError(f"train.py exited early:\n{process.stdout.read()}")
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint in time")
+
+
+def test_sigkill_then_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, tiny_model_dir):
+    steps = "6"
+    straight = start(train_command(tiny_model_dir, tmp_path / "straight", "--steps", steps))
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()
+
+    killed = start(train_command(tiny_model_dir, tmp_path / "killed", "--steps", steps))
+    wait_for_checkpoint(tmp_path / "killed", 2, killed)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "final").exists()  # it really died mid-run
+
+    resumed = start([sys.executable, str(REPO / "train.py"), "--resume", str(tmp_path / "killed")])
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    assert "resuming from" in output
+
+    a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines_a = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    lines_b = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert [stable(x) for x in lines_a] == [stable(x) for x in lines_b] and len(lines_a) == 6
+
+
+def test_sigterm_stops_cleanly_with_a_loadable_checkpoint(tmp_path, tiny_model_dir):
+    process = start(train_command(tiny_model_dir, tmp_path / "run", "--steps", "1000"))
+    wait_for_checkpoint(tmp_path / "run", 1, process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, output
+    assert "stopped by SIGTERM" in output and "--resume" in output
+    step, path = latest_checkpoint(tmp_path / "run")
+    assert read_state(path)["step"] == step
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == step
+    model = load_model(str(path / MODEL_DIR), torch.device("cpu"), torch.float32)
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -1,0 +1,377 @@
+"""Evaluation: intervals and scores computed by hand, completions files with known scores, reports of a tiny
+model, the train/test overlap guard, the poster's table and the command line."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import evaluate
+from grpo.config import field_docs
+from grpo.evaluation import (
+    EvalConfig,
+    SplitOverlapError,
+    build_parser,
+    build_report,
+    default_run_name,
+    evaluate_model,
+    format_table,
+    mean_ci,
+    score_completions_file,
+    task_score,
+)
+from tasks.base import Example, Reward, Task
+from tasks.countdown import CountdownTask
+
+# ----------------------------------------------------------------------------------------------------
+# Intervals and scores
+
+
+def test_mean_ci_of_a_bernoulli_sample_is_the_wald_interval():
+    ci = mean_ci([1] * 30 + [0] * 70)
+    # 0.3 ± 1.96 · sqrt(0.3 · 0.7 / 100) = 0.3 ± 1.96 · 0.0458258 = 0.3 ± 0.0898185
+    assert ci["n"] == 100
+    assert ci["mean"] == pytest.approx(0.3, abs=1e-12)
+    assert ci["low"] == pytest.approx(0.2101815, abs=1e-6)
+    assert ci["high"] == pytest.approx(0.3898185, abs=1e-6)
+
+
+def test_mean_ci_of_other_values_uses_the_sample_std():
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0])
+    # s² = (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3; 1.96 · sqrt(5/3) / 2 = 1.2651739
+    assert ci["mean"] == 2.5
+    assert ci["low"] == pytest.approx(2.5 - 1.2651739, abs=1e-6)
+    assert ci["high"] == pytest.approx(2.5 + 1.2651739, abs=1e-6)
+
+
+def test_mean_ci_edges():
+    assert mean_ci([]) == {"mean": None, "low": None, "high": None, "n": 0}
+    assert mean_ci([0.4]) == {"mean": 0.4, "low": 0.4, "high": 0.4, "n": 1}
+    assert mean_ci([1, 1, 1]) == {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 3}  # Wald: zero width at 1
+
+
+def test_task_score_is_the_posters():
+    assert task_score("math", {"format": 0.313, "equation": 0.289}, 0.9) == pytest.approx(0.301)
+    assert task_score("poetry", {"format": 1.0, "similarity": 0.2}, 0.55) == 0.55
+    assert task_score("math", {"format": 0.5}, 0.5) is None
+
+
+# ----------------------------------------------------------------------------------------------------
+# A hand-written math completions file
+
+PERFECT = "<think>1 * 2 = 2, 2 * 3 = 6, 6 * 4 = 24</think>\n<answer>1 * 2 * 3 * 4</answer>"
+BAD_FORMAT = "<think>add, then multiply</think> so the answer is <answer>(1 + 2 + 3) * 4</answer>"
+WRONG = "I do not know."
+MATH_LINES = [
+    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "completion": PERFECT}),  # format 1, equation 1
+    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "completion": BAD_FORMAT}),  # format 0, equation 1
+    json.dumps({"nums": [4, 3, 2, 1], "target": 10, "gold_answer": "1 + 2 + 3 + 4", "completion": WRONG}),
+    '{"nums": [1, 2, 3, 4], "target": 24, "completion": "<think>',  # line 4: broken JSON
+    "",  # a blank line is skipped, not an error
+    json.dumps({"nums": [1, 2, 3, 4], "completion": PERFECT}),  # line 6: no target
+    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "completion": 24}),  # line 7: not a string
+]
+
+
+@pytest.fixture
+def math_file(tmp_path):
+    path = tmp_path / "math-completions.jsonl"
+    path.write_text("\n".join(MATH_LINES) + "\n")
+    return path
+
+
+def test_math_completions_file_scores(math_file):
+    report = score_completions_file(CountdownTask(n_train=0, n_test=0), math_file)
+    assert report["task"] == "math" and report["name"] == "math-completions"
+    assert report["n"] == 3 and report["n_errors"] == 3
+    assert [r["line"] for r in report["records"]] == [1, 2, 3]
+    assert [r["parts"] for r in report["records"]] == [
+        {"format": 1.0, "equation": 1.0},
+        {"format": 0.0, "equation": 1.0},
+        {"format": 0.0, "equation": 0.0},
+    ]
+    assert [r["total"] for r in report["records"]] == [1.0, 0.5, 0.0]
+    fmt, equation = report["parts"]["format"], report["parts"]["equation"]
+    assert fmt["mean"] == pytest.approx(1 / 3) and equation["mean"] == pytest.approx(2 / 3)
+    # Wald: 1.96 · sqrt((1/3)(2/3)/3) = 1.96 · 0.2721655 = 0.5334444
+    assert fmt["low"] == pytest.approx(1 / 3 - 0.5334444, abs=1e-6)
+    assert equation["high"] == pytest.approx(2 / 3 + 0.5334444, abs=1e-6)
+    assert report["score"] == pytest.approx(0.5)  # (1/3 + 2/3) / 2
+    assert report["total"]["mean"] == pytest.approx(0.5)  # the same number: total = (format + equation) / 2
+    assert [e["line"] for e in report["errors"]] == [4, 6, 7]
+    messages = [e["message"] for e in report["errors"]]
+    assert messages[0].startswith("not valid JSON")
+    assert messages[1] == "missing field(s) 'target'"
+    assert messages[2] == "'completion' must be a string, got a number"
+    assert report["records"][2]["gold"] == "1 + 2 + 3 + 4"  # given, not solved again
+
+
+def test_wrong_task_for_a_completions_file(math_file, tmp_path, poetry_data, capsys):
+    code = evaluate.main(["--task", "poetry", "--data", str(poetry_data), "--completions", str(math_file)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds math examples" in err and "--task math" in err and "\n" not in err
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reports of a tiny model
+
+
+def test_report_of_a_tiny_model_is_complete_and_deterministic(tokenizer, tiny_model, tmp_path):
+    task = CountdownTask(n_train=20, n_test=5)
+    options = dict(limit=3, greedy=True, max_new_tokens=6, batch_size=2, progress=False)
+    report = evaluate_model(tiny_model, tokenizer, task, **options)
+    assert report["n"] == 3 and report["n_errors"] == 0
+    assert [r["id"] for r in report["records"]] == [ex.id for ex in task.examples("test")[:3]]
+    assert [r["index"] for r in report["records"]] == [0, 1, 2]
+    for record in report["records"]:
+        assert record["completion"].startswith("<think>")
+        assert set(record["parts"]) == {"format", "equation"}
+        assert all(0.0 <= v <= 1.0 for v in record["parts"].values())
+        assert 1 <= record["completion_tokens"] <= 6
+    settings = report["settings"]
+    assert settings["greedy"] is True and settings["temperature"] == 0.0
+    assert (settings["limit"], settings["max_new_tokens"], settings["batch_size"]) == (3, 6, 2)
+    assert settings["split"] == "test" and settings["split_size"] == 5
+    assert sum(report["finish_reasons"].values()) == 3
+    again = evaluate_model(tiny_model, tokenizer, task, **options)
+    assert again["records"] == report["records"]
+    assert not tiny_model.training  # left in the mode it came in
+
+
+def test_sampling_is_seeded(tokenizer, tiny_model):
+    task = CountdownTask(n_train=4, n_test=2)
+    options = dict(limit=2, greedy=False, temperature=1.0, max_new_tokens=5, progress=False)
+    first = evaluate_model(tiny_model, tokenizer, task, seed=1, **options)
+    second = evaluate_model(tiny_model, tokenizer, task, seed=1, **options)
+    assert [r["completion"] for r in first["records"]] == [r["completion"] for r in second["records"]]
+
+
+def test_records_score_again_as_a_completions_file(tokenizer, tiny_model, tmp_path):
+    task = CountdownTask(n_train=4, n_test=3)
+    report = evaluate_model(tiny_model, tokenizer, task, greedy=True, max_new_tokens=5, progress=False)
+    path = tmp_path / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in report["records"]))
+    again = score_completions_file(task, path)
+    assert again["n_errors"] == 0
+    assert [r["total"] for r in again["records"]] == [r["total"] for r in report["records"]]
+    assert [r["id"] for r in again["records"]] == [r["id"] for r in report["records"]]
+
+
+class LeakyTask(Task):
+    """Letters as examples; the test split shares an id, or only a gold answer, with the train split."""
+
+    name = "leaky"
+
+    def __init__(self, shared: str):
+        self.shared = shared
+
+    def examples(self, split):
+        if split == "train":
+            return [Example(id="a", gold="alpha"), Example(id="b", gold="beta")]
+        if self.shared == "id":
+            return [Example(id="x", gold="xi"), Example(id="b", gold="other")]
+        return [Example(id="x", gold="xi"), Example(id="y", gold="  Beta ")]
+
+    def messages(self, example):
+        return [{"role": "user", "content": example.gold}]
+
+    def score(self, example, response):
+        return Reward(total=0.0, parts={})
+
+
+@pytest.mark.parametrize(
+    "shared, reported", [("id", "1 example id(s) ('b')"), ("gold", "1 test example(s) ('y')")]
+)
+def test_overlapping_splits_are_refused(tokenizer, tiny_model, shared, reported):
+    with pytest.raises(SplitOverlapError, match=re.escape(reported)):
+        evaluate_model(tiny_model, tokenizer, LeakyTask(shared), max_new_tokens=2, progress=False)
+
+
+def test_ids_seen_in_training_count_too(tokenizer, tiny_model):
+    task = CountdownTask(n_train=2, n_test=2)
+    seen = [task.examples("test")[1].id]
+    with pytest.raises(SplitOverlapError):
+        evaluate_model(tiny_model, tokenizer, task, train_ids=seen, max_new_tokens=2, progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The poster's table
+
+
+def hand_report(task, name, score, parts):
+    return {"task": task, "name": name, "score": score, "parts": {k: {"mean": v} for k, v in parts.items()}}
+
+
+MATH_PARTS = ("format", "equation")
+POETRY_PARTS = ("format", "similarity", "form", "rhyme", "syllables")
+REPORTS = [
+    hand_report("math", "Baseline", 0.301, dict(zip(MATH_PARTS, (0.313, 0.289)))),
+    hand_report("poetry", "Baseline", 0.4125, dict(zip(POETRY_PARTS, (0.5, 0.25, 0.0, 1.0, 0.6)))),
+    hand_report("math", "Rule-based GRPO", 0.75, dict(zip(MATH_PARTS, (1.0, 0.5)))),
+    hand_report("poetry", "Logprob GRPO", 0.5, dict(zip(POETRY_PARTS, (1.0, 0.5, 0.25, 0.0, 0.3333)))),
+]
+HEADER = (
+    "| Run | Math Score | Poetry Score | Math format | Math equation | Poetry format | Poetry similarity "
+    "| Poetry form | Poetry rhyme | Poetry syllables |"
+)
+ROWS = [
+    "| Baseline | 0.301 | 0.412 | 0.313 | 0.289 | 0.500 | 0.250 | 0.000 | 1.000 | 0.600 |",
+    "| Rule-based GRPO | 0.750 | – | 1.000 | 0.500 | – | – | – | – | – |",
+    "| Logprob GRPO | – | 0.500 | – | – | 1.000 | 0.500 | 0.250 | 0.000 | 0.333 |",
+]
+
+
+def test_table_merges_a_runs_reports_into_one_row():
+    table = format_table(REPORTS)
+    lines = table.split("\n")
+    assert lines[0] == HEADER
+    assert lines[1] == "|---|" + "---:|" * 9
+    assert lines[2:] == ROWS
+    # the same table from {row: [reports]} and from (row, report) pairs
+    grouped = {"Baseline": REPORTS[:2], "Rule-based GRPO": [REPORTS[2]], "Logprob GRPO": [REPORTS[3]]}
+    assert format_table(grouped) == table
+    assert format_table([(r["name"], r) for r in REPORTS]) == table
+    with pytest.raises(ValueError, match="two math reports"):
+        format_table([("Baseline", REPORTS[0]), ("Baseline", REPORTS[2])])
+
+
+def test_table_of_math_reports_only_keeps_both_score_columns():
+    table = format_table([("Baseline", build_report("math", [], {"name": "Baseline"}))])
+    assert table.split("\n")[0] == "| Run | Math Score | Poetry Score |"
+    assert table.split("\n")[2] == "| Baseline | – | – |"
+
+
+def test_table_command(tmp_path, capsys):
+    paths = []
+    for i, report in enumerate(REPORTS):
+        paths.append(tmp_path / f"report-{i}.json")
+        paths[-1].write_text(json.dumps(report))
+    out = tmp_path / "tables" / "table.md"
+    names = ["Baseline", "Baseline", "Rule-based GRPO", "Logprob GRPO"]
+    assert evaluate.main(["--table", *map(str, paths), "--names", *names, "--out", str(out)]) == 0
+    assert out.read_text() == format_table(REPORTS) + "\n"
+    assert ROWS[1] in capsys.readouterr().out
+    assert evaluate.main(["--table", *map(str, paths), "--names", "one"]) == 2
+    assert "--names gives 1 names for 4 reports" in capsys.readouterr().err
+    assert evaluate.main(["--table", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command line
+
+
+def test_help_lists_every_option_with_its_docstring(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    squeezed = "".join(build_parser().format_help().split())
+    for name, doc in field_docs(EvalConfig).items():
+        assert "--" + name.replace("_", "-") in squeezed
+        assert "".join(doc.split()) in squeezed, name
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "give --model"),
+        (["--task", "math", "--model", "m", "--completions", "f"], "separate modes"),
+        (["--model", "m"], "--task math or --task poetry is needed"),
+        (["--task", "math", "--model", "m", "--data", "d.csv"], "--data is the poetry data"),
+        (["--task", "math", "--model", "m", "--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--task", "math", "--completions", "nope.jsonl"], "completions file nope.jsonl does not exist"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(argv, message, capsys):
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_unknown_task_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--task", "chess", "--model", "m"])
+    assert exit_info.value.code == 2
+    assert len(capsys.readouterr().err.strip().split("\n")) == 1
+
+
+def test_completions_command_writes_the_report(math_file, tmp_path, capsys):
+    out = tmp_path / "out" / "report.json"
+    assert evaluate.main(["--task", "math", "--completions", str(math_file), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["score"] == pytest.approx(0.5) and report["n_errors"] == 3
+    summary = capsys.readouterr().out
+    assert "score        0.500" in summary and "line 4: not valid JSON" in summary
+
+
+def test_model_command_on_a_saved_tiny_model(tokenizer, tiny_model, tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "runs" / "tiny" / "final"
+    tiny_model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--task", "math", "--model", str(checkpoint), "--limit", "2", "--greedy", "--max-new-tokens", "3"]
+    assert evaluate.main([*argv, "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "reports" / "math-tiny.json").read_text())  # named after the run
+    assert report["n"] == 2 and report["name"] == "tiny"
+    assert report["settings"]["model"] == str(checkpoint) and report["settings"]["dtype"] == "float32"
+    assert "math: tiny, 2 examples scored" in capsys.readouterr().out
+
+
+def test_default_run_names():
+    assert default_run_name("Qwen/Qwen3-1.7B") == "Qwen3-1.7B"
+    assert default_run_name("runs/math-rule-20250101-120000/final/") == "math-rule-20250101-120000"
+    assert default_run_name("smollm2-135m") == "smollm2-135m"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Poetry (loads the sentence-embedding model: a few seconds)
+
+# made up for the test: 4 lines, so the start is line 1 and the gold ending lines 2–4
+START = "The river runs beneath the hill"
+ENDING = (
+    "And turns the wheel of the old mill,\nIt sings all night and never stops,\nUntil the morning dew drops."
+)
+
+
+@pytest.fixture
+def poetry_data(tmp_path):
+    path = tmp_path / "poems.jsonl"
+    rows = [
+        {"author": "A. Nonymous", "title": "River", "form": "quatrain", "text": START + "\n" + ENDING,
+         "split": "train"},
+        {"author": "B. Nonymous", "title": "Hill", "text": "One\nTwo\nThree\nFour", "split": "test"},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_poetry_completions_file(poetry_data, tmp_path):
+    from tasks.poetry import PoetryTask
+
+    poem = {
+        "author": "A. Nonymous",
+        "title": "River",
+        "form": "quatrain",
+        "poem_start": START,
+        "poem_end": ENDING,
+    }
+    lines = [
+        {**poem, "completion": f"<think>rhymed couplets</think>\n<answer>\n{ENDING}\n</answer>"},  # the gold
+        {**poem, "completion": "<think>no idea</think><answer></answer>"},  # only the format part
+        {**poem, "poem_start": 7, "completion": "<think></think>"},
+        {"author": "A. Nonymous", "completion": "<think></think>"},
+    ]
+    path = tmp_path / "poems-completions.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = score_completions_file(PoetryTask(data=poetry_data), path)
+    assert report["n"] == 2
+    assert report["records"][0]["parts"] == pytest.approx(dict.fromkeys(POETRY_PARTS, 1.0))
+    assert report["records"][1]["parts"] == {"format": 1.0} | dict.fromkeys(POETRY_PARTS[1:], 0.0)
+    assert report["records"][1]["total"] == pytest.approx(0.1)  # the format weight
+    assert report["score"] == pytest.approx((1.0 + 0.1) / 2)
+    assert report["parts"]["similarity"]["mean"] == pytest.approx(0.5)
+    assert report["errors"] == [
+        {"line": 3, "message": "'poem_start' must be a string, got a number"},
+        {"line": 4, "message": "missing field(s): 'poem_start' and 'poem_end', or 'text'"},
+    ]

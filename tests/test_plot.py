@@ -1,0 +1,86 @@
+"""The plot command: which series it finds, the PNG files it writes, and the hint without matplotlib."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from grpo import plot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def metrics_lines() -> list[str]:
+    rows = []
+    for step in (1, 2, 3):
+        row = {
+            "step": step,
+            "reward_mean": 0.1 * step,
+            "reward_std": 0.05,
+            "format_mean": 0.2 * step,
+            "format_std": 0.1,
+            "equation_mean": 0.0,
+            "equation_std": 0.0,
+            "format_rate": 0.2 * step,
+            "kl": 0.001 * step,
+            "clip_fraction": 0.0,
+            "completion_length_mean": 100.0 - step,
+            "completion_length_max": 128.0,
+            "ratio_mean": 1.0,  # a _mean without a _std: not a reward part
+            "grad_norm": None,
+            "finish_reasons": {"length": 3, "stop": 1},
+        }
+        if step == 2:
+            row.update(eval_score=0.25, eval_score_low=0.1, eval_score_high=0.4)
+        rows.append(json.dumps(row))
+    rows.insert(2, '{"step": 3, "reward_mean": ')  # a line cut short by a crash
+    return rows
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    run = tmp_path / "math-rule-test"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("\n".join(metrics_lines()) + "\n")
+    return run
+
+
+def test_series_found_in_the_metrics(run_dir, capsys):
+    rows = plot.read_metrics(run_dir / "metrics.jsonl")
+    assert len(rows) == 3
+    assert "metrics.jsonl:3: not valid JSON" in capsys.readouterr().err
+    assert plot.reward_parts(rows) == ["reward", "format", "equation"]
+    assert plot.series(rows, "eval_score") == ([2.0], [0.25])
+    assert plot.series(rows, "grad_norm") == ([], [])  # null is not a number
+    assert plot.series(rows, "kl") == ([1.0, 2.0, 3.0], [0.001, 0.002, 0.003])
+
+
+def test_plot_writes_pngs(run_dir, tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert plot.main([str(run_dir), "--out", str(out)]) == 0
+    for name in ("rewards.png", "training.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    assert str(out / "rewards.png") in capsys.readouterr().out
+
+
+def test_plot_defaults_to_the_run_directory(run_dir):
+    assert plot.main([str(run_dir / "metrics.jsonl")]) == 0
+    assert (run_dir / "training.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_without_matplotlib_the_install_hint(run_dir, monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else find_spec(name, *a)
+    )
+    assert plot.main([str(run_dir)]) == 1
+    assert "matplotlib is not installed: pip install 'logprob-grpo[plot]'" in capsys.readouterr().err
+    assert not (run_dir / "rewards.png").exists()
+
+
+def test_missing_metrics(tmp_path, capsys):
+    assert plot.main([str(tmp_path)]) == 2
+    assert "metrics.jsonl does not exist" in capsys.readouterr().err
