@@ -97,7 +97,7 @@ def tiny_model_dir(tmp_path, tokenizer):
 def train_command(model_dir, out_dir, *extra):
     return [
         sys.executable, str(REPO / "train.py"), "--task", "math", "--model", str(model_dir),
-        "--out-dir", str(out_dir), "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "48",
+        "--out-dir", str(out_dir), "--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "24",
         "--max-prompt-tokens", "2000", "--lr", "1e-2", "--save-every", "1", *extra,
     ]  # fmt: skip
 
@@ -122,7 +122,7 @@ def wait_for_checkpoint(run_dir, step, process, timeout=240):
 
 
 def test_sigkill_then_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, tiny_model_dir):
-    steps = "6"
+    steps = "4"
     straight = start(train_command(tiny_model_dir, tmp_path / "straight", "--steps", steps))
     assert straight.wait(timeout=600) == 0, straight.stdout.read()
 
@@ -142,7 +142,7 @@ def test_sigkill_then_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_pa
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lines_a = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     lines_b = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
-    assert [stable(x) for x in lines_a] == [stable(x) for x in lines_b] and len(lines_a) == 6
+    assert [stable(x) for x in lines_a] == [stable(x) for x in lines_b] and len(lines_a) == 4
 
 
 def test_sigterm_stops_cleanly_with_a_loadable_checkpoint(tmp_path, tiny_model_dir):
