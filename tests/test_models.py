@@ -7,6 +7,7 @@ import torch
 
 from grpo.logprobs import token_logprobs
 from grpo.models import DEFAULT_MODEL, load_model, load_models, pick_device, pick_dtype, stop_token_ids
+from grpo.reasoning import reasoning_ids, think_end
 from grpo.rollout import rollout
 from grpo.tags import ASSISTANT_PREFILL
 
@@ -45,8 +46,13 @@ def test_the_packaged_default_model_loads_samples_and_scores_consistently():
     assert policy.config.model_type == "llama" and policy.config.vocab_size == 49152
     assert reference is not None and not any(p.requires_grad for p in reference.parameters())
     assert stop_token_ids(policy, tokenizer) == [tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    # SmolLM2 splits </think> into pieces: the case the reasoning mask must handle
-    assert len(tokenizer.encode("</think>", add_special_tokens=False)) > 1
+    # SmolLM2 splits </think> into pieces, and merges its ">" with the "<" of a following tag:
+    # the reasoning mask ends at that shared piece, and the reasoning ids are cut at the tag's end
+    ids = tokenizer.encode("x</think><answer>5</answer>", add_special_tokens=False)
+    assert tokenizer.convert_ids_to_tokens(ids)[:4] == ["x", "</", "think", "><"]
+    assert think_end(tokenizer, ids) == 3
+    cut, closed = reasoning_ids(tokenizer, ids, 3)
+    assert closed and tokenizer.decode(cut) == "x</think>"
 
     messages = [{"role": "user", "content": "What is 2 + 3?"}]
     text = (
