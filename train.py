@@ -23,10 +23,13 @@ def main(argv: list[str] | None = None) -> Config:
     from pathlib import Path
 
     from grpo.checkpoint import MODEL_DIR, latest_checkpoint, read_state, truncate_jsonl
+    from grpo.distributed import barrier, setup
     from grpo.models import load_models, pick_device
     from grpo.trainer import Trainer, prepare_out_dir
     from tasks import get_task
 
+    world, device = setup(config.device)  # torchrun: join the process group; one process: a world of 1
+    say = (lambda text: print(text, file=sys.stderr)) if world.is_main else (lambda text: None)
     out_dir = Path(config.out_dir)
     resume_from = None
     if config.resume:
@@ -36,34 +39,37 @@ def main(argv: list[str] | None = None) -> Config:
                 f"error: --resume {out_dir}: no complete checkpoint under {out_dir / 'checkpoints'}"
             )
         resume_from = found[1]
-    else:
+    elif world.is_main:
         prepare_out_dir(out_dir, config.overwrite)  # fail before the slow part
+    barrier()
 
-    options = (
-        {"data": config.data, "device": str(pick_device(config.device))} if config.task == "poetry" else {}
-    )
+    options = {"data": config.data, "device": str(pick_device(device))} if config.task == "poetry" else {}
     task = get_task(config.task, **options)
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
     policy, reference, tokenizer = load_models(
         config.model,
-        config.device,
+        device,
         config.dtype,
         with_reference=needs_reference,
         policy_path=None if resume_from is None else str(resume_from / MODEL_DIR),
     )
-    print(
-        f"policy {config.model} on {policy.device} in {policy.dtype}; reference: "
-        f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {out_dir}",
-        file=sys.stderr,
+    say(
+        f"policy {config.model} on {policy.device} in {policy.dtype} × {world.size} process(es); reference: "
+        f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {out_dir}"
     )
-    trainer = Trainer(config, policy, reference, tokenizer, task)
+    if config.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if reference is not None and config.reference_device:
+        reference.to(config.reference_device)
+    trainer = Trainer(config, policy, reference, tokenizer, task, world)
     if resume_from is not None:
         trainer.load_state_dict(read_state(resume_from))
-        for name in ("metrics.jsonl", "samples.jsonl"):
-            truncate_jsonl(out_dir / name, trainer.step_index)
-        print(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})", file=sys.stderr)
+        if world.is_main:
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                truncate_jsonl(out_dir / name, trainer.step_index)
+        say(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})")
     trainer.train(resumed=resume_from is not None)
-    print(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final", file=sys.stderr)
+    say(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final")
     return config
 
 

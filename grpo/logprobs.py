@@ -84,3 +84,15 @@ def batched_token_logprobs(
             for i in rows
         ]
     )
+
+
+class TokenLogprobs(torch.nn.Module):
+    """`token_logprobs` as a module. DistributedDataParallel synchronises the gradients of what runs
+    inside the forward of the module it wraps, so the policy update goes through this module."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, start: int, temperature: float = 1.0) -> torch.Tensor:
+        return token_logprobs(self.model, input_ids, attention_mask, start, temperature=temperature)

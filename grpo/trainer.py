@@ -13,6 +13,7 @@ Nothing here knows about Countdown or poems: a task gives examples, messages and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,14 +31,15 @@ from pathlib import Path
 import torch
 
 from grpo.advantages import group_advantages
-from grpo.checkpoint import checkpoints, write_checkpoint
+from grpo.checkpoint import write_checkpoint
 from grpo.config import Config, use_reasoning_mask
+from grpo.distributed import World, all_gather, all_sum, barrier, gather_objects
 from grpo.evaluation import evaluate_model
-from grpo.logprobs import batched_token_logprobs, token_logprobs
+from grpo.logprobs import TokenLogprobs, batched_token_logprobs
 from grpo.loss import grpo_loss, microbatch_weight
 from grpo.models import stop_token_ids
 from grpo.reasoning import reasoning_ids, reasoning_mask
-from grpo.rewards import gold_answer_logprobs, logprob_reward
+from grpo.rewards import GoldScores, gold_answer_logprobs, logprob_reward
 from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_OPEN, format_reward
 from tasks.base import Example, Task
@@ -100,9 +102,20 @@ def mean_std(values: torch.Tensor) -> tuple[float, float]:
 
 
 class Trainer:
-    def __init__(self, config: Config, policy, reference, tokenizer, task: Task):
-        self.config, self.task, self.tokenizer = config, task, tokenizer
+    def __init__(self, config: Config, policy, reference, tokenizer, task: Task, world: World | None = None):
+        world = world or World()
+        self.config, self.task, self.tokenizer, self.world = config, task, tokenizer, world
         self.policy, self.reference = policy, reference
+        if config.prompts_per_step % world.size:
+            raise ValueError(
+                f"--prompts-per-step {config.prompts_per_step} must be a multiple of the {world.size} processes"
+            )
+        # DDP averages gradients of what runs inside its wrapped module's forward: the policy's log-probs
+        self.logprobs = TokenLogprobs(policy)
+        if world.size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.logprobs = DistributedDataParallel(self.logprobs)
         if config.beta > 0 and reference is None:
             raise ValueError("β > 0 needs a reference model")
         self.device = next(policy.parameters()).device
@@ -115,7 +128,8 @@ class Trainer:
         )
         total_updates = config.steps * config.mu
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_updates))
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        # each rank samples differently, reproducibly; rank 0 of N uses the seed itself, as one process does
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed + 1_000_003 * world.rank)
         self.data_rng = random.Random(config.seed)
         self.order: list[int] = []
         self.step_index = 0
@@ -188,15 +202,22 @@ class Trainer:
             with_empty_reasoning=c.debias,
         )
         closed_t = torch.tensor(closed, device=scores.logp_sum.device)
+        # the batch-level normalisation sees every completion of the step, on every rank
+        n, rank = len(examples), self.world.rank
+        everyone = GoldScores(
+            all_gather(scores.logp_sum),
+            all_gather(scores.gold_tokens),
+            None if scores.empty_logp_sum is None else all_gather(scores.empty_logp_sum),
+        )
         logprob = logprob_reward(
-            scores,
-            closed_t,
+            everyone,
+            all_gather(closed_t),
             length_norm=c.length_norm,
             exp=c.exp_norm,
             batch_norm=c.batch_norm,
             debias=c.debias,
             unclosed=c.unclosed,
-        ).cpu()
+        )[rank * n : (rank + 1) * n].cpu()
         fmt = torch.tensor([format_reward(THINK_OPEN + t) for t in out.texts])
         # total reward = w_lp · normalised logprob reward + w_fmt · format reward (the poster: 0.9 / 0.1)
         rewards = c.logprob_weight * logprob + c.format_weight * fmt
@@ -213,12 +234,68 @@ class Trainer:
             parts["logprob_empty_reasoning"] = scores.empty_logp_sum.cpu()
         return rewards, parts
 
+    # ------------------------------------------------------------ the update
+
+    def policy_update(self, input_ids, attention_mask, start, advantages, loss_mask, ref_logp, old_logp):
+        """μ AdamW steps on this rank's rows; with DDP the gradient is that of the global batch's loss."""
+        c = self.config
+        temperature = c.temperature or 1.0
+        self.policy.train()
+        advantages = advantages.to(self.device)
+        n = input_ids.shape[0]
+        # DDP averages the ranks' gradients. For "sequence" and "constant" every rank holds as many rows, so
+        # the mean of the ranks' means is the global mean. For "token" each rank's loss is rescaled from
+        # its own token count to the global one: × world size × local kept tokens / global kept tokens.
+        rescale = 1.0
+        if c.loss_aggregation == "token" and self.world.size > 1:
+            local = float(loss_mask.sum())
+            rescale = self.world.size * local / max(all_sum(local), 1.0)
+        starts = list(range(0, n, c.micro_batch_size))
+        stats_log, losses, grad_norms = [], [], []
+        for _ in range(c.mu):
+            self.optimizer.zero_grad(set_to_none=True)
+            total_loss = 0.0
+            for i in starts:
+                rows = slice(i, i + c.micro_batch_size)
+                # gradients are exchanged once, on the last micro-batch
+                sync = i == starts[-1] or self.world.size == 1
+                with contextlib.nullcontext() if sync else self.logprobs.no_sync():
+                    logp = self.logprobs(input_ids[rows], attention_mask[rows], start, temperature)  # (mb, C)
+                    # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
+                    old = logp.detach() if old_logp is None else old_logp[rows]
+                    loss, stats = grpo_loss(
+                        logp,
+                        old,
+                        None if ref_logp is None else ref_logp[rows],
+                        advantages[rows],
+                        loss_mask[rows],
+                        clip_eps=c.clip_eps,
+                        beta=c.beta,
+                        aggregation=c.loss_aggregation,
+                        max_tokens=c.max_new_tokens,
+                    )
+                    weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation) * rescale
+                    (loss * weight).backward()
+                total_loss += float(loss.detach()) * weight
+                stats_log.append(stats)
+            if c.max_grad_norm > 0:
+                grad_norms.append(
+                    float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm))
+                )
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(all_sum(total_loss) / self.world.size)
+        return losses, stats_log, grad_norms
+
     # ------------------------------------------------------------ one step
 
     def step(self) -> dict:
         c = self.config
         G = c.group_size
-        examples = self.next_examples()
+        share = (
+            c.prompts_per_step // self.world.size
+        )  # every rank draws the same global batch, then takes its share
+        examples = self.next_examples()[self.world.rank * share : (self.world.rank + 1) * share]
         prompts = [self.prompt_ids(ex) for ex in examples]
         row_examples = [ex for ex in examples for _ in range(G)]  # (N,) completion i answers row_examples[i]
         row_prompts = [p for p in prompts for _ in range(G)]
@@ -240,9 +317,8 @@ class Trainer:
             progress=self.progress,
         )
         t_rollout = time.perf_counter() - t0
-        responses = [
-            THINK_OPEN + text for text in out.texts
-        ]  # what the model wrote from the prefilled <think>
+        # what the model wrote from the prefilled <think> on: what the scorers read
+        responses = [THINK_OPEN + text for text in out.texts]
 
         # 2. rewards (N,), with their parts; the reasoning span for the mask and the logprob reward
         t0 = time.perf_counter()
@@ -263,14 +339,17 @@ class Trainer:
         temperature = c.temperature or 1.0  # greedy rollouts are scored as the policy's T = 1 distribution
 
         def sampled_token_logprobs(model):  # (N, C) log π of the sampled tokens, without gradient
+            on = next(
+                model.parameters()
+            ).device  # the reference may live on another device (--reference-device)
             return batched_token_logprobs(
                 model,
-                input_ids,
-                attention_mask,
+                input_ids.to(on),
+                attention_mask.to(on),
                 start,
                 micro_batch_size=c.micro_batch_size,
                 temperature=temperature,
-            )
+            ).to(self.device)
 
         ref_logp = sampled_token_logprobs(self.reference) if c.beta > 0 else None
         old_logp = sampled_token_logprobs(self.policy) if c.mu > 1 else None
@@ -278,72 +357,43 @@ class Trainer:
 
         # 4. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches
         t0 = time.perf_counter()
-        self.policy.train()
-        advantages = advantages.to(self.device)
-        n = input_ids.shape[0]
-        stats_log, losses, grad_norms = [], [], []
-        for _ in range(c.mu):
-            self.optimizer.zero_grad(set_to_none=True)
-            total_loss = 0.0
-            for i in range(0, n, c.micro_batch_size):
-                rows = slice(i, i + c.micro_batch_size)
-                logp = token_logprobs(
-                    self.policy, input_ids[rows], attention_mask[rows], start, temperature=temperature
-                )  # (mb, C), with grad
-                # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
-                old = logp.detach() if old_logp is None else old_logp[rows]
-                loss, stats = grpo_loss(
-                    logp,
-                    old,
-                    None if ref_logp is None else ref_logp[rows],
-                    advantages[rows],
-                    loss_mask[rows],
-                    clip_eps=c.clip_eps,
-                    beta=c.beta,
-                    aggregation=c.loss_aggregation,
-                    max_tokens=c.max_new_tokens,
-                )
-                weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation)
-                (loss * weight).backward()
-                total_loss += float(loss.detach()) * weight
-                stats_log.append(stats)
-            if c.max_grad_norm > 0:
-                grad_norms.append(
-                    float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm))
-                )
-            self.optimizer.step()
-            self.scheduler.step()
-            losses.append(total_loss)
+        losses, stats_log, grad_norms = self.policy_update(
+            input_ids, attention_mask, start, advantages, loss_mask, ref_logp, old_logp
+        )
         t_update = time.perf_counter() - t0
         self.step_index += 1
 
-        # 5. metrics: one line of metrics.jsonl
-        lengths = out.completion_mask.sum(1).float()
-        useful_tokens = float(lengths.sum())
+        # 5. metrics: one line of metrics.jsonl, over the global batch (every rank's completions)
+        world = self.world.size
+        lengths = all_gather(out.completion_mask.sum(1).float().cpu())  # (N_global,)
+        kept = all_gather(loss_mask.sum(1).float().cpu())  # (N_global,)
+        formats = all_gather(torch.tensor([format_reward(r) for r in responses]))  # (N_global,)
         metrics = {"step": self.step_index}
-        metrics["reward_mean"], metrics["reward_std"] = mean_std(rewards)
+        metrics["reward_mean"], metrics["reward_std"] = mean_std(all_gather(rewards))
         for name, values in parts.items():
-            metrics[f"{name}_mean"], metrics[f"{name}_std"] = mean_std(values.float())
+            metrics[f"{name}_mean"], metrics[f"{name}_std"] = mean_std(all_gather(values.float()))
+        finish_reasons = sum((Counter(r) for r in gather_objects(out.finish_reasons)), Counter())
         metrics.update(
-            format_rate=float(torch.tensor([format_reward(r) for r in responses]).mean()),
+            format_rate=float(formats.mean()),
             loss=sum(losses) / len(losses),
-            kl=sum(s.kl for s in stats_log) / len(stats_log),
-            clip_fraction=sum(s.clip_fraction for s in stats_log) / len(stats_log),
-            ratio_mean=sum(s.ratio_mean for s in stats_log) / len(stats_log),
+            kl=all_sum(sum(s.kl for s in stats_log) / len(stats_log)) / world,
+            clip_fraction=all_sum(sum(s.clip_fraction for s in stats_log) / len(stats_log)) / world,
+            ratio_mean=all_sum(sum(s.ratio_mean for s in stats_log) / len(stats_log)) / world,
             grad_norm=sum(grad_norms) / len(grad_norms) if grad_norms else None,
             lr=self.scheduler.get_last_lr()[0],
-            zero_std_fraction=zero_std_fraction,
+            zero_std_fraction=all_sum(zero_std_fraction) / world,
             skipped_long_prompts=self.skipped_long_prompts,
             completion_length_mean=float(lengths.mean()),
             completion_length_max=float(lengths.max()),
-            loss_tokens_mean=float(loss_mask.sum(1).float().mean()),
-            finish_reasons=dict(Counter(out.finish_reasons)),
+            loss_tokens_mean=float(kept.mean()),
+            finish_reasons=dict(finish_reasons),
             time_rollout=t_rollout,
             time_reference=t_reference,
             time_reward=t_reward,
             time_update=t_update,
-            rollout_tokens_per_s=useful_tokens / max(t_rollout, 1e-9),
+            rollout_tokens_per_s=float(lengths.sum()) / max(t_rollout, 1e-9),  # all ranks' useful tokens
         )
+        n = len(responses)
         samples = [
             {
                 "step": self.step_index,
@@ -394,9 +444,14 @@ class Trainer:
             "skipped_long_prompts": self.skipped_long_prompts,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "generator": self.generator.get_state(),
+            # one entry per rank: each samples with its own generator
+            "rank_rng": gather_objects(
+                {
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+                    "generator": self.generator.get_state(),
+                }
+            ),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -406,67 +461,90 @@ class Trainer:
         self.skipped_long_prompts = state["skipped_long_prompts"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.generator.set_state(state["generator"])
+        if len(state["rank_rng"]) != self.world.size:
+            raise ValueError(
+                f"the checkpoint was written by {len(state['rank_rng'])} processes; resume it with as many, "
+                f"not {self.world.size} (each rank's sampler state is restored exactly)"
+            )
+        mine = state["rank_rng"][self.world.rank]
+        torch.set_rng_state(mine["torch_rng"])
+        if mine["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(mine["cuda_rng"])
+        self.generator.set_state(mine["generator"])
 
-    def checkpoint(self) -> Path:
-        return write_checkpoint(
-            self.out_dir,
-            self.step_index,
-            self.policy,
-            self.tokenizer,
-            self.state_dict(),
-            self.config.keep_checkpoints,
-        )
+    def checkpoint(self) -> None:
+        state = self.state_dict()  # every rank takes part: the RNG states are gathered
+        if self.world.is_main:
+            write_checkpoint(
+                self.out_dir,
+                self.step_index,
+                self.policy,
+                self.tokenizer,
+                state,
+                self.config.keep_checkpoints,
+            )
+        barrier()
 
     def train(self, progress: bool = True, resumed: bool = False) -> list[dict]:
-        """Run until `steps`; checkpoint every `save_every` steps, at the end, and on SIGINT / SIGTERM."""
+        """Run until `steps`; checkpoint every `save_every` steps, at the end, and on SIGINT / SIGTERM.
+
+        Only rank 0 writes files; every rank takes part in the collectives of a step and a checkpoint.
+        """
         from tqdm.auto import tqdm
 
-        self.progress = progress
-        if not resumed:
-            prepare_out_dir(self.out_dir, self.config.overwrite)
-        (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        main = self.world.is_main
+        self.progress = progress and main
+        if main:
+            if not resumed:
+                prepare_out_dir(self.out_dir, self.config.overwrite)
+            (self.out_dir / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        barrier()
         history = []
         bar = tqdm(
             total=self.config.steps,
             initial=self.step_index,
             desc=f"{self.task.name}/{self.config.reward}",
-            disable=not progress,
+            disable=not self.progress,
         )
+        saved_at, stopping = None, False
         with StopRequests() as stop:
-            while self.step_index < self.config.steps and stop.signal is None:
+            while self.step_index < self.config.steps and not stopping:
                 metrics, samples = self.step()
-                if self.config.eval_every and self.step_index % self.config.eval_every == 0:
+                if main and self.config.eval_every and self.step_index % self.config.eval_every == 0:
                     metrics.update(self.evaluate())
                 history.append(metrics)
-                with open(self.out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                with open(self.out_dir / "samples.jsonl", "a") as f:
-                    for s in samples:
-                        f.write(json.dumps(s) + "\n")
+                if main:
+                    with open(self.out_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(metrics) + "\n")
+                    with open(self.out_dir / "samples.jsonl", "a") as f:
+                        for s in samples:
+                            f.write(json.dumps(s) + "\n")
                 bar.update(1)
                 bar.set_postfix(
                     reward=f"{metrics['reward_mean']:.3f}",
                     fmt=f"{metrics['format_rate']:.2f}",
                     kl=f"{metrics['kl']:.4f}",
                 )
+                # every rank stops after the same step, whichever of them the signal reached
+                stopping = all_sum(1.0 if stop.signal else 0.0) > 0
                 every = self.config.save_every
-                if (every and self.step_index % every == 0) or stop.signal is not None:
+                if (every and self.step_index % every == 0) or stopping:
                     self.checkpoint()
+                    saved_at = self.step_index
             bar.close()
-            if stop.signal is not None:
+        if stopping:
+            if main:
                 print(
-                    f"stopped by {stop.signal} after step {self.step_index}; checkpoint saved. "
+                    f"stopped by {stop.signal or 'a stop request'} after step {self.step_index}; checkpoint saved. "
                     f"Resume with: python train.py --resume {self.out_dir}",
                     file=sys.stderr,
                 )
-                return history
-        if not checkpoints(self.out_dir) or checkpoints(self.out_dir)[-1][0] != self.step_index:
+            return history
+        if saved_at != self.step_index:
             self.checkpoint()
-        self.save(self.out_dir / "final")
+        if main:
+            self.save(self.out_dir / "final")
+        barrier()
         return history
 
     def save(self, path: Path) -> None:

@@ -183,3 +183,13 @@ def test_eval_every_logs_a_held_out_score_without_changing_training(tmp_path, to
     assert history[0]["eval_score_low"] <= history[0]["eval_score"] <= history[0]["eval_score_high"]
     for p, q in zip(plain.policy.parameters(), evaluated.policy.parameters()):
         assert torch.equal(p, q)
+
+
+def test_gradient_checkpointing_leaves_the_update_unchanged(tmp_path, tokenizer, model_factory):
+    plain = make_trainer(config(tmp_path / "plain", steps=1), tokenizer, model_factory)
+    plain.train(progress=False)
+    saving = make_trainer(config(tmp_path / "saving", steps=1), tokenizer, model_factory)
+    saving.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    saving.train(progress=False)
+    for p, q in zip(plain.policy.parameters(), saving.policy.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)

@@ -1,0 +1,86 @@
+"""Two gloo processes on a CPU make the same parameter update as one process on the same global batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from grpo.config import Config
+from grpo.distributed import World, all_gather
+from grpo.trainer import Trainer
+
+N, LENGTH, START = 8, 20, 8  # 8 completions of 12 tokens after an 8-token prompt
+
+
+def fixed_batch() -> dict:
+    g = torch.Generator().manual_seed(0)
+    mask = torch.ones(N, LENGTH, dtype=torch.long)
+    loss_mask = (torch.rand(N, LENGTH - START, generator=g) < 0.7).long()
+    loss_mask[:, 0] = 1  # every row keeps at least one token, and the rows keep different counts
+    return {
+        "ids": torch.randint(5, 100, (N, LENGTH), generator=g),
+        "mask": mask,
+        "advantages": torch.randn(N, generator=g),
+        "loss_mask": loss_mask,
+        "ref_logp": -torch.rand(N, LENGTH - START, generator=g) * 5,
+    }
+
+
+def update(rank: int, world: World, aggregation: str) -> dict:
+    from conftest import make_model, make_tokenizer
+    from test_trainer import EchoTask
+
+    tokenizer = make_tokenizer()
+    policy = make_model(tokenizer, seed=0)
+    config = Config(task="echo", prompts_per_step=2, micro_batch_size=2, beta=0.1, lr=1e-2,
+                    loss_aggregation=aggregation, max_new_tokens=LENGTH - START, out_dir="unused")  # fmt: skip
+    reference = make_model(tokenizer, seed=0)  # required with β > 0; the test hands ref_logp in directly
+    trainer = Trainer(config, policy, reference, tokenizer, EchoTask(), world)
+    b = fixed_batch()
+    rows = slice(
+        rank * N // world.size, (rank + 1) * N // world.size
+    )  # this rank's share of the global batch
+    trainer.policy_update(
+        b["ids"][rows],
+        b["mask"][rows],
+        START,
+        b["advantages"][rows],
+        b["loss_mask"][rows],
+        b["ref_logp"][rows],
+        None,
+    )
+    return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+
+
+def worker(rank: int, init_file: str, out_file: str, aggregation: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        state = update(rank, World(rank, 2), aggregation)
+        if rank == 0:
+            torch.save(state, out_file)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token"])
+def test_two_processes_update_like_one(tmp_path, aggregation):
+    single = update(0, World(), aggregation)
+    mp.spawn(
+        worker, args=(str(tmp_path / "init"), str(tmp_path / "state.pt"), aggregation), nprocs=2, join=True
+    )
+    double = torch.load(tmp_path / "state.pt")
+    from conftest import make_model, make_tokenizer
+
+    before = make_model(make_tokenizer(), seed=0).state_dict()
+    moved = sum(not torch.equal(before[k], single[k]) for k in single)
+    assert moved > 0
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_all_gather_is_the_identity_for_one_process():
+    x = torch.arange(3)
+    assert all_gather(x) is x
