@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> Config:
 
     from grpo.checkpoint import MODEL_DIR, latest_checkpoint, read_state, truncate_jsonl
     from grpo.distributed import barrier, setup
-    from grpo.models import load_models, pick_device
+    from grpo.models import enable_activation_checkpointing, load_models, pick_device
     from grpo.trainer import Trainer, prepare_out_dir
     from tasks import get_task
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> Config:
         f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {out_dir}"
     )
     if config.gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(policy)
     if reference is not None and config.reference_device:
         reference.to(config.reference_device)
     trainer = Trainer(config, policy, reference, tokenizer, task, world)

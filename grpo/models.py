@@ -151,6 +151,15 @@ def load_models(
     return policy, reference, tokenizer
 
 
+def enable_activation_checkpointing(model) -> None:
+    """Recompute activations in the backward pass (transformers 5 renamed gradient_checkpointing_enable)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def stop_token_ids(model, tokenizer) -> list[int]:
     """Every id that ends a turn: the tokenizer's EOS and the generation config's (Qwen3 has two)."""
     ids = {tokenizer.eos_token_id}

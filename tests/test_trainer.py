@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from grpo.config import Config
+from grpo.models import enable_activation_checkpointing
 from grpo.rollout import build_prompt
 from grpo.trainer import Trainer
 from tasks.base import Example, Reward, Task
@@ -189,7 +190,8 @@ def test_gradient_checkpointing_leaves_the_update_unchanged(tmp_path, tokenizer,
     plain = make_trainer(config(tmp_path / "plain", steps=1), tokenizer, model_factory)
     plain.train(progress=False)
     saving = make_trainer(config(tmp_path / "saving", steps=1), tokenizer, model_factory)
-    saving.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_activation_checkpointing(saving.policy)
+    assert saving.policy.is_gradient_checkpointing
     saving.train(progress=False)
     for p, q in zip(plain.policy.parameters(), saving.policy.parameters()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
