@@ -73,9 +73,7 @@ def packaged_model_dir(name: str) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
     dequantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
     config = copy.deepcopy(dequantised.config)
-    config.quantization_config = None  # plain fp32 weights from now on
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
+    del config.quantization_config  # plain fp32 weights from now on
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(dequantised.state_dict())
     model.generation_config = dequantised.generation_config

@@ -179,7 +179,12 @@ class Trainer:
         return rewards, parts
 
     def logprob_rewards(
-        self, examples: list[Example], prompts: list[list[int]], out: Rollout, think_ends: list[int | None]
+        self,
+        examples: list[Example],
+        prompts: list[list[int]],
+        out: Rollout,
+        think_ends: list[int | None],
+        fmt: torch.Tensor,  # (N,) format reward of each response
     ) -> tuple[torch.Tensor, dict]:
         c = self.config
         lengths = out.completion_mask.sum(1).tolist()
@@ -218,7 +223,6 @@ class Trainer:
             debias=c.debias,
             unclosed=c.unclosed,
         )[rank * n : (rank + 1) * n].cpu()
-        fmt = torch.tensor([format_reward(THINK_OPEN + t) for t in out.texts])
         # total reward = w_lp · normalised logprob reward + w_fmt · format reward (the poster: 0.9 / 0.1)
         rewards = c.logprob_weight * logprob + c.format_weight * fmt
         parts = {
@@ -323,9 +327,10 @@ class Trainer:
         # 2. rewards (N,), with their parts; the reasoning span for the mask and the logprob reward
         t0 = time.perf_counter()
         span_mask, think_ends = reasoning_mask(self.tokenizer, out.completion_ids, out.completion_mask)
+        formats = torch.tensor([format_reward(r) for r in responses])  # (N,)
         rule_rewards, rule_parts = self.rule_rewards(row_examples, responses)
         if c.reward == "logprob":
-            rewards, parts = self.logprob_rewards(row_examples, row_prompts, out, think_ends)
+            rewards, parts = self.logprob_rewards(row_examples, row_prompts, out, think_ends, formats)
             parts.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on
         else:
             rewards, parts = rule_rewards, rule_parts
@@ -367,7 +372,7 @@ class Trainer:
         world = self.world.size
         lengths = all_gather(out.completion_mask.sum(1).float().cpu())  # (N_global,)
         kept = all_gather(loss_mask.sum(1).float().cpu())  # (N_global,)
-        formats = all_gather(torch.tensor([format_reward(r) for r in responses]))  # (N_global,)
+        formats = all_gather(formats)  # (N_global,)
         metrics = {"step": self.step_index}
         metrics["reward_mean"], metrics["reward_std"] = mean_std(all_gather(rewards))
         for name, values in parts.items():
