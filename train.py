@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> Config:
     policy, reference, tokenizer = load_models(
         config.model,
         device,
-        config.dtype,
+        "float32" if config.autocast else config.dtype,  # mixed precision: fp32 weights, bf16 compute
         with_reference=needs_reference,
         policy_path=None if resume_from is None else str(resume_from / MODEL_DIR),
     )

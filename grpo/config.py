@@ -36,6 +36,8 @@ class Config:
     """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
     dtype: str = "auto"
     """Weights' dtype: `auto` (bfloat16 on a GPU that supports it, float32 elsewhere), float32, bfloat16 or float16. bf16 halves the memory of weights, gradients and AdamW state, at bf16's precision."""
+    autocast: bool = False
+    """Run every forward pass (rollout, reference, logprob reward, update) under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision; --dtype auto then means float32). Faster on GPUs and on CPUs with AVX512-BF16 or AMX; slower on other CPUs (`make bench` measures both)."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of storing them: far less memory for long completions, about a third more update time."""
     reference_device: str | None = None
@@ -237,6 +239,10 @@ def validate(config: Config) -> None:
         (config.save_every >= 0, "--save-every must be ≥ 0"),
         (config.eval_every >= 0 and config.eval_limit >= 1, "--eval-every must be ≥ 0 and --eval-limit ≥ 1"),
         (config.keep_checkpoints >= 1, "--keep-checkpoints must be ≥ 1"),
+        (
+            not config.autocast or config.dtype in ("auto", "float32"),
+            "--autocast keeps float32 weights and computes in bf16: use it with --dtype float32 (or auto)",
+        ),
         (
             not (config.temperature == 0 and config.group_size > 1 and config.reward == "rule"),
             "--temperature 0 makes every completion of a group identical: every advantage would be 0",

@@ -25,7 +25,9 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    logits = lm_head(hidden).float() / temperature  # (chunk, V), fp32 for a stable logsumexp
+    logits = lm_head(hidden).float()  # (chunk, V), fp32 for a stable logsumexp
+    if temperature != 1.0:  # no copy of the chunk's logits in the common case
+        logits = logits / temperature
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (chunk,)
     return picked - torch.logsumexp(logits, dim=-1)  # (chunk,)
 
@@ -37,7 +39,7 @@ def token_logprobs(
     start: int,  # score the tokens input_ids[:, start:]
     *,
     temperature: float = 1.0,
-    chunk_tokens: int = 2048,
+    chunk_tokens: int = 1024,
 ) -> torch.Tensor:
     """log π(input_ids[:, t] | input_ids[:, :t]) for t ≥ start, shape (N, L − start). One forward pass."""
     if not 1 <= start < input_ids.shape[1]:

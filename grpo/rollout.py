@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from grpo.kv_cache import make_rollout_cache
 from grpo.tags import ANSWER_CLOSE, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
 
 
@@ -165,12 +166,14 @@ def rollout(
     one_think: bool = True,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    preallocate: bool = True,
 ) -> Rollout:
     """Sample `group_size` completions for each prompt (token ids, chat template already applied).
 
-    Two savings that do not change what is sampled: each prompt is prefilled once and its KV cache
-    shared by its G samples, and a row that has finished leaves the batch (and the cache) at once, so
-    no step is spent on padding.
+    Three savings that do not change what is sampled: each prompt is prefilled once and its KV cache
+    shared by its G samples; a row that has finished leaves the batch (and the cache) at once, so no
+    step is spent on padding; the KV cache is allocated once (`grpo.kv_cache`, `preallocate=False`
+    falls back to the model's own growing cache).
     """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
@@ -183,6 +186,8 @@ def rollout(
     stop_ids = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
 
     # prefill each prompt once, then give each of its G samples a copy of its cache
+    cache_kw = _cache_argument(model)
+    cache = make_rollout_cache(model, n, unique_ids.shape[1] + max_new_tokens) if preallocate else None
     position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
     out = model(
         input_ids=unique_ids,
@@ -190,14 +195,16 @@ def rollout(
         position_ids=position_ids,
         use_cache=True,
         logits_to_keep=1,
+        **({cache_kw: cache} if cache is not None else {}),
     )
-    cache_kw = _cache_argument(model)
     cache = _returned_cache(out)
     if cache is not None:
         cache.batch_repeat_interleave(G)
     logits = out["logits"][:, -1].repeat_interleave(G, dim=0)  # (N, V)
     next_position = (position_ids[:, -1] + 1).repeat_interleave(G)  # (N,)
-    attention_mask = prompt_mask  # (N, P)
+    # the attention mask of every step, allocated once: prompt mask, then ones; step t reads P + t + 1 columns
+    full_mask = torch.cat([prompt_mask, prompt_mask.new_ones((n, max_new_tokens))], dim=1)  # (N, P + T)
+    P = prompt_mask.shape[1]
 
     completion_ids = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
     completion_mask = torch.zeros((n, max_new_tokens), dtype=torch.long, device=device)
@@ -230,19 +237,18 @@ def rollout(
             break
         if len(keep) < len(alive):  # finished rows leave the batch and the cache
             keep_t = torch.tensor(keep, device=device)
-            alive, tokens, attention_mask, next_position = (
+            alive, tokens, full_mask, next_position = (
                 alive[keep_t],
                 tokens[keep_t],
-                attention_mask[keep_t],
+                full_mask[keep_t],
                 next_position[keep_t],
             )
             if cache is not None:
                 cache.batch_select_indices(keep_t)
 
-        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         out = model(
             input_ids=tokens.unsqueeze(-1),
-            attention_mask=attention_mask,
+            attention_mask=full_mask[:, : P + t + 1],
             position_ids=next_position.unsqueeze(-1),
             use_cache=True,
             **{cache_kw: cache},

@@ -279,7 +279,8 @@ class Trainer:
                         max_tokens=c.max_new_tokens,
                     )
                     weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation) * rescale
-                    (loss * weight).backward()
+                    with torch.autocast(self.device.type, enabled=False):  # backward follows the forward's dtypes
+                        (loss * weight).backward()
                 total_loss += float(loss.detach()) * weight
                 stats_log.append(stats)
             if c.max_grad_norm > 0:
@@ -293,7 +294,15 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
 
+    def autocast(self):
+        """bf16 autocast for the forward passes when --autocast is on; a no-op otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.autocast)
+
     def step(self) -> dict:
+        with self.autocast():
+            return self._step()
+
+    def _step(self) -> dict:
         c = self.config
         G = c.group_size
         share = (

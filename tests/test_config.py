@@ -146,3 +146,9 @@ def test_argparse_rejects_bad_choices_and_types(argv, capsys):
         parse_config(argv)
     assert exit_info.value.code == 2  # argparse's usage error
     assert "invalid" in capsys.readouterr().err
+
+
+def test_autocast_with_bf16_weights_is_refused():
+    with pytest.raises(SystemExit, match="--autocast keeps float32 weights"):
+        parse_config(["--autocast", "--dtype", "bfloat16"])
+    assert parse_config(["--autocast"]).autocast

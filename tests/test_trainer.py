@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -201,3 +202,21 @@ def test_gradient_checkpointing_leaves_the_update_unchanged(tmp_path, tokenizer,
     saving.train(progress=False)
     for p, q in zip(plain.policy.parameters(), saving.policy.parameters()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_autocast_computes_in_bf16_and_keeps_fp32_weights(tmp_path, tokenizer, model_factory):
+    trainer = make_trainer(
+        config(tmp_path, steps=1, reward="logprob", autocast=True), tokenizer, model_factory
+    )
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    seen = []  # dtype of an MLP projection's output, in every forward pass of the step
+    trainer.policy.model.layers[0].mlp.down_proj.register_forward_hook(
+        lambda m, i, out: seen.append(out.dtype)
+    )
+    metrics, _ = trainer.step()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert math.isfinite(metrics["loss"])
+    assert all(
+        p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in trainer.policy.parameters()
+    )
+    assert any(not torch.equal(p, b) for p, b in zip(trainer.policy.parameters(), before))

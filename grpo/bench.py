@@ -1,0 +1,573 @@
+"""`make bench`: where a GRPO step's time goes, and this project's rollout against `model.generate`.
+
+    python -m grpo.bench                                  # packaged SmolLM2-135M, offline, < 10 min on 2 cores
+    python -m grpo.bench --random-init qwen3-1.7b         # Qwen3-1.7B's shape with random weights (no download)
+    python -m grpo.bench --random-init path/config.json   # any Hugging Face config
+    python -m grpo.bench --out reports/bench.json         # also write the JSON report
+
+Every comparison runs in one process, on one model, with the same prompts, batch, dtype and sampling
+settings, so the ratios hold even on a noisy machine; the seconds do not travel. Sections:
+
+- rollout: Countdown prompts, G samples each, T 1.0 and no top-p/top-k, a row stops at an end-of-turn
+  token or `</answer>`, up to --max-new-tokens. Useful tokens are the tokens a row keeps (up to and
+  including its stop); `generate` keeps computing rows that have finished, so it does more work than it
+  keeps. `rollout_vs_generate` = useful tokens/s of `grpo.rollout` ÷ those of `generate`.
+- fixed_decode: no stops at all, every row runs the full length: raw decode speed, for reference.
+- scoring: teacher-forced log-probs of the batch's completions (`grpo.logprobs.token_logprobs`) against a
+  naive `log_softmax(model(ids).logits)`: tokens/s, peak memory above the starting level (CUDA allocator
+  statistics on a GPU; on a CPU the resident set, sampled every millisecond) and the largest difference.
+- step: one full GRPO step (logprob reward, fixed-length completions), its seconds split into rollout /
+  reward / reference / update, in fp32 and under bf16 autocast where the hardware has bf16 arithmetic
+  (GPUs, CPUs with AVX512-BF16 or AMX).
+- scaling: the same step with G doubled and with the completion length doubled. Linear growth is at most
+  2× the time (less, as long as the prompt's share of the work does not double).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import ctypes
+import gc
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from grpo.config import Config
+from grpo.logprobs import position_ids_from_mask, token_logprobs
+from grpo.models import DEFAULT_MODEL, load_models, load_tokenizer, pick_device, stop_token_ids
+from grpo.rollout import StopWatcher, build_prompt, left_pad, rollout
+from grpo.tags import ANSWER_CLOSE
+
+# Model shapes for --random-init, from the models' published config.json files (weights are never needed).
+SHAPES = {
+    "qwen3-1.7b": dict(
+        model_type="qwen3",
+        hidden_size=2048,
+        intermediate_size=6144,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        head_dim=128,
+        vocab_size=151936,
+        max_position_embeddings=40960,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    ),
+    "smollm2-135m": dict(
+        model_type="llama",
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        max_position_embeddings=8192,
+        rope_theta=100_000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+    ),
+}
+
+
+# ---------------------------------------------------------------- setting up
+
+
+def random_model(shape: str, tokenizer, device: torch.device, dtype: torch.dtype):
+    """A randomly initialised model of a named shape (SHAPES) or of a config.json's shape."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if shape in SHAPES:
+        fields = dict(SHAPES[shape])
+        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    elif Path(shape).is_file():
+        config = AutoConfig.from_pretrained(shape)
+    else:
+        raise SystemExit(
+            f"error: --random-init takes one of {sorted(SHAPES)} or a config.json path, not {shape!r}"
+        )
+    # the packaged tokenizer drives the prompts; sampled ids it does not know decode to ""
+    if config.get_text_config(decoder=True).vocab_size < len(tokenizer):
+        raise SystemExit(
+            f"error: --random-init needs a vocabulary of at least {len(tokenizer)} tokens (the packaged tokenizer's)"
+        )
+    config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def countdown_prompts(tokenizer, n: int) -> list[list[int]]:
+    from tasks.countdown import CountdownTask
+
+    task = CountdownTask()
+    examples = list(task.examples("train"))[:n]
+    return [build_prompt(tokenizer, task.messages(ex)) for ex in examples]
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import transformers
+
+    info = {
+        "cpu": cpu,
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 arithmetic in hardware: a GPU that supports it, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device):
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return result, time.perf_counter() - start
+
+
+class PeakMemory:
+    """Peak memory above the level at entry, in bytes (`.peak`).
+
+    On a GPU: the caching allocator's statistics. On a CPU: the process's resident set read from
+    /proc/self/statm every millisecond by a thread (torch's kernels release the GIL), after returning
+    freed heap pages to the system so that the starting level is the live data's.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        self.base = self.high = self._rss()
+        self.running = True
+
+        def watch():
+            while self.running:
+                self.high = max(self.high, self._rss())
+                time.sleep(0.001)
+
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+            return
+        self.high = max(self.high, self._rss())
+        self.running = False
+        self.thread.join()
+        self.peak = self.high - self.base
+
+
+# ---------------------------------------------------------------- sections
+
+
+def useful_lengths(tokenizer, new_tokens: torch.Tensor, stop_ids, stop_strings) -> list[int]:
+    """Tokens each row of `generate`'s output keeps: up to and including its stop, by the rollout's rule."""
+    stop_ids = set(stop_ids)
+    watcher = StopWatcher(new_tokens.shape[0], stop_strings, one_think=False)
+    lengths = []
+    for row, ids in enumerate(new_tokens.tolist()):
+        n = len(ids)
+        for t, token in enumerate(ids):
+            if token in stop_ids or watcher.update(row, tokenizer.decode([token])) is not None:
+                n = t + 1
+                break
+        lengths.append(n)
+    return lengths
+
+
+def run_ours(model, tokenizer, prompts, G, max_new_tokens, stop_ids, stop_strings, seed, device):
+    generator = torch.Generator(device=device).manual_seed(seed)
+    out, seconds = timed(
+        lambda: rollout(
+            model,
+            tokenizer,
+            prompts,
+            group_size=G,
+            max_new_tokens=max_new_tokens,
+            stop_token_ids=stop_ids,
+            stop_strings=stop_strings,
+            one_think=False,  # generate has no such rule; the two must stop alike
+            generator=generator,
+        ),
+        device,
+    )
+    useful = int(out.completion_mask.sum())
+    return out, {"seconds": seconds, "useful_tokens": useful, "computed_tokens": useful}
+
+
+def run_generate(model, tokenizer, prompts, G, max_new_tokens, stop_ids, stop_strings, seed, device):
+    rows = [p for p in prompts for _ in range(G)]
+    ids, mask = left_pad(rows, tokenizer.pad_token_id, device)
+    kwargs = dict(
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if stop_ids:
+        kwargs["eos_token_id"] = list(stop_ids)
+    else:  # fixed length: no row may stop
+        kwargs["min_new_tokens"] = max_new_tokens
+    if stop_strings:
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+    torch.manual_seed(seed)
+    out, seconds = timed(lambda: model.generate(input_ids=ids, attention_mask=mask, **kwargs), device)
+    new = out[:, ids.shape[1] :]  # (N, steps)
+    useful = sum(useful_lengths(tokenizer, new, stop_ids, stop_strings))
+    return {"seconds": seconds, "useful_tokens": useful, "computed_tokens": new.numel()}
+
+
+def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids, stop_strings, seed, device):
+    n_prompts = batch // G
+    if n_prompts > len(prompts):
+        raise ValueError(f"batch {batch} needs {n_prompts} prompts")
+    args = (model, tokenizer, prompts[:n_prompts], G, max_new_tokens, stop_ids, stop_strings, seed, device)
+    out, ours = run_ours(*args)
+    theirs = run_generate(*args)
+    for r in (ours, theirs):
+        r["useful_tokens_per_s"] = r["useful_tokens"] / r["seconds"]
+        r["computed_tokens_per_s"] = r["computed_tokens"] / r["seconds"]
+    return out, {
+        "batch": batch,
+        "group_size": G,
+        "max_new_tokens": max_new_tokens,
+        "ours": ours,
+        "generate": theirs,
+        "rollout_vs_generate": ours["useful_tokens_per_s"] / theirs["useful_tokens_per_s"],
+    }
+
+
+@torch.no_grad()
+def bench_scoring(model, input_ids, attention_mask, start, device):
+    """One teacher-forced pass over the batch, chunked (this project) and naive."""
+    n_scored = input_ids.shape[0] * (input_ids.shape[1] - start)
+
+    def naive():
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+        ).logits.float()  # (N, L, V)
+        logp = torch.log_softmax(logits, dim=-1)[:, start - 1 : -1]  # (N, T, V)
+        return logp.gather(-1, input_ids[:, start:].unsqueeze(-1)).squeeze(-1)  # (N, T)
+
+    def ours():
+        return token_logprobs(model, input_ids, attention_mask, start)
+
+    report = {"rows": input_ids.shape[0], "positions": input_ids.shape[1], "scored_tokens": n_scored}
+    results = {}
+    for name, fn in (("ours", ours), ("naive", naive)):
+        with PeakMemory(device) as memory:
+            results[name], seconds = timed(fn, device)
+        report[name] = {"seconds": seconds, "tokens_per_s": n_scored / seconds, "peak_bytes": memory.peak}
+    report["max_abs_difference"] = float((results["ours"] - results["naive"]).abs().max())
+    report["memory_vs_naive"] = report["ours"]["peak_bytes"] / max(report["naive"]["peak_bytes"], 1)
+    report["speed_vs_naive"] = report["ours"]["tokens_per_s"] / report["naive"]["tokens_per_s"]
+    return report
+
+
+def bench_step(policy, tokenizer, *, prompts_per_step, group_size, max_new_tokens, autocast, seed):
+    """One GRPO step (logprob reward) on a fresh copy of the policy; seconds of each phase.
+
+    Completions run the full max_new_tokens (no end-of-turn stop), so that steps of different shapes
+    differ by exactly the tokens they were given.
+    """
+    from grpo.trainer import Trainer
+    from tasks import get_task
+
+    config = Config(
+        task="math",
+        reward="logprob",
+        prompts_per_step=prompts_per_step,
+        group_size=group_size,
+        micro_batch_size=prompts_per_step * group_size,
+        max_new_tokens=max_new_tokens,
+        autocast=autocast,
+        seed=seed,
+        out_dir=tempfile.mkdtemp(prefix="grpo-bench-"),
+    )
+    model = copy.deepcopy(policy)
+    reference = copy.deepcopy(policy).eval().requires_grad_(False)
+    trainer = Trainer(config, model, reference, tokenizer, get_task("math"))
+    trainer.stop_ids = []  # no end-of-turn stop: every completion runs max_new_tokens
+    trainer.config.one_think = False
+    metrics, _ = trainer.step()
+    del trainer, model, reference
+    gc.collect()
+    phases = {k: metrics[f"time_{k}"] for k in ("rollout", "reward", "reference", "update")}
+    return {
+        "prompts": prompts_per_step,
+        "group_size": group_size,
+        "max_new_tokens": max_new_tokens,
+        "autocast_bf16": autocast,
+        "completion_tokens": round(metrics["completion_length_mean"] * prompts_per_step * group_size),
+        "seconds": phases,
+        "total_seconds": sum(phases.values()),
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def table(report: dict) -> str:
+    lines = [
+        f"machine: {report['machine']['cpu']}"
+        + (f", {report['machine']['gpu']}" if "gpu" in report["machine"] else "")
+    ]
+    lines.append(f"model: {report['model']} on {report['device']} in {report['dtype']}")
+    if report.get("rollout"):
+        lines += ["", "rollout vs generate (useful tokens/s; computed tokens in brackets)"]
+        lines.append(f"{'batch':>6} {'ours tok/s':>11} {'generate tok/s':>15} {'ratio':>6}")
+        for r in report["rollout"]:
+            o, g = r["ours"], r["generate"]
+            lines.append(
+                f"{r['batch']:>6} {o['useful_tokens_per_s']:>11.1f} {g['useful_tokens_per_s']:>15.1f} "
+                f"{r['rollout_vs_generate']:>6.2f}   ({o['computed_tokens']} vs {g['computed_tokens']} tokens)"
+            )
+    if report.get("fixed_decode"):
+        r = report["fixed_decode"]
+        lines.append(
+            f"fixed-length decode, batch {r['batch']} × {r['max_new_tokens']}: ours "
+            f"{r['ours']['computed_tokens_per_s']:.1f} tok/s, generate {r['generate']['computed_tokens_per_s']:.1f} "
+            f"tok/s, ratio {r['rollout_vs_generate']:.2f}"
+        )
+    if report.get("scoring"):
+        s = report["scoring"]
+        lines += [
+            "",
+            f"log-prob scoring, {s['rows']} rows × {s['positions']} positions ({s['scored_tokens']} scored)",
+        ]
+        for name in ("ours", "naive"):
+            lines.append(
+                f"  {name:>5}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak +{s[name]['peak_bytes'] / 2**20:,.0f} MiB"
+            )
+        lines.append(
+            f"  memory ours/naive {s['memory_vs_naive']:.3f}, speed ours/naive {s['speed_vs_naive']:.2f}, "
+            f"max |difference| {s['max_abs_difference']:.1e}"
+        )
+    steps = report.get("step", []) + report.get("scaling", [])
+    if steps:
+        lines += ["", "GRPO step (logprob reward), seconds"]
+        lines.append(
+            f"{'prompts×G×T':>13} {'bf16':>5} {'tokens':>7} {'rollout':>8} {'reward':>7} {'ref':>6} {'update':>7} {'total':>7}"
+        )
+        for r in steps:
+            s = r["seconds"]
+            shape = f"{r['prompts']}×{r['group_size']}×{r['max_new_tokens']}"
+            lines.append(
+                f"{shape:>13} {'yes' if r['autocast_bf16'] else 'no':>5} {r['completion_tokens']:>7} {s['rollout']:>8.1f} "
+                f"{s['reward']:>7.1f} {s['reference']:>6.1f} {s['update']:>7.1f} {r['total_seconds']:>7.1f}"
+            )
+    for note in report.get("notes", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m grpo.bench",
+        description="Benchmark the rollout (vs model.generate), log-prob scoring (vs a naive log_softmax) and a "
+        "GRPO step. Prints a table and a JSON report.",
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model to load (as train.py --model)")
+    parser.add_argument(
+        "--random-init",
+        metavar="SHAPE",
+        help=f"a randomly initialised model instead: {', '.join(sorted(SHAPES))}, or a config.json path",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument(
+        "--dtype", default="float32", help="weights' dtype for every section but the bf16 step"
+    )
+    parser.add_argument("--batches", default="32,64", help="completions per rollout, comma-separated")
+    parser.add_argument("--group-size", type=int, default=4, help="G: completions per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="rollout length limit")
+    parser.add_argument("--fixed-tokens", type=int, default=64, help="length of the fixed-length decode")
+    parser.add_argument(
+        "--step-shape",
+        default="4,2,32",
+        help="prompts,G,T of the GRPO step; scaling doubles G and T in turn",
+    )
+    parser.add_argument(
+        "--sections",
+        default="rollout,fixed,scoring,step,scaling",
+        help="which sections to run, comma-separated",
+    )
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="time the step under bf16 autocast: auto = only where the hardware has bf16 arithmetic",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    sections = set(args.sections.split(","))
+    unknown = sections - {"rollout", "fixed", "scoring", "step", "scaling"}
+    if unknown:
+        raise SystemExit(f"error: unknown --sections {sorted(unknown)}")
+    batches = [int(b) for b in args.batches.split(",") if b]
+    n_prompts, G, T = (int(x) for x in args.step_shape.split(","))
+    if any(b % args.group_size for b in batches):
+        raise SystemExit(f"error: every batch must be a multiple of --group-size {args.group_size}")
+
+    device = pick_device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    if args.random_init:
+        tokenizer = load_tokenizer(DEFAULT_MODEL)
+        model = random_model(args.random_init, tokenizer, device, dtype)
+        name = f"random-init {args.random_init}"
+    else:
+        model, _, tokenizer = load_models(args.model, str(device), args.dtype, with_reference=False)
+        model.eval()
+        name = args.model
+    stop_ids = stop_token_ids(model, tokenizer)
+    report = {
+        "machine": machine(),
+        "model": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(device),
+        "dtype": args.dtype,
+        "rollout": [],
+        "notes": [],
+    }
+    prompts = countdown_prompts(tokenizer, max(batches + [64]) // args.group_size)
+
+    def say(message):
+        print(message, flush=True)
+
+    # warm-up: first calls allocate, pick kernels and fill caches; neither side should pay for that
+    run_ours(model, tokenizer, prompts[:1], 2, 2, stop_ids, [ANSWER_CLOSE], args.seed, device)
+    run_generate(model, tokenizer, prompts[:1], 2, 2, stop_ids, [ANSWER_CLOSE], args.seed, device)
+
+    scoring_batch = None  # a realistic batch to score: the first rollout's
+    if "rollout" in sections:
+        for batch in batches:
+            say(f"rollout: batch {batch}, ours then generate ...")
+            out, r = bench_rollout(
+                model, tokenizer, prompts, batch, args.group_size, args.max_new_tokens, stop_ids, [ANSWER_CLOSE],
+                args.seed, device,
+            )  # fmt: skip
+            report["rollout"].append(r)
+            scoring_batch = out if scoring_batch is None else scoring_batch
+            say(f"  ratio {r['rollout_vs_generate']:.2f}")
+    if "fixed" in sections:
+        say(f"fixed-length decode: batch {batches[0]} × {args.fixed_tokens} ...")
+        out, report["fixed_decode"] = bench_rollout(
+            model,
+            tokenizer,
+            prompts,
+            batches[0],
+            args.group_size,
+            args.fixed_tokens,
+            [],
+            [],
+            args.seed,
+            device,
+        )
+        scoring_batch = out if scoring_batch is None else scoring_batch
+    if "scoring" in sections:
+        if scoring_batch is None:
+            scoring_batch, _ = run_ours(
+                model, tokenizer, prompts[: batches[0] // args.group_size], args.group_size, args.max_new_tokens,
+                stop_ids, [ANSWER_CLOSE], args.seed, device,
+            )  # fmt: skip
+        say("log-prob scoring: ours then naive ...")
+        report["scoring"] = bench_scoring(
+            model, scoring_batch.input_ids, scoring_batch.attention_mask, scoring_batch.prompt_length, device
+        )
+    if "step" in sections or "scaling" in sections:
+        model.float()  # the update keeps float32 master weights (a no-op for a float32 model)
+        use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and bf16_is_fast(device))
+        if args.bf16 == "auto" and not use_bf16:
+            report["notes"].append(
+                f"bf16 autocast step skipped: no bf16 arithmetic on this {device.type} "
+                f"({report['machine']['cpu_capability']}); --bf16 on times it anyway"
+            )
+
+        def step(g, t, bf16=False):
+            say(f"GRPO step: {n_prompts} prompts × G {g} × {t} tokens{', bf16 autocast' if bf16 else ''} ...")
+            return bench_step(
+                model, tokenizer, prompts_per_step=n_prompts, group_size=g, max_new_tokens=t, autocast=bf16,
+                seed=args.seed,
+            )  # fmt: skip
+
+        base = step(G, T)  # the step breakdown and the scaling's starting point
+        report["step"] = [base] + ([step(G, T, bf16=True)] if use_bf16 else [])
+        report["scaling"] = []
+        if "scaling" in sections:
+            report["scaling"] = [base, step(2 * G, T), step(G, 2 * T)]
+        if report["scaling"]:
+            base, double_g, double_t = (r["total_seconds"] for r in report["scaling"])
+            report["scaling_ratios"] = {"double_group": double_g / base, "double_length": double_t / base}
+        if len(report["step"]) == 2:
+            report["bf16_speedup"] = report["step"][0]["total_seconds"] / report["step"][1]["total_seconds"]
+
+    say("")
+    say(table(report))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

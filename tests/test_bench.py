@@ -1,0 +1,68 @@
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from grpo import bench
+from grpo.tags import ANSWER_CLOSE
+
+
+def test_useful_lengths_stop_where_the_rollout_would(tokenizer):
+    eos = tokenizer.eos_token_id
+    rows = [
+        tokenizer.encode("ab") + [eos] + tokenizer.encode("cd"),  # end-of-turn: kept, 3 tokens
+        tokenizer.encode("x</answer>yz"),  # `</` + `answer>` is 8 tokens, the stop string spans them
+        tokenizer.encode("abcdefghijk"),  # no stop: all 11, as generate's longest row
+    ]
+    width = max(len(r) for r in rows)  # generate pads finished rows up to the longest
+    new = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+    assert bench.useful_lengths(tokenizer, new, [eos], [ANSWER_CLOSE]) == [3, 9, 11]
+    assert bench.useful_lengths(tokenizer, new[:1], [], []) == [width]
+
+
+def test_peak_memory_sees_a_tensor_allocated_inside():
+    with bench.PeakMemory(torch.device("cpu")) as memory:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del x
+    assert 48 * 2**20 < memory.peak < 512 * 2**20
+
+
+def test_unknown_random_init_shape_is_a_clear_error(tokenizer):
+    with pytest.raises(SystemExit, match="--random-init takes one of"):
+        bench.random_model("qwen9-1t", tokenizer, torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
+    config = tmp_path / "config.json"
+    LlamaConfig(
+        vocab_size=49152,  # the packaged tokenizer's
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+    ).to_json_file(config)
+    out = tmp_path / "bench.json"
+    report = bench.main(
+        ["--random-init", str(config), "--batches", "4,8", "--group-size", "2", "--max-new-tokens", "4"]
+        + ["--fixed-tokens", "3", "--step-shape", "1,2,2", "--bf16", "on", "--out", str(out)]
+    )
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert [r["batch"] for r in report["rollout"]] == [4, 8]
+    for r in report["rollout"] + [report["fixed_decode"]]:
+        assert 0 < r["ours"]["useful_tokens"] <= r["ours"]["computed_tokens"]
+        assert r["generate"]["useful_tokens"] <= r["generate"]["computed_tokens"]
+        assert r["rollout_vs_generate"] > 0
+    fixed = report["fixed_decode"]  # no stops: both compute and keep batch × length tokens
+    assert fixed["ours"]["useful_tokens"] == fixed["generate"]["useful_tokens"] == 4 * 3
+    assert report["scoring"]["max_abs_difference"] < 1e-4
+    assert [(r["group_size"], r["max_new_tokens"], r["autocast_bf16"]) for r in report["step"]] == [
+        (2, 2, False),
+        (2, 2, True),
+    ]
+    assert [(r["group_size"], r["max_new_tokens"]) for r in report["scaling"]] == [(2, 2), (4, 2), (2, 4)]
+    assert report["scaling"][1]["completion_tokens"] == 2 * report["scaling"][0]["completion_tokens"]
+    assert set(report["scaling_ratios"]) == {"double_group", "double_length"}

@@ -1,0 +1,87 @@
+import pytest
+import torch
+from transformers import LlamaConfig
+from transformers.cache_utils import DynamicLayer
+
+from grpo.kv_cache import PreallocatedLayer, make_rollout_cache, supports_preallocation
+from grpo.rollout import rollout
+
+
+def kv(rows, length, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 2, length, 3, generator=g), torch.randn(rows, 2, length, 3, generator=g)
+
+
+def test_updates_write_in_place_and_return_what_concatenation_returns():
+    ours, theirs = PreallocatedLayer(rows=4, capacity=10), DynamicLayer()
+    for step, length in enumerate([5, 1, 1, 1]):  # a prefill, then three decode steps
+        k, v = kv(4, length, seed=step)
+        keys, values = ours.update(k, v)
+        expected_keys, expected_values = theirs.update(k, v)
+        assert torch.equal(keys, expected_keys) and torch.equal(values, expected_values)
+    assert ours.get_seq_length() == 8
+    # the returned keys are a view of the one buffer: nothing was reallocated
+    assert keys.untyped_storage().data_ptr() == ours.key_buffer.untyped_storage().data_ptr()
+
+
+def test_repeat_then_select_rows_equals_the_dynamic_cache():
+    ours, theirs = PreallocatedLayer(rows=6, capacity=8), DynamicLayer()
+    k, v = kv(2, 4, seed=0)  # two prompts prefilled once
+    for layer in (ours, theirs):
+        layer.update(k, v)
+        layer.batch_repeat_interleave(3)  # three samples each: rows 0,0,0,1,1,1
+    assert torch.equal(ours.keys, theirs.keys) and ours.keys.shape[0] == 6
+    k, v = kv(6, 1, seed=1)
+    for layer in (ours, theirs):
+        layer.update(k, v)
+        layer.batch_select_indices(torch.tensor([1, 4, 5]))  # rows 0, 2 and 3 finished
+    assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
+    k, v = kv(3, 1, seed=2)
+    assert torch.equal(ours.update(k, v)[0], theirs.update(k, v)[0])
+    assert ours.keys.shape == (3, 2, 6, 3)
+
+
+def test_asking_for_more_than_was_allocated_is_an_error():
+    layer = PreallocatedLayer(rows=2, capacity=3)
+    layer.update(*kv(2, 3, seed=0))
+    with pytest.raises(ValueError, match="holds 3 positions"):
+        layer.update(*kv(2, 1, seed=1))
+    with pytest.raises(ValueError, match="holds 2 rows"):
+        layer.batch_repeat_interleave(2)
+    with pytest.raises(ValueError, match="1 rows given"):
+        layer.update(*kv(1, 0, seed=2))
+
+
+def test_sliding_window_models_keep_their_own_cache():
+    full = LlamaConfig(num_hidden_layers=2)
+    assert supports_preallocation(full)
+    sliding = LlamaConfig(num_hidden_layers=2)
+    sliding.layer_types = ["full_attention", "sliding_attention"]
+    assert not supports_preallocation(sliding)
+
+    class Model:
+        config = sliding
+
+    assert make_rollout_cache(Model(), rows=2, capacity=4) is None
+
+
+def test_rollout_samples_the_same_tokens_with_either_cache(tokenizer, tiny_model):
+    prompts = [tokenizer.encode("<|user|>a b c\n<|assistant|>"), tokenizer.encode("zz")]
+    stop_ids = list(range(5, 40))  # rows finish at different steps, so rows leave the cache several times
+
+    def run(preallocate):
+        return rollout(
+            tiny_model,
+            tokenizer,
+            prompts,
+            group_size=3,
+            max_new_tokens=16,
+            stop_token_ids=stop_ids,
+            generator=torch.Generator().manual_seed(3),
+            preallocate=preallocate,
+        )
+
+    ours, theirs = run(True), run(False)
+    assert len(set(ours.completion_mask.sum(1).tolist())) > 2
+    assert torch.equal(ours.completion_ids, theirs.completion_ids)
+    torch.testing.assert_close(ours.sample_logp, theirs.sample_logp, atol=1e-6, rtol=0)
