@@ -13,9 +13,12 @@ settings, so the ratios hold even on a noisy machine; the seconds do not travel.
   including its stop); `generate` keeps computing rows that have finished, so it does more work than it
   keeps. `rollout_vs_generate` = useful tokens/s of `grpo.rollout` ÷ those of `generate`.
 - fixed_decode: no stops at all, every row runs the full length: raw decode speed, for reference.
-- scoring: teacher-forced log-probs of the batch's completions (`grpo.logprobs.token_logprobs`) against a
-  naive `log_softmax(model(ids).logits)`: tokens/s, peak memory above the starting level (CUDA allocator
-  statistics on a GPU; on a CPU the resident set, sampled every millisecond) and the largest difference.
+- scoring: teacher-forced log-probs of the first rollout's completions, as the trainer computes them
+  (`grpo.logprobs.batched_token_logprobs`: micro-batches of rows, the output projection in chunks of
+  positions), chunked over the whole batch at once, and by a naive `log_softmax(model(ids).logits)` of the
+  whole batch: tokens/s, peak memory above the starting level (CUDA allocator statistics on a GPU; on a
+  CPU the resident set, sampled every millisecond) and the largest difference. `memory_vs_naive` is the
+  trainer's way over the naive one.
 - step: one full GRPO step (logprob reward, fixed-length completions), its seconds split into rollout /
   reward / reference / update, in fp32 and under bf16 autocast where the hardware has bf16 arithmetic
   (GPUs, CPUs with AVX512-BF16 or AMX).
@@ -41,7 +44,7 @@ from pathlib import Path
 import torch
 
 from grpo.config import Config
-from grpo.logprobs import position_ids_from_mask, token_logprobs
+from grpo.logprobs import batched_token_logprobs, position_ids_from_mask, token_logprobs
 from grpo.models import DEFAULT_MODEL, load_models, load_tokenizer, pick_device, stop_token_ids
 from grpo.rollout import StopWatcher, build_prompt, left_pad, rollout
 from grpo.tags import ANSWER_CLOSE
@@ -290,8 +293,9 @@ def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids,
 
 
 @torch.no_grad()
-def bench_scoring(model, input_ids, attention_mask, start, device):
-    """One teacher-forced pass over the batch, chunked (this project) and naive."""
+def bench_scoring(model, input_ids, attention_mask, start, device, micro_batch_size):
+    """Teacher-forced log-probs of the batch's completions: as the trainer computes them (micro-batches of
+    rows, the output projection in chunks of positions), chunked over the whole batch at once, and naive."""
     n_scored = input_ids.shape[0] * (input_ids.shape[1] - start)
 
     def naive():
@@ -304,16 +308,31 @@ def bench_scoring(model, input_ids, attention_mask, start, device):
         return logp.gather(-1, input_ids[:, start:].unsqueeze(-1)).squeeze(-1)  # (N, T)
 
     def ours():
+        return batched_token_logprobs(
+            model, input_ids, attention_mask, start, micro_batch_size=micro_batch_size
+        )
+
+    def whole_batch():
         return token_logprobs(model, input_ids, attention_mask, start)
 
-    report = {"rows": input_ids.shape[0], "positions": input_ids.shape[1], "scored_tokens": n_scored}
+    report = {
+        "rows": input_ids.shape[0],
+        "positions": input_ids.shape[1],
+        "scored_tokens": n_scored,
+        "micro_batch_size": micro_batch_size,
+    }
     results = {}
-    for name, fn in (("ours", ours), ("naive", naive)):
+    for name, fn in (("ours", ours), ("ours_whole_batch", whole_batch), ("naive", naive)):
         with PeakMemory(device) as memory:
             results[name], seconds = timed(fn, device)
         report[name] = {"seconds": seconds, "tokens_per_s": n_scored / seconds, "peak_bytes": memory.peak}
-    report["max_abs_difference"] = float((results["ours"] - results["naive"]).abs().max())
+    report["max_abs_difference"] = max(
+        float((results[name] - results["naive"]).abs().max()) for name in ("ours", "ours_whole_batch")
+    )
     report["memory_vs_naive"] = report["ours"]["peak_bytes"] / max(report["naive"]["peak_bytes"], 1)
+    report["memory_whole_batch_vs_naive"] = report["ours_whole_batch"]["peak_bytes"] / max(
+        report["naive"]["peak_bytes"], 1
+    )
     report["speed_vs_naive"] = report["ours"]["tokens_per_s"] / report["naive"]["tokens_per_s"]
     return report
 
@@ -389,15 +408,20 @@ def table(report: dict) -> str:
             "",
             f"log-prob scoring, {s['rows']} rows × {s['positions']} positions ({s['scored_tokens']} scored)",
         ]
-        for name in ("ours", "naive"):
+        labels = {
+            "ours": f"ours, {s['micro_batch_size']} rows at a time (as trained)",
+            "ours_whole_batch": "ours, the whole batch at once",
+            "naive": "naive log_softmax of the whole batch",
+        }
+        for name, label in labels.items():
             lines.append(
-                f"  {name:>5}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak +{s[name]['peak_bytes'] / 2**20:,.0f} MiB"
+                f"  {label:<40}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak +{s[name]['peak_bytes'] / 2**20:,.0f} MiB"
             )
         lines.append(
             f"  memory ours/naive {s['memory_vs_naive']:.3f}, speed ours/naive {s['speed_vs_naive']:.2f}, "
             f"max |difference| {s['max_abs_difference']:.1e}"
         )
-    steps = report.get("step", []) + report.get("scaling", [])
+    steps = report.get("step", []) + [r for r in report.get("scaling", []) if r not in report.get("step", [])]
     if steps:
         lines += ["", "GRPO step (logprob reward), seconds"]
         lines.append(
@@ -530,7 +554,12 @@ def main(argv=None) -> dict:
             )  # fmt: skip
         say("log-prob scoring: ours then naive ...")
         report["scoring"] = bench_scoring(
-            model, scoring_batch.input_ids, scoring_batch.attention_mask, scoring_batch.prompt_length, device
+            model,
+            scoring_batch.input_ids,
+            scoring_batch.attention_mask,
+            scoring_batch.prompt_length,
+            device,
+            micro_batch_size=Config.micro_batch_size,
         )
     if "step" in sections or "scaling" in sections:
         model.float()  # the update keeps float32 master weights (a no-op for a float32 model)
