@@ -516,6 +516,11 @@ def main(argv=None) -> dict:
     def say(message):
         print(message, flush=True)
 
+    def save():  # after every section, so that a failure late in the run keeps what was measured
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+
     # warm-up: first calls allocate, pick kernels and fill caches; neither side should pay for that
     run_ours(model, tokenizer, prompts[:1], 2, 2, stop_ids, [ANSWER_CLOSE], args.seed, device)
     run_generate(model, tokenizer, prompts[:1], 2, 2, stop_ids, [ANSWER_CLOSE], args.seed, device)
@@ -531,6 +536,7 @@ def main(argv=None) -> dict:
             report["rollout"].append(r)
             scoring_batch = out if scoring_batch is None else scoring_batch
             say(f"  ratio {r['rollout_vs_generate']:.2f}")
+    save()
     if "fixed" in sections:
         say(f"fixed-length decode: batch {batches[0]} × {args.fixed_tokens} ...")
         out, report["fixed_decode"] = bench_rollout(
@@ -546,6 +552,7 @@ def main(argv=None) -> dict:
             device,
         )
         scoring_batch = out if scoring_batch is None else scoring_batch
+    save()
     if "scoring" in sections:
         if scoring_batch is None:
             scoring_batch, _ = run_ours(
@@ -561,6 +568,7 @@ def main(argv=None) -> dict:
             device,
             micro_batch_size=Config.micro_batch_size,
         )
+    save()
     if "step" in sections or "scaling" in sections:
         model.float()  # the update keeps float32 master weights (a no-op for a float32 model)
         use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and bf16_is_fast(device))
@@ -588,13 +596,10 @@ def main(argv=None) -> dict:
         if len(report["step"]) == 2:
             report["bf16_speedup"] = report["step"][0]["total_seconds"] / report["step"][1]["total_seconds"]
 
+    save()
     say("")
     say(table(report))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(json.dumps(report, indent=2))
     return report
 
 

@@ -16,6 +16,8 @@ compacted towards the top of the same buffers; nothing is allocated after the fi
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -122,3 +124,12 @@ def make_rollout_cache(model, rows: int, capacity: int) -> Cache | None:
         return None
     text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     return PreallocatedCache(text_config.num_hidden_layers, rows, capacity)
+
+
+def cache_argument(model) -> str:
+    """The keyword a model's forward takes its cache by: transformers 5 renamed `past_key_values` to `cache`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(out) -> Cache | None:
+    return out["cache"] if "cache" in out else out.get("past_key_values")

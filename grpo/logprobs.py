@@ -9,6 +9,11 @@ they do so in chunks of `chunk_tokens` positions, each reduced to one number per
 next chunk starts. With gradients on, each chunk is checkpointed: its logits are recomputed in the
 backward pass instead of being stored.
 
+Rows in groups of G that share their prompt (a rollout's layout) can have the prompt run through the
+decoder once per group (`group_size=G`): the prompt's keys and values are computed once, repeated for
+the G rows, and the completions attend to them, with gradients flowing back through the repeat. The
+numbers are those of the plain pass (tested); the work on the prompt is divided by G.
+
 Assumes logits = lm_head(last hidden state), as in the Llama, Qwen and SmolLM families (no logit
 soft-capping or scaling).
 """
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from grpo.kv_cache import cache_argument, returned_cache
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -32,6 +39,63 @@ def _chunk_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temper
     return picked - torch.logsumexp(logits, dim=-1)  # (chunk,)
 
 
+def shares_prompts(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, group_size: int
+) -> bool:
+    """True when the rows come in consecutive groups of `group_size` with the same first `start` tokens."""
+    n = input_ids.shape[0]
+    if group_size <= 1 or n % group_size:
+        return False
+    for x in (input_ids, attention_mask):
+        prompts = x[:, :start].reshape(n // group_size, group_size, start)
+        if not bool((prompts == prompts[:, :1]).all()):
+            return False
+    return True
+
+
+def _recomputes_activations(model) -> bool:
+    # activation checkpointing turns the cache off in training; the shared-prompt pass needs it
+    name = "is_activation_checkpointing"  # transformers 5's name; `is_gradient_checkpointing` before
+    if not hasattr(type(model), name):
+        name = "is_gradient_checkpointing"
+    return model.training and bool(getattr(model, name, False))
+
+
+def predicting_hidden_states(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, group_size: int = 1
+) -> torch.Tensor:
+    """The last hidden states that predict tokens start … L−1 (those at positions start−1 … L−2): (N, T, H)."""
+    decoder = model.get_decoder()
+    positions = position_ids_from_mask(attention_mask)  # (N, L)
+    G = group_size
+    if not shares_prompts(input_ids, attention_mask, start, G) or _recomputes_activations(model):
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
+        ).last_hidden_state
+        return hidden[:, start - 1 : -1]  # (N, T, H)
+    # the prompt once per group: its keys and values, repeated for the group's G rows
+    prompt = decoder(
+        input_ids=input_ids[::G, :start],
+        attention_mask=attention_mask[::G, :start],
+        position_ids=positions[::G, :start],
+        use_cache=True,
+    )
+    first = prompt.last_hidden_state[:, -1:].repeat_interleave(G, dim=0)  # (N, 1, H): predicts token `start`
+    if input_ids.shape[1] - 1 == start:
+        return first
+    cache = returned_cache(prompt)
+    cache.batch_repeat_interleave(G)  # differentiable: the gradient of every row flows back to the prompt
+    # then every row's completion (its last token predicts nothing, so it is left out)
+    rest = decoder(
+        input_ids=input_ids[:, start:-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=positions[:, start:-1],
+        use_cache=True,
+        **{cache_argument(decoder): cache},
+    ).last_hidden_state  # (N, T − 1, H)
+    return torch.cat([first, rest], dim=1)  # (N, T, H)
+
+
 def token_logprobs(
     model,
     input_ids: torch.Tensor,  # (N, L)
@@ -40,17 +104,17 @@ def token_logprobs(
     *,
     temperature: float = 1.0,
     chunk_tokens: int = 1024,
+    group_size: int = 1,
 ) -> torch.Tensor:
-    """log π(input_ids[:, t] | input_ids[:, :t]) for t ≥ start, shape (N, L − start). One forward pass."""
+    """log π(input_ids[:, t] | input_ids[:, :t]) for t ≥ start, shape (N, L − start).
+
+    `group_size=G`: rows i·G … i·G + G − 1 share their first `start` tokens (checked; otherwise, or under
+    activation checkpointing, the plain pass runs), so the prompt goes through the decoder once per group.
+    """
     if not 1 <= start < input_ids.shape[1]:
         raise ValueError(f"start={start} must be in [1, {input_ids.shape[1]})")
-    hidden = model.get_decoder()(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-    ).last_hidden_state  # (N, L, H)
-    # the hidden state at t − 1 predicts the token at t
-    hidden = hidden[:, start - 1 : -1].reshape(-1, hidden.shape[-1])  # (N·T, H)
+    hidden = predicting_hidden_states(model, input_ids, attention_mask, start, group_size)  # (N, T, H)
+    hidden = hidden.reshape(-1, hidden.shape[-1])  # (N·T, H)
     targets = input_ids[:, start:].reshape(-1)  # (N·T,)
     lm_head = model.get_output_embeddings()
     pieces = []
@@ -71,6 +135,7 @@ def batched_token_logprobs(
     *,
     micro_batch_size: int,
     temperature: float = 1.0,
+    group_size: int = 1,
 ) -> torch.Tensor:
     """`token_logprobs` without gradient, `micro_batch_size` rows per forward pass."""
     rows = range(0, input_ids.shape[0], micro_batch_size)
@@ -82,6 +147,7 @@ def batched_token_logprobs(
                 attention_mask[i : i + micro_batch_size],
                 start,
                 temperature=temperature,
+                group_size=group_size,
             )
             for i in rows
         ]
@@ -96,5 +162,9 @@ class TokenLogprobs(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, start: int, temperature: float = 1.0) -> torch.Tensor:
-        return token_logprobs(self.model, input_ids, attention_mask, start, temperature=temperature)
+    def forward(
+        self, input_ids, attention_mask, start: int, temperature: float = 1.0, group_size: int = 1
+    ) -> torch.Tensor:
+        return token_logprobs(
+            self.model, input_ids, attention_mask, start, temperature=temperature, group_size=group_size
+        )

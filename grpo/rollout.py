@@ -15,14 +15,13 @@ Top-p is a sampling device, not part of the policy whose ratio is clipped (as in
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from grpo.kv_cache import make_rollout_cache
+from grpo.kv_cache import cache_argument, make_rollout_cache, returned_cache
 from grpo.tags import ANSWER_CLOSE, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
 
 
@@ -142,15 +141,6 @@ class StopWatcher:
         return None
 
 
-def _cache_argument(model) -> str:
-    # transformers 5 renamed `past_key_values` to `cache`; accept either
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _returned_cache(out):
-    return out["cache"] if "cache" in out else out.get("past_key_values")
-
-
 @torch.no_grad()
 def rollout(
     model,
@@ -186,7 +176,7 @@ def rollout(
     stop_ids = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
 
     # prefill each prompt once, then give each of its G samples a copy of its cache
-    cache_kw = _cache_argument(model)
+    cache_kw = cache_argument(model)
     cache = make_rollout_cache(model, n, unique_ids.shape[1] + max_new_tokens) if preallocate else None
     position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
     out = model(
@@ -197,7 +187,7 @@ def rollout(
         logits_to_keep=1,
         **({cache_kw: cache} if cache is not None else {}),
     )
-    cache = _returned_cache(out)
+    cache = returned_cache(out)
     if cache is not None:
         cache.batch_repeat_interleave(G)
     logits = out["logits"][:, -1].repeat_interleave(G, dim=0)  # (N, V)
@@ -253,7 +243,7 @@ def rollout(
             use_cache=True,
             **{cache_kw: cache},
         )
-        cache, logits = _returned_cache(out), out["logits"][:, -1]
+        cache, logits = returned_cache(out), out["logits"][:, -1]
         next_position = next_position + 1
 
     bar.close()

@@ -264,7 +264,9 @@ class Trainer:
                 # gradients are exchanged once, on the last micro-batch
                 sync = i == starts[-1] or self.world.size == 1
                 with contextlib.nullcontext() if sync else self.logprobs.no_sync():
-                    logp = self.logprobs(input_ids[rows], attention_mask[rows], start, temperature)  # (mb, C)
+                    logp = self.logprobs(
+                        input_ids[rows], attention_mask[rows], start, temperature, group_size=c.group_size
+                    )  # (mb, C): each group's prompt runs once
                     # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
                     old = logp.detach() if old_logp is None else old_logp[rows]
                     loss, stats = grpo_loss(
@@ -279,7 +281,9 @@ class Trainer:
                         max_tokens=c.max_new_tokens,
                     )
                     weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation) * rescale
-                    with torch.autocast(self.device.type, enabled=False):  # backward follows the forward's dtypes
+                    with torch.autocast(
+                        self.device.type, enabled=False
+                    ):  # backward follows the forward's dtypes
                         (loss * weight).backward()
                 total_loss += float(loss.detach()) * weight
                 stats_log.append(stats)
@@ -363,6 +367,7 @@ class Trainer:
                 start,
                 micro_batch_size=c.micro_batch_size,
                 temperature=temperature,
+                group_size=c.group_size,
             ).to(self.device)
 
         ref_logp = sampled_token_logprobs(self.reference) if c.beta > 0 else None

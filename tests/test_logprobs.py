@@ -52,3 +52,73 @@ def test_padding_does_not_change_a_rows_logprobs(tokenizer, tiny_model):
         a = token_logprobs(tiny_model, alone, alone_mask, 1)
         b = token_logprobs(tiny_model, padded, padded_mask, padded.shape[1] - 1)
     torch.testing.assert_close(a[0], b[1], atol=1e-5, rtol=0)
+
+
+def grouped_batch(tokenizer, G=3):
+    """Two left-padded prompts, G right-padded completions each (a rollout's layout)."""
+    prompts, prompt_mask = left_pad(
+        [tokenizer.encode(t, add_special_tokens=False) for t in ["<|user|>add 3 and 4", "hi"]],
+        tokenizer.pad_token_id,
+        "cpu",
+    )
+    completions = ["7</think>", "3 + 4 = 7 so", "x", "no", "hello there", "<think>"]
+    rows, row_mask = [], []
+    for text in completions:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        rows.append(ids + [tokenizer.pad_token_id] * (12 - len(ids)))
+        row_mask.append([1] * len(ids) + [0] * (12 - len(ids)))
+    ids = torch.cat([prompts.repeat_interleave(G, 0), torch.tensor(rows)], dim=1)
+    mask = torch.cat([prompt_mask.repeat_interleave(G, 0), torch.tensor(row_mask)], dim=1)
+    return ids, mask, prompts.shape[1]
+
+
+def positions_run(model, fn):
+    """Call fn(); return how many (row, position) pairs went through the decoder."""
+    seen = []
+    handle = model.model.embed_tokens.register_forward_hook(lambda m, i, out: seen.append(i[0].numel()))
+    try:
+        result = fn()
+    finally:
+        handle.remove()
+    return result, sum(seen)
+
+
+def test_shared_prompt_pass_gives_the_plain_values_and_gradient_with_less_work(tokenizer, tiny_model):
+    ids, mask, start = grouped_batch(tokenizer)
+    n_rows, length = ids.shape
+    weights = torch.randn(n_rows, length - start)
+    tiny_model.train()  # as in the update
+    plain, plain_work = positions_run(tiny_model, lambda: token_logprobs(tiny_model, ids, mask, start))
+    (plain * weights).sum().backward()
+    expected = {n: p.grad.clone() for n, p in tiny_model.named_parameters()}
+    tiny_model.zero_grad()
+    shared, shared_work = positions_run(
+        tiny_model, lambda: token_logprobs(tiny_model, ids, mask, start, group_size=3)
+    )
+    (shared * weights).sum().backward()
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
+    for name, p in tiny_model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert plain_work == n_rows * length
+    assert shared_work == 2 * start + n_rows * (length - start - 1)  # each prompt once, no last token
+
+
+def test_rows_that_do_not_share_their_prompt_take_the_plain_pass(tokenizer, tiny_model):
+    ids, mask, start = grouped_batch(tokenizer)
+    with torch.no_grad():
+        plain = token_logprobs(tiny_model, ids, mask, start)
+        # groups of 2 cut across the two prompts (rows 2 and 3 differ): nothing may be shared
+        out, work = positions_run(
+            tiny_model, lambda: token_logprobs(tiny_model, ids, mask, start, group_size=2)
+        )
+        torch.testing.assert_close(out, plain, atol=1e-5, rtol=0)
+        assert work == ids.numel()
+        # one completion token: only the prompts run
+        one, work = positions_run(
+            tiny_model,
+            lambda: token_logprobs(
+                tiny_model, ids[:, : start + 1], mask[:, : start + 1], start, group_size=3
+            ),
+        )
+        torch.testing.assert_close(one, plain[:, :1], atol=1e-5, rtol=0)
+        assert work == 2 * start
