@@ -27,6 +27,7 @@ class PreallocatedLayer(DynamicLayer):
 
     def __init__(self, rows: int, capacity: int):
         super().__init__()
+        self.is_initialized = False  # (transformers < 4.57 does not set it)
         self.rows, self.capacity = rows, capacity
         self.batch_size = 0  # rows in use: the first batch_size rows of the buffers
         self.length = 0  # positions in use: the first `length` columns
