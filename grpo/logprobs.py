@@ -62,38 +62,51 @@ def _recomputes_activations(model) -> bool:
 
 
 def predicting_hidden_states(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, group_size: int = 1
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    start: int,
+    group_size: int = 1,
+    shared_prefix: int | None = None,
 ) -> torch.Tensor:
-    """The last hidden states that predict tokens start … L−1 (those at positions start−1 … L−2): (N, T, H)."""
+    """The last hidden states that predict tokens start … L−1 (those at positions start−1 … L−2): (N, T, H).
+
+    With `group_size=G`, the first `shared_prefix` columns (default: `start`) run once per group of G rows
+    when they are the same in every row of the group; otherwise every row runs whole.
+    """
     decoder = model.get_decoder()
     positions = position_ids_from_mask(attention_mask)  # (N, L)
-    G = group_size
-    if not shares_prompts(input_ids, attention_mask, start, G) or _recomputes_activations(model):
+    G, prefix = group_size, start if shared_prefix is None else shared_prefix
+    if not 1 <= prefix <= start:
+        raise ValueError(f"shared_prefix={prefix} must be in [1, start={start}]")
+    if not shares_prompts(input_ids, attention_mask, prefix, G) or _recomputes_activations(model):
         hidden = decoder(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
         ).last_hidden_state
         return hidden[:, start - 1 : -1]  # (N, T, H)
-    # the prompt once per group: its keys and values, repeated for the group's G rows
+    # the prefix once per group: its keys and values, repeated for the group's G rows
     prompt = decoder(
-        input_ids=input_ids[::G, :start],
-        attention_mask=attention_mask[::G, :start],
-        position_ids=positions[::G, :start],
+        input_ids=input_ids[::G, :prefix],
+        attention_mask=attention_mask[::G, :prefix],
+        position_ids=positions[::G, :prefix],
         use_cache=True,
     )
-    first = prompt.last_hidden_state[:, -1:].repeat_interleave(G, dim=0)  # (N, 1, H): predicts token `start`
-    if input_ids.shape[1] - 1 == start:
-        return first
-    cache = returned_cache(prompt)
-    cache.batch_repeat_interleave(G)  # differentiable: the gradient of every row flows back to the prompt
-    # then every row's completion (its last token predicts nothing, so it is left out)
-    rest = decoder(
-        input_ids=input_ids[:, start:-1],
-        attention_mask=attention_mask[:, :-1],
-        position_ids=positions[:, start:-1],
-        use_cache=True,
-        **{cache_argument(decoder): cache},
-    ).last_hidden_state  # (N, T − 1, H)
-    return torch.cat([first, rest], dim=1)  # (N, T, H)
+    hidden = prompt.last_hidden_state[:, -1:].repeat_interleave(
+        G, dim=0
+    )  # (N, 1, H): predicts column `prefix`
+    if input_ids.shape[1] - 1 > prefix:
+        cache = returned_cache(prompt)
+        cache.batch_repeat_interleave(G)  # differentiable: every row's gradient flows back to the prefix
+        # then the rest of every row (its last token predicts nothing, so it is left out)
+        rest = decoder(
+            input_ids=input_ids[:, prefix:-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=positions[:, prefix:-1],
+            use_cache=True,
+            **{cache_argument(decoder): cache},
+        ).last_hidden_state  # (N, L − 1 − prefix, H)
+        hidden = torch.cat([hidden, rest], dim=1)  # (N, L − prefix, H): predicts columns prefix … L−1
+    return hidden[:, start - prefix :]  # (N, T, H)
 
 
 def token_logprobs(
@@ -105,15 +118,19 @@ def token_logprobs(
     temperature: float = 1.0,
     chunk_tokens: int = 1024,
     group_size: int = 1,
+    shared_prefix: int | None = None,
 ) -> torch.Tensor:
     """log π(input_ids[:, t] | input_ids[:, :t]) for t ≥ start, shape (N, L − start).
 
-    `group_size=G`: rows i·G … i·G + G − 1 share their first `start` tokens (checked; otherwise, or under
-    activation checkpointing, the plain pass runs), so the prompt goes through the decoder once per group.
+    `group_size=G`: rows i·G … i·G + G − 1 share their first `shared_prefix` tokens (default `start`), so
+    that prefix goes through the decoder once per group (checked: otherwise, or under activation
+    checkpointing, every row runs whole).
     """
     if not 1 <= start < input_ids.shape[1]:
         raise ValueError(f"start={start} must be in [1, {input_ids.shape[1]})")
-    hidden = predicting_hidden_states(model, input_ids, attention_mask, start, group_size)  # (N, T, H)
+    hidden = predicting_hidden_states(
+        model, input_ids, attention_mask, start, group_size, shared_prefix
+    )  # (N, T, H)
     hidden = hidden.reshape(-1, hidden.shape[-1])  # (N·T, H)
     targets = input_ids[:, start:].reshape(-1)  # (N·T,)
     lm_head = model.get_output_embeddings()

@@ -84,14 +84,30 @@ class GoldScores:
 
 
 def _score_rows(
-    model, rows: list[list[int]], gold_lengths: list[int], tail: int, pad_id: int
+    model,
+    prompts: list[list[int]],
+    rests: list[list[int]],  # reasoning + <answer> + gold + </answer>
+    gold_lengths: list[int],
+    tail: int,
+    pad_id: int,
+    group_size: int,
 ) -> torch.Tensor:
-    """Σ log π over each row's gold span, which ends `tail` tokens before the row's end. One forward."""
+    """Σ log π over each row's gold span, which ends `tail` tokens before the row's end. One forward.
+
+    Layout: the prompts left-padded in the first P columns, then the rests left-padded in the last R:
+    every gold span ends in the same column, and rows with the same prompt hold it in the same columns,
+    so a group's prompt runs through the model once (`token_logprobs(shared_prefix=P)`). The padding in
+    the middle is masked out and skipped by the position ids.
+    """
     device = next(model.parameters()).device
-    ids, mask = left_pad(rows, pad_id, device)  # (n, L); left padding right-aligns every gold span
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id, device)  # (n, P)
+    rest_ids, rest_mask = left_pad(rests, pad_id, device)  # (n, R)
+    ids, mask = torch.cat([prompt_ids, rest_ids], dim=1), torch.cat([prompt_mask, rest_mask], dim=1)  # (n, L)
     length = ids.shape[1]
     start = length - tail - max(gold_lengths)
-    logp = token_logprobs(model, ids, mask, start)  # (n, L − start)
+    logp = token_logprobs(
+        model, ids, mask, start, group_size=group_size, shared_prefix=prompt_ids.shape[1]
+    )  # (n, L − start)
     position = torch.arange(start, length, device=device)  # (L − start,)
     gold_start = torch.tensor([length - tail - g for g in gold_lengths], device=device)  # (n,)
     gold_mask = (position[None, :] >= gold_start[:, None]) & (
@@ -110,19 +126,19 @@ def gold_answer_logprobs(
     *,
     micro_batch_size: int,
     with_empty_reasoning: bool = False,
+    group_size: int = 1,
 ) -> GoldScores:
     """Teacher-forced log P(gold | prompt, reasoning) for every completion, a micro-batch per forward.
 
     With `with_empty_reasoning`, each distinct (prompt, gold) is also scored after an empty reasoning
-    (`</think>` straight after the prompt's `<think>`), in the same batched passes.
+    (`</think>` straight after the prompt's `<think>`), in the same batched passes. With `group_size=G`,
+    consecutive rows come in groups of G with the same prompt (a rollout's layout), which then runs once.
     """
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     opener, closer, close_think = encode(ANSWER_OPEN), encode(ANSWER_CLOSE), encode(THINK_CLOSE)
     gold_ids = {g: encode(g) for g in set(golds)}
-    rows = [
-        list(p) + list(r) + opener + gold_ids[g] + closer
-        for p, r, g in zip(prompt_ids, reasoning_ids, golds, strict=True)
-    ]
+    prompts = [list(p) for p in prompt_ids]
+    rests = [list(r) + opener + gold_ids[g] + closer for r, g in zip(reasoning_ids, golds, strict=True)]
     gold_lengths = [len(gold_ids[g]) for g in golds]
     if any(n == 0 for n in gold_lengths):
         raise ValueError("an empty gold answer cannot be scored")
@@ -132,14 +148,25 @@ def gold_answer_logprobs(
         for p, g in zip(prompt_ids, golds, strict=True):
             key = (tuple(p), g)
             if key not in empty_index:
-                empty_index[key] = len(rows)
-                rows.append(list(p) + close_think + opener + gold_ids[g] + closer)
+                empty_index[key] = len(rests)
+                prompts.append(list(p))
+                rests.append(close_think + opener + gold_ids[g] + closer)
                 gold_lengths.append(len(gold_ids[g]))
 
     sums = []
-    for i in range(0, len(rows), micro_batch_size):
+    for i in range(0, len(rests), micro_batch_size):
         chunk = slice(i, i + micro_batch_size)
-        sums.append(_score_rows(model, rows[chunk], gold_lengths[chunk], len(closer), tokenizer.pad_token_id))
+        sums.append(
+            _score_rows(
+                model,
+                prompts[chunk],
+                rests[chunk],
+                gold_lengths[chunk],
+                len(closer),
+                tokenizer.pad_token_id,
+                group_size,
+            )
+        )
     logp_sum = torch.cat(sums)  # (N + n_empty,)
     n = len(golds)
     empty = None

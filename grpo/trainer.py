@@ -205,6 +205,7 @@ class Trainer:
             [ex.gold for ex in examples],
             micro_batch_size=c.micro_batch_size,
             with_empty_reasoning=c.debias,
+            group_size=c.group_size,
         )
         closed_t = torch.tensor(closed, device=scores.logp_sum.device)
         # the batch-level normalisation sees every completion of the step, on every rank

@@ -100,3 +100,28 @@ def test_raising_the_gold_answers_probability_raises_the_reward(tokenizer, tiny_
     for batch_norm in ("none", "zscore", "minmax"):
         r = logprob_reward(after, closed, batch_norm=batch_norm)
         assert r[0] > r[1]
+
+
+def test_groups_sharing_a_prompt_score_it_once_with_the_same_result(tokenizer, tiny_model):
+    prompts, reasonings, golds = example_batch(tokenizer)  # two groups of two rows, one prompt each
+    naive = torch.tensor(
+        [naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)]
+    )
+    positions = []
+    hook = tiny_model.model.embed_tokens.register_forward_hook(
+        lambda m, i, out: positions.append(i[0].numel())
+    )
+    try:
+        plain = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4)
+        plain_work, positions[:] = sum(positions), []
+        shared = gold_answer_logprobs(
+            tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4, group_size=2
+        )
+        shared_work = sum(positions)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(shared.logp_sum, naive, atol=1e-5, rtol=0)
+    torch.testing.assert_close(plain.logp_sum, naive, atol=1e-5, rtol=0)
+    prompt_width = max(len(p) for p in prompts)
+    # each of the two prompts ran once instead of twice, and no row fed its last token (it predicts nothing)
+    assert plain_work - shared_work == 2 * prompt_width + 4
