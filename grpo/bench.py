@@ -293,7 +293,7 @@ def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids,
 
 
 @torch.no_grad()
-def bench_scoring(model, input_ids, attention_mask, start, device, micro_batch_size):
+def bench_scoring(model, input_ids, attention_mask, start, device, micro_batch_size, group_size):
     """Teacher-forced log-probs of the batch's completions: as the trainer computes them (micro-batches of
     rows, the output projection in chunks of positions), chunked over the whole batch at once, and naive."""
     n_scored = input_ids.shape[0] * (input_ids.shape[1] - start)
@@ -309,7 +309,7 @@ def bench_scoring(model, input_ids, attention_mask, start, device, micro_batch_s
 
     def ours():
         return batched_token_logprobs(
-            model, input_ids, attention_mask, start, micro_batch_size=micro_batch_size
+            model, input_ids, attention_mask, start, micro_batch_size=micro_batch_size, group_size=group_size
         )
 
     def whole_batch():
@@ -320,6 +320,7 @@ def bench_scoring(model, input_ids, attention_mask, start, device, micro_batch_s
         "positions": input_ids.shape[1],
         "scored_tokens": n_scored,
         "micro_batch_size": micro_batch_size,
+        "group_size": group_size,
     }
     results = {}
     for name, fn in (("ours", ours), ("ours_whole_batch", whole_batch), ("naive", naive)):
@@ -351,7 +352,6 @@ def bench_step(policy, tokenizer, *, prompts_per_step, group_size, max_new_token
         reward="logprob",
         prompts_per_step=prompts_per_step,
         group_size=group_size,
-        micro_batch_size=prompts_per_step * group_size,
         max_new_tokens=max_new_tokens,
         autocast=autocast,
         seed=seed,
@@ -409,13 +409,14 @@ def table(report: dict) -> str:
             f"log-prob scoring, {s['rows']} rows × {s['positions']} positions ({s['scored_tokens']} scored)",
         ]
         labels = {
-            "ours": f"ours, {s['micro_batch_size']} rows at a time (as trained)",
+            "ours": f"ours, {s['micro_batch_size']} rows at a time, prompt once per group (as trained)",
             "ours_whole_batch": "ours, the whole batch at once",
             "naive": "naive log_softmax of the whole batch",
         }
+        width = max(len(label) for label in labels.values())
         for name, label in labels.items():
             lines.append(
-                f"  {label:<40}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak +{s[name]['peak_bytes'] / 2**20:,.0f} MiB"
+                f"  {label:<{width}}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak +{s[name]['peak_bytes'] / 2**20:,.0f} MiB"
             )
         lines.append(
             f"  memory ours/naive {s['memory_vs_naive']:.3f}, speed ours/naive {s['speed_vs_naive']:.2f}, "
@@ -567,6 +568,7 @@ def main(argv=None) -> dict:
             scoring_batch.prompt_length,
             device,
             micro_batch_size=Config.micro_batch_size,
+            group_size=args.group_size,
         )
     save()
     if "step" in sections or "scaling" in sections:

@@ -203,7 +203,8 @@ def rollout(
     watcher = StopWatcher(n, stop_strings, one_think)
     alive = torch.arange(n, device=device)  # (n_alive,) the row of the output each batch row writes to
 
-    bar = tqdm(total=max_new_tokens, desc="rollout", unit="tok", leave=False, disable=not progress)
+    # one step = one new token for every row still running
+    bar = tqdm(total=max_new_tokens, desc="rollout", unit="step", leave=False, disable=not progress)
     steps = 0
     for t in range(max_new_tokens):
         bar.update(1)
