@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from grpo.kv_cache import cache_argument, returned_cache
+from grpo.kv_cache import cache_argument, make_rollout_cache, returned_cache
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -84,12 +84,18 @@ def predicting_hidden_states(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
         ).last_hidden_state
         return hidden[:, start - 1 : -1]  # (N, T, H)
-    # the prefix once per group: its keys and values, repeated for the group's G rows
+    # the prefix once per group: its keys and values, repeated for the group's G rows. Without gradients
+    # they go into a cache allocated once (no copies as the rest is appended); with gradients into the
+    # model's own cache, whose tensors autograd can follow
+    cache = (
+        None if torch.is_grad_enabled() else make_rollout_cache(model, input_ids.shape[0], input_ids.shape[1])
+    )
     prompt = decoder(
         input_ids=input_ids[::G, :prefix],
         attention_mask=attention_mask[::G, :prefix],
         position_ids=positions[::G, :prefix],
         use_cache=True,
+        **({cache_argument(decoder): cache} if cache is not None else {}),
     )
     hidden = prompt.last_hidden_state[:, -1:].repeat_interleave(
         G, dim=0
