@@ -87,9 +87,8 @@ def predicting_hidden_states(
     # the prefix once per group: its keys and values, repeated for the group's G rows. Without gradients
     # they go into a cache allocated once (no copies as the rest is appended); with gradients into the
     # model's own cache, whose tensors autograd can follow
-    cache = (
-        None if torch.is_grad_enabled() else make_rollout_cache(model, input_ids.shape[0], input_ids.shape[1])
-    )
+    n_rows, length = input_ids.shape
+    cache = None if torch.is_grad_enabled() else make_rollout_cache(model, n_rows, length)
     prompt = decoder(
         input_ids=input_ids[::G, :prefix],
         attention_mask=attention_mask[::G, :prefix],
@@ -97,10 +96,9 @@ def predicting_hidden_states(
         use_cache=True,
         **({cache_argument(decoder): cache} if cache is not None else {}),
     )
-    hidden = prompt.last_hidden_state[:, -1:].repeat_interleave(
-        G, dim=0
-    )  # (N, 1, H): predicts column `prefix`
-    if input_ids.shape[1] - 1 > prefix:
+    # the prefix's last hidden state predicts column `prefix`, in each of the G rows
+    hidden = prompt.last_hidden_state[:, -1:].repeat_interleave(G, dim=0)  # (N, 1, H)
+    if length - 1 > prefix:
         cache = returned_cache(prompt)
         cache.batch_repeat_interleave(G)  # differentiable: every row's gradient flows back to the prefix
         # then the rest of every row (its last token predicts nothing, so it is left out)

@@ -282,9 +282,8 @@ class Trainer:
                         max_tokens=c.max_new_tokens,
                     )
                     weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation) * rescale
-                    with torch.autocast(
-                        self.device.type, enabled=False
-                    ):  # backward follows the forward's dtypes
+                    # outside autocast: the backward follows the dtypes of the forward it retraces
+                    with torch.autocast(self.device.type, enabled=False):
                         (loss * weight).backward()
                 total_loss += float(loss.detach()) * weight
                 stats_log.append(stats)
