@@ -14,13 +14,16 @@ from grpo.trainer import Trainer
 N, LENGTH, START = 8, 20, 8  # 8 completions of 12 tokens after an 8-token prompt
 
 
-def fixed_batch() -> dict:
+def fixed_batch(shared_prompts: bool = False) -> dict:
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(N, LENGTH, dtype=torch.long)
     loss_mask = (torch.rand(N, LENGTH - START, generator=g) < 0.7).long()
     loss_mask[:, 0] = 1  # every row keeps at least one token, and the rows keep different counts
+    ids = torch.randint(5, 100, (N, LENGTH), generator=g)
+    if shared_prompts:  # groups of two rows with one prompt: the update runs each prompt once
+        ids[:, :START] = ids[::2, :START].repeat_interleave(2, dim=0)
     return {
-        "ids": torch.randint(5, 100, (N, LENGTH), generator=g),
+        "ids": ids,
         "mask": mask,
         "advantages": torch.randn(N, generator=g),
         "loss_mask": loss_mask,
@@ -28,17 +31,18 @@ def fixed_batch() -> dict:
     }
 
 
-def update(rank: int, world: World, aggregation: str) -> dict:
+def update(rank: int, world: World, aggregation: str, shared_prompts: bool = False) -> dict:
     from conftest import make_model, make_tokenizer
     from test_trainer import EchoTask
 
     tokenizer = make_tokenizer()
     policy = make_model(tokenizer, seed=0)
     config = Config(task="echo", prompts_per_step=2, micro_batch_size=2, beta=0.1, lr=1e-2,
+                    group_size=2 if shared_prompts else 4,
                     loss_aggregation=aggregation, max_new_tokens=LENGTH - START, out_dir="unused")  # fmt: skip
     reference = make_model(tokenizer, seed=0)  # required with β > 0; the test hands ref_logp in directly
     trainer = Trainer(config, policy, reference, tokenizer, EchoTask(), world)
-    b = fixed_batch()
+    b = fixed_batch(shared_prompts)
     rows = slice(
         rank * N // world.size, (rank + 1) * N // world.size
     )  # this rank's share of the global batch
@@ -54,22 +58,27 @@ def update(rank: int, world: World, aggregation: str) -> dict:
     return {k: v.detach().clone() for k, v in policy.state_dict().items()}
 
 
-def worker(rank: int, init_file: str, out_file: str, aggregation: str) -> None:
+def worker(rank: int, init_file: str, out_file: str, aggregation: str, shared_prompts: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        state = update(rank, World(rank, 2), aggregation)
+        state = update(rank, World(rank, 2), aggregation, shared_prompts)
         if rank == 0:
             torch.save(state, out_file)
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("aggregation", ["sequence", "token"])
-def test_two_processes_update_like_one(tmp_path, aggregation):
-    single = update(0, World(), aggregation)
+@pytest.mark.parametrize(
+    "aggregation, shared_prompts", [("sequence", False), ("token", False), ("token", True)]
+)
+def test_two_processes_update_like_one(tmp_path, aggregation, shared_prompts):
+    single = update(0, World(), aggregation, shared_prompts)
     mp.spawn(
-        worker, args=(str(tmp_path / "init"), str(tmp_path / "state.pt"), aggregation), nprocs=2, join=True
+        worker,
+        args=(str(tmp_path / "init"), str(tmp_path / "state.pt"), aggregation, shared_prompts),
+        nprocs=2,
+        join=True,
     )
     double = torch.load(tmp_path / "state.pt")
     from conftest import make_model, make_tokenizer
@@ -77,8 +86,13 @@ def test_two_processes_update_like_one(tmp_path, aggregation):
     before = make_model(make_tokenizer(), seed=0).state_dict()
     moved = sum(not torch.equal(before[k], single[k]) for k in single)
     assert moved > 0
+    # AdamW's first step moves each weight by about ±lr (1e-2) whatever its gradient's size, so float
+    # rounding in a tiny gradient shows up in the weight. Summing a shared prompt's gradient over its
+    # group in another order moves some weights by up to 5e-5 (one process, shared vs plain: the same);
+    # a gradient missing its other rank's half would move them by up to 1e-2.
+    atol = 1e-4 if shared_prompts else 1e-6
     for key in single:
-        torch.testing.assert_close(double[key], single[key], atol=1e-6, rtol=1e-5, msg=key)
+        torch.testing.assert_close(double[key], single[key], atol=atol, rtol=1e-5, msg=key)
 
 
 def test_all_gather_is_the_identity_for_one_process():
