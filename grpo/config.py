@@ -51,7 +51,7 @@ class Config:
     group_size: int = 4
     """G: completions sampled per prompt; each is compared with the mean of its group."""
     micro_batch_size: int = 8
-    """Completions per forward/backward pass; lower it to save memory, the result is the same."""
+    """Completions per forward/backward pass; lower it to save memory, the result is the same. Keep it a multiple of --group-size: each group's shared prompt then runs through the model once."""
     max_prompt_tokens: int = 512
     """Examples whose prompt is longer than this are skipped, not cut (the poster: 256; poem starts here run longer)."""
     max_new_tokens: int = 128
