@@ -166,11 +166,12 @@ class PeakMemory:
 
     On a GPU: the caching allocator's statistics. On a CPU: the process's resident set read from
     /proc/self/statm every millisecond by a thread (torch's kernels release the GIL), after returning
-    freed heap pages to the system so that the starting level is the live data's.
+    freed heap pages to the system so that the starting level is the live data's. Elsewhere (no
+    /proc, e.g. macOS or MPS) `.peak` stays None.
     """
 
     def __init__(self, device: torch.device):
-        self.device, self.peak = device, 0
+        self.device, self.peak = device, None
 
     @staticmethod
     def _rss() -> int:
@@ -184,6 +185,9 @@ class PeakMemory:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
             self.base = torch.cuda.memory_allocated(self.device)
+            return self
+        if self.device.type != "cpu" or not os.path.exists("/proc/self/statm"):
+            self.peak = self.thread = None
             return self
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -203,6 +207,8 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+            return
+        if self.thread is None:
             return
         self.high = max(self.high, self._rss())
         self.running = False
@@ -330,10 +336,10 @@ def bench_scoring(model, input_ids, attention_mask, start, device, micro_batch_s
     report["max_abs_difference"] = max(
         float((results[name] - results["naive"]).abs().max()) for name in ("ours", "ours_whole_batch")
     )
-    report["memory_vs_naive"] = report["ours"]["peak_bytes"] / max(report["naive"]["peak_bytes"], 1)
-    report["memory_whole_batch_vs_naive"] = report["ours_whole_batch"]["peak_bytes"] / max(
-        report["naive"]["peak_bytes"], 1
-    )
+    naive_peak = report["naive"]["peak_bytes"]
+    for key, name in (("memory_vs_naive", "ours"), ("memory_whole_batch_vs_naive", "ours_whole_batch")):
+        peak = report[name]["peak_bytes"]
+        report[key] = None if peak is None or not naive_peak else peak / naive_peak
     report["speed_vs_naive"] = report["ours"]["tokens_per_s"] / report["naive"]["tokens_per_s"]
     return report
 
@@ -380,6 +386,14 @@ def bench_step(policy, tokenizer, *, prompts_per_step, group_size, max_new_token
 # ---------------------------------------------------------------- report
 
 
+def mib(n: int | None) -> str:
+    return "n/a" if n is None else f"+{n / 2**20:,.0f} MiB"
+
+
+def ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def table(report: dict) -> str:
     lines = [
         f"machine: {report['machine']['cpu']}"
@@ -416,10 +430,10 @@ def table(report: dict) -> str:
         width = max(len(label) for label in labels.values())
         for name, label in labels.items():
             lines.append(
-                f"  {label:<{width}}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak +{s[name]['peak_bytes'] / 2**20:,.0f} MiB"
+                f"  {label:<{width}}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak {mib(s[name]['peak_bytes'])}"
             )
         lines.append(
-            f"  memory ours/naive {s['memory_vs_naive']:.3f}, speed ours/naive {s['speed_vs_naive']:.2f}, "
+            f"  memory ours/naive {ratio(s['memory_vs_naive'])}, speed ours/naive {s['speed_vs_naive']:.2f}, "
             f"max |difference| {s['max_abs_difference']:.1e}"
         )
     steps = report.get("step", []) + [r for r in report.get("scaling", []) if r not in report.get("step", [])]

@@ -26,6 +26,18 @@ def test_peak_memory_sees_a_tensor_allocated_inside():
         x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         del x
     assert 48 * 2**20 < memory.peak < 512 * 2**20
+    with bench.PeakMemory(torch.device("meta")) as elsewhere:  # no way to measure: None, not a made-up 0
+        pass
+    assert elsewhere.peak is None
+    scoring = {"rows": 2, "positions": 5, "scored_tokens": 4, "micro_batch_size": 8, "group_size": 2}
+    scoring |= {
+        name: {"tokens_per_s": 1.0, "peak_bytes": None} for name in ("ours", "ours_whole_batch", "naive")
+    }
+    scoring |= {"memory_vs_naive": None, "speed_vs_naive": 1.0, "max_abs_difference": 0.0}
+    text = bench.table(
+        {"machine": {"cpu": "x"}, "model": "m", "device": "mps", "dtype": "float32", "scoring": scoring}
+    )
+    assert "peak n/a" in text and "memory ours/naive n/a" in text
 
 
 def test_unknown_random_init_shape_is_a_clear_error(tokenizer):
