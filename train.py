@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> Config:
 
     world, device = setup(config.device)  # torchrun: join the process group; one process: a world of 1
     say = (lambda text: print(text, file=sys.stderr)) if world.is_main else (lambda text: None)
+    if config.micro_batch_size % config.group_size:
+        say(
+            f"note: --micro-batch-size {config.micro_batch_size} is not a multiple of --group-size "
+            f"{config.group_size}: a group split between micro-batches runs its prompt once per row (same result, slower)"
+        )
     out_dir = Path(config.out_dir)
     resume_from = None
     if config.resume:
@@ -46,13 +51,16 @@ def main(argv: list[str] | None = None) -> Config:
     options = {"data": config.data, "device": str(pick_device(device))} if config.task == "poetry" else {}
     task = get_task(config.task, **options)
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
-    policy, reference, tokenizer = load_models(
-        config.model,
-        device,
-        "float32" if config.autocast else config.dtype,  # mixed precision: fp32 weights, bf16 compute
-        with_reference=needs_reference,
-        policy_path=None if resume_from is None else str(resume_from / MODEL_DIR),
-    )
+    try:
+        policy, reference, tokenizer = load_models(
+            config.model,
+            device,
+            "float32" if config.autocast else config.dtype,  # mixed precision: fp32 weights, bf16 compute
+            with_reference=needs_reference,
+            policy_path=None if resume_from is None else str(resume_from / MODEL_DIR),
+        )
+    except RuntimeError as err:  # a model or tokenizer that cannot be found: its message says what to do
+        raise SystemExit(f"error: {err}") from None
     say(
         f"policy {config.model} on {policy.device} in {policy.dtype} × {world.size} process(es); reference: "
         f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {out_dir}"

@@ -96,10 +96,26 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def _not_found(name: str, path: str, what: str, err: Exception) -> RuntimeError:
+    hint = (
+        ""
+        if Path(path).exists()
+        else (
+            f" It is not a local directory, so it was looked up on the Hugging Face hub; if the hub is "
+            f"unreachable here, pass a local directory or the packaged default --model {DEFAULT_MODEL}."
+        )
+    )
+    return RuntimeError(f"could not load {what} {name!r}.{hint} ({err.__class__.__name__}: {err})")
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    path = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:
+        raise _not_found(name, path, "the tokenizer of", err) from err
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -112,15 +128,7 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as err:
-        hint = (
-            ""
-            if Path(path).exists()
-            else (
-                f" It is not a local directory, so it was looked up on the Hugging Face hub; if the hub is "
-                f"unreachable here, pass a local directory or the packaged default --model {DEFAULT_MODEL}."
-            )
-        )
-        raise RuntimeError(f"could not load model {name!r}.{hint} ({err.__class__.__name__}: {err})") from err
+        raise _not_found(name, path, "model", err) from err
     return model.to(device)
 
 

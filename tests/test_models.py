@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from grpo.logprobs import token_logprobs
-from grpo.models import DEFAULT_MODEL, load_model, load_models, pick_device, pick_dtype, stop_token_ids
+from grpo.models import (
+    DEFAULT_MODEL,
+    load_model,
+    load_models,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    stop_token_ids,
+)
 from grpo.reasoning import reasoning_ids, think_end
 from grpo.rollout import rollout
 from grpo.tags import ASSISTANT_PREFILL
@@ -25,6 +33,10 @@ def test_an_unreachable_hub_id_gives_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
     with pytest.raises(RuntimeError, match="could not load model 'no-such-org/no-such-model'.*hub"):
         load_model("no-such-org/no-such-model", torch.device("cpu"), torch.float32)
+    with pytest.raises(
+        RuntimeError, match="could not load the tokenizer of '/no/such/dir'.*not a local directory"
+    ):
+        load_tokenizer("/no/such/dir")
 
 
 def test_a_local_directory_loads(tmp_path, tokenizer):
