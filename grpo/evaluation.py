@@ -45,7 +45,8 @@ from grpo.config import field_docs
 from grpo.models import stop_token_ids
 from grpo.rollout import build_prompt, rollout
 from grpo.tags import THINK_OPEN
-from tasks.base import Example, Task
+from tasks import RECORD_FIELDS, REQUIRED_FIELDS
+from tasks.base import Example, Task, json_type
 
 # ----------------------------------------------------------------------------------------------------
 # Options of evaluate.py: one flat dataclass, a docstring per field, the CLI generated from it
@@ -397,40 +398,25 @@ class CompletionsFileError(ValueError):
 
 
 # the fields that tell one task's record from another's
-_TASK_FIELDS = {"math": ("nums", "target"), "poetry": ("poem_start", "poem_end", "text")}
-_POETRY_TEXT_FIELDS = ("author", "title", "form", "form_class", "poem_start", "poem_end", "text")
-
-
-def _json_type(value: Any) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
-    return "null" if value is None else names.get(type(value), "an object")
 
 
 def _looks_like(record: Mapping[str, Any]) -> str | None:
     """The task whose fields a record has, or None."""
-    found = [name for name, keys in _TASK_FIELDS.items() if any(key in record for key in keys)]
+    found = [name for name, keys in RECORD_FIELDS.items() if any(key in record for key in keys)]
     return found[0] if len(found) == 1 else None
 
 
 def example_from_record(task: Task, record: Mapping[str, Any]) -> Example:
-    """Build an Example of `task` from a record's fields, with the task's own reader.
+    """Build an Example of `task` from a record's fields, with the task's own reader (which checks them).
 
     Raises ValueError, with a message meant for the user, for a missing field or a wrong type.
     """
-    name = task.name
-    if name == "math":
-        missing = [key for key in _TASK_FIELDS["math"] if key not in record]
-        if missing:
-            raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}")
-    if name == "poetry":
-        if "text" not in record and not ("poem_start" in record and "poem_end" in record):
-            raise ValueError("missing field(s): 'poem_start' and 'poem_end', or 'text'")
-        for key in _POETRY_TEXT_FIELDS:
-            if key in record and record[key] is not None and not isinstance(record[key], str):
-                raise ValueError(f"{key!r} must be a string, got {_json_type(record[key])}")
+    missing = [key for key in REQUIRED_FIELDS.get(task.name, ()) if key not in record]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}")
     reader = getattr(task, "example_from_record", None)
     if reader is None:
-        raise CompletionsFileError(f"task {name!r} cannot build examples from records")
+        raise CompletionsFileError(f"task {task.name!r} cannot build examples from records")
     return reader(dict(record))
 
 
@@ -441,16 +427,16 @@ def parse_completion_line(task: Task, line: str) -> tuple[Example, str]:
     except json.JSONDecodeError as err:
         raise ValueError(f"not valid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {_json_type(record)}")
+        raise ValueError(f"expected a JSON object, got {json_type(record)}")
     other = _looks_like(record)
-    if other is not None and other != task.name and other in _TASK_FIELDS:
+    if other is not None and other != task.name and other in RECORD_FIELDS:
         raise ValueError(
-            f"a {other} record (it has {', '.join(k for k in _TASK_FIELDS[other] if k in record)})"
+            f"a {other} record (it has {', '.join(k for k in RECORD_FIELDS[other] if k in record)})"
         )
     if "completion" not in record:
         raise ValueError("missing field 'completion'")
     if not isinstance(record["completion"], str):
-        raise ValueError(f"'completion' must be a string, got {_json_type(record['completion'])}")
+        raise ValueError(f"'completion' must be a string, got {json_type(record['completion'])}")
     return example_from_record(task, record), record["completion"]
 
 
@@ -491,10 +477,10 @@ def score_completions_file(
         responses.append(response)
         line_numbers.append(number)
     objects = sum(kinds.values())
-    for other in _TASK_FIELDS:
+    for other in RECORD_FIELDS:
         if other != task.name and objects and kinds[other] == objects:
             raise CompletionsFileError(
-                f"{path} holds {other} examples (fields {', '.join(_TASK_FIELDS[other])}), "
+                f"{path} holds {other} examples (fields {', '.join(RECORD_FIELDS[other])}), "
                 f"not {task.name}: pass --task {other}"
             )
     records = score_records(task, examples, responses)

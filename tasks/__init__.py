@@ -2,6 +2,11 @@
 
 from tasks.base import Example, Reward, Task
 
+# the fields by which a record (a line of a completions file) is recognised as an example of each task,
+# and those every record must have (poetry's are alternatives, which its own reader checks)
+RECORD_FIELDS = {"math": ("nums", "target"), "poetry": ("poem_start", "poem_end", "text")}
+REQUIRED_FIELDS = {"math": ("nums", "target"), "poetry": ()}
+
 
 def get_task(name: str, **kwargs) -> Task:
     """Build a task by name: `math` (Countdown) or `poetry`."""

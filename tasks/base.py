@@ -48,3 +48,9 @@ class Task:
     def score_batch(self, examples: Sequence[Example], responses: Sequence[str]) -> list[Reward]:
         """Score many responses at once; override when batching helps (e.g. sentence embeddings)."""
         return [self.score(ex, r) for ex, r in zip(examples, responses, strict=True)]
+
+
+def json_type(value: Any) -> str:
+    """How a JSON value's type reads in an error message: "a number", "a string", "null", ..."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return "null" if value is None else names.get(type(value), "an object")

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, format_reward, parse_response
-from tasks.base import Example, Reward, Task
+from tasks.base import Example, Reward, Task, json_type
 from tasks.poetry_scoring import (
     PARTS,
     MissingEmbeddingModel,
@@ -167,8 +167,15 @@ def poem_id(author: str, title: str, poem_start: str, poem_end: str) -> str:
 def example_from_record(record: Mapping[str, Any]) -> Example:
     """An Example from a dict with author, title, form and either poem_start + poem_end or text.
 
-    Raises ValueError when a text is not a poem of 4–40 non-empty lines.
+    Raises ValueError for a missing text, a field that is not a string, or a text that is not a poem of
+    4–40 non-empty lines.
     """
+    if "text" not in record and not ("poem_start" in record and "poem_end" in record):
+        raise ValueError("missing field(s): 'poem_start' and 'poem_end', or 'text'")
+    for key in ("author", "title", "form", "form_class", "poem_start", "poem_end", "text"):
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{key!r} must be a string, got {json_type(value)}")
     author, title = str(record.get("author") or ""), str(record.get("title") or "")
     form = str(record.get("form") or "")
     if "poem_start" in record and "poem_end" in record:
