@@ -397,11 +397,8 @@ class CompletionsFileError(ValueError):
     """A completions file that cannot be scored as a whole (e.g. it holds the other task's examples)."""
 
 
-# the fields that tell one task's record from another's
-
-
 def _looks_like(record: Mapping[str, Any]) -> str | None:
-    """The task whose fields a record has, or None."""
+    """The task whose fields (tasks.RECORD_FIELDS) a record has, or None."""
     found = [name for name, keys in RECORD_FIELDS.items() if any(key in record for key in keys)]
     return found[0] if len(found) == 1 else None
 

@@ -309,9 +309,8 @@ class Trainer:
     def _step(self) -> dict:
         c = self.config
         G = c.group_size
-        share = (
-            c.prompts_per_step // self.world.size
-        )  # every rank draws the same global batch, then takes its share
+        # every rank draws the same global batch, then takes its share
+        share = c.prompts_per_step // self.world.size
         examples = self.next_examples()[self.world.rank * share : (self.world.rank + 1) * share]
         prompts = [self.prompt_ids(ex) for ex in examples]
         row_examples = [ex for ex in examples for _ in range(G)]  # (N,) completion i answers row_examples[i]
@@ -357,9 +356,8 @@ class Trainer:
         temperature = c.temperature or 1.0  # greedy rollouts are scored as the policy's T = 1 distribution
 
         def sampled_token_logprobs(model):  # (N, C) log π of the sampled tokens, without gradient
-            on = next(
-                model.parameters()
-            ).device  # the reference may live on another device (--reference-device)
+            # the reference may live on another device (--reference-device)
+            on = next(model.parameters()).device
             return batched_token_logprobs(
                 model,
                 input_ids.to(on),
