@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from test_logprobs import positions_run
 
 import grpo.rewards as rewards_module
 from grpo.rewards import gold_answer_logprobs, logprob_reward
@@ -107,19 +108,16 @@ def test_groups_sharing_a_prompt_score_it_once_with_the_same_result(tokenizer, t
     naive = torch.tensor(
         [naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)]
     )
-    positions = []
-    hook = tiny_model.model.embed_tokens.register_forward_hook(
-        lambda m, i, out: positions.append(i[0].numel())
+    plain, plain_work = positions_run(
+        tiny_model,
+        lambda: gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4),
     )
-    try:
-        plain = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4)
-        plain_work, positions[:] = sum(positions), []
-        shared = gold_answer_logprobs(
+    shared, shared_work = positions_run(
+        tiny_model,
+        lambda: gold_answer_logprobs(
             tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4, group_size=2
-        )
-        shared_work = sum(positions)
-    finally:
-        hook.remove()
+        ),
+    )
     torch.testing.assert_close(shared.logp_sum, naive, atol=1e-5, rtol=0)
     torch.testing.assert_close(plain.logp_sum, naive, atol=1e-5, rtol=0)
     prompt_width = max(len(p) for p in prompts)
