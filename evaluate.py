@@ -1,24 +1,39 @@
-"""Evaluate a policy on the held-out test split, score a file of completions, or tabulate reports.
+"""Evaluate a policy on the held-out test split, score a file of completions, tabulate or compare reports.
 
     python evaluate.py --task math --model smollm2-135m --limit 50                 # the packaged baseline
     python evaluate.py --task poetry --model runs/<run>/final --name "Logprob GRPO" --limit 20
+    python evaluate.py --task math --model runs/<run>/final --no-likelihood        # rule scores only
     python evaluate.py --task math --completions completions.jsonl                 # no policy model loaded
     python evaluate.py --table reports/*.json --names Baseline "Rule-based GRPO" "Logprob GRPO" --out table.md
+    python evaluate.py --compare reports/math-baseline.json reports/math-logprob.json --out compare.json
+
+--model reports, beside the task's rule scores, the gold answer's teacher-forced log-probability after each
+completion's reasoning and after an empty one (per gold token) and their difference, the reasoning gain: the
+quantity --reward logprob trains. --compare pairs two reports of one task by example id and prints, for the
+score, every rule part and every log-prob figure, mean(A), mean(B) and the paired difference mean(B − A)
+with its 95% CI. Every figure there is higher-is-better, without exception, so B − A > 0 means B is better;
+an interval that excludes 0 is a difference these examples support. Compare reports sampled with the same
+--seed, --temperature, --top-p and --max-new-tokens: the two runs then sample from one random stream, and
+the pairing removes more of the noise (different settings only warn).
 
 Every option is in `python evaluate.py --help` (generated from grpo/evaluation.py's EvalConfig).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from grpo.evaluation import (
+    ComparisonError,
     CompletionsFileError,
     EvalConfig,
     ReportFileError,
     build_parser,
+    compare_reports,
     default_run_name,
+    format_comparison,
     format_summary,
     format_table,
     load_report,
@@ -38,17 +53,22 @@ class UsageError(ValueError):
 
 def usage_problem(config: EvalConfig) -> str | None:
     """What is wrong with the combination of options, or None."""
-    modes = [flag for flag, value in (("--model", config.model), ("--completions", config.completions),
-                                      ("--table", config.table)) if value]  # fmt: skip
+    options = {"--model": config.model, "--completions": config.completions, "--table": config.table,
+               "--compare": config.compare}  # fmt: skip
+    modes = [flag for flag, value in options.items() if value]
     if not modes:
-        return "give --model (generate and score), --completions (score a file) or --table (tabulate reports)"
+        return (
+            "give --model (generate and score), --completions (score a file), --table (tabulate reports) "
+            "or --compare (compare two reports)"
+        )
     if len(modes) > 1:
         return f"{' and '.join(modes)} are separate modes; give one of them"
-    if config.names and not config.table:
-        return "--names goes with --table"
-    if config.table and config.names and len(config.names) != len(config.table):
-        return f"--names gives {len(config.names)} names for {len(config.table)} reports"
-    if not config.table and config.task is None:
+    reports = config.table or config.compare
+    if config.names and not reports:
+        return "--names goes with --table or --compare"
+    if reports and config.names and len(config.names) != len(reports):
+        return f"--names gives {len(config.names)} names for {len(reports)} reports"
+    if not reports and config.task is None:
         return "--task math or --task poetry is needed with --model and --completions"
     if config.data is not None and config.task != "poetry":
         return "--data is the poetry data; --task math generates its problems"
@@ -108,6 +128,7 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
         batch_size=config.batch_size,
         seed=config.seed,
         settings=settings,
+        likelihood=config.likelihood,
     )
     write_report(report, path)
     return report, path
@@ -138,24 +159,49 @@ def run_table(config: EvalConfig) -> str:
     return table
 
 
+def run_compare(config: EvalConfig) -> str:
+    """The comparison table of --compare's two reports; warnings go to stderr, --out gets a copy."""
+    reports = [load_report(path) for path in config.compare]
+    names = config.names or [
+        report_name(r, Path(p).stem) for r, p in zip(reports, config.compare, strict=True)
+    ]
+    comparison = compare_reports(*reports, names=names)
+    comparison["a"]["path"], comparison["b"]["path"] = config.compare
+    for warning in comparison["warnings"]:
+        print(f"evaluate.py: warning: {warning}", file=sys.stderr)
+    table = format_comparison(comparison)
+    if config.out:
+        path = Path(config.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(comparison, indent=2, ensure_ascii=False) if path.suffix == ".json" else table
+        path.write_text(text + "\n", encoding="utf-8")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1], prog="evaluate.py"
-    )
+    paragraphs = __doc__.split("\n\n")
+    parser = build_parser(description=paragraphs[0], epilog="\n\n".join(paragraphs[1:3]), prog="evaluate.py")
     config = EvalConfig(**vars(parser.parse_args(argv)))
     problem = usage_problem(config)
     if problem:
         print(f"evaluate.py: error: {problem} (see --help)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        if config.table:
-            table = run_table(config)
+        if config.table or config.compare:
+            table = run_table(config) if config.table else run_compare(config)
             print(table)
             if config.out:
-                print(f"table written to {config.out}", file=sys.stderr)
+                print(f"{'table' if config.table else 'comparison'} written to {config.out}", file=sys.stderr)
             return 0
         report, path = run_model(config) if config.model else run_completions(config)
-    except (FileNotFoundError, IsADirectoryError, CompletionsFileError, ReportFileError, UsageError) as err:
+    except (
+        FileNotFoundError,
+        IsADirectoryError,
+        CompletionsFileError,
+        ReportFileError,
+        ComparisonError,
+        UsageError,
+    ) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, RuntimeError, ValueError) as err:

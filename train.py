@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> Config:
 
     from grpo.checkpoint import MODEL_DIR, latest_checkpoint, read_state, truncate_jsonl
     from grpo.distributed import barrier, setup
-    from grpo.models import enable_activation_checkpointing, load_models, pick_device
+    from grpo.models import enable_activation_checkpointing, load_models, pick_device, training_precision
     from grpo.trainer import Trainer, prepare_out_dir
     from tasks import get_task
 
@@ -51,18 +51,21 @@ def main(argv: list[str] | None = None) -> Config:
     options = {"data": config.data, "device": str(pick_device(device))} if config.task == "poetry" else {}
     task = get_task(config.task, **options)
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
+    # float32 weights unless --dtype asks for half precision; bf16 autocast on a GPU (grpo.models)
+    weights, mixed_precision = training_precision(config.dtype, config.autocast, pick_device(device))
     try:
         policy, reference, tokenizer = load_models(
             config.model,
             device,
-            "float32" if config.autocast else config.dtype,  # mixed precision: fp32 weights, bf16 compute
+            weights,
             with_reference=needs_reference,
             policy_path=None if resume_from is None else str(resume_from / MODEL_DIR),
         )
     except RuntimeError as err:  # a model or tokenizer that cannot be found: its message says what to do
         raise SystemExit(f"error: {err}") from None
     say(
-        f"policy {config.model} on {policy.device} in {policy.dtype} × {world.size} process(es); reference: "
+        f"policy {config.model} on {policy.device} in {policy.dtype}{' with bf16 autocast' if mixed_precision else ''} "
+        f"× {world.size} process(es); reference: "
         f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {out_dir}"
     )
     if config.gradient_checkpointing:

@@ -29,15 +29,15 @@ class Config:
     data: str | None = None
     """Poetry data: a CSV or JSONL file. Default: the file `make data` prepared, else ../shared/data/public-domain-poems.csv."""
     preset: str | None = None
-    """`poster`: the poster's recipe (Qwen/Qwen3-1.7B in bf16, lr 5e-7 cosine with 3% warm-up, β 0.001, G 4, 1,024 new tokens). Options given explicitly still win."""
+    """`poster`: the poster's recipe (Qwen/Qwen3-1.7B, bf16 autocast over fp32 weights, lr 5e-7 cosine with 3% warm-up, β 0.001, G 4, 1,024 new tokens). Options given explicitly still win."""
 
     # ---------------------------------------------------------------- hardware
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
     dtype: str = "auto"
-    """Weights' dtype: `auto` (bfloat16 on a GPU that supports it, float32 elsewhere), float32, bfloat16 or float16. bf16 halves the memory of weights, gradients and AdamW state, at bf16's precision."""
-    autocast: bool = False
-    """Run every forward pass (rollout, reference, logprob reward, update) under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision; --dtype auto then means float32). Faster on GPUs and on CPUs with AVX512-BF16 or AMX; slower on other CPUs (`make bench` measures both)."""
+    """Weights' dtype. `auto`: float32 weights, gradients and AdamW state everywhere; on a GPU with bf16 the forward passes then run under bf16 autocast (mixed precision, see --autocast). `bfloat16` or `float16`: pure half-precision weights, gradients and AdamW state, half the memory, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away."""
+    autocast: bool | None = None
+    """Run every forward pass (rollout, reference, logprob reward, update) under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision). Default: on for a CUDA GPU that supports bf16, off elsewhere. On CPUs it is faster only with AVX512-BF16 or AMX (`make bench` measures it)."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of storing them: far less memory for long completions, about a third more update time."""
     reference_device: str | None = None
@@ -131,7 +131,7 @@ class Config:
 PRESETS = {
     "poster": dict(
         model="Qwen/Qwen3-1.7B",
-        dtype="bfloat16",
+        autocast=True,  # bf16 compute, fp32 master weights and AdamW state (mixed precision)
         lr=5e-7,
         lr_schedule="cosine",
         warmup_ratio=0.03,
@@ -241,7 +241,8 @@ def validate(config: Config) -> None:
         (config.keep_checkpoints >= 1, "--keep-checkpoints must be ≥ 1"),
         (
             not config.autocast or config.dtype in ("auto", "float32"),
-            "--autocast keeps float32 weights and computes in bf16: use it with --dtype float32 (or auto)",
+            "--autocast keeps float32 weights and computes in bf16: use it with --dtype float32 (or auto), "
+            "or pass --no-autocast for pure half-precision weights",
         ),
         (
             not (config.temperature == 0 and config.group_size > 1 and config.reward == "rule"),

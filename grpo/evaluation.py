@@ -1,14 +1,32 @@
-"""Held-out evaluation: one completion per test example, scored by the task's own rules, with 95% CIs.
+"""Held-out evaluation: one completion per test example, scored by the task's own rules and by the gold
+answer's likelihood, with 95% CIs.
 
     for each batch of test examples:
         prompt = chat template + the "<think>" prefill        (grpo.rollout.build_prompt, as in training)
         one completion per prompt, group_size 1                (grpo.rollout)
         response = "<think>" + completion, scored by the task  (task.score_batch: parts and total)
-    report = mean and 95% CI of every part and of the total, the task score, every record
+        log P(gold | prompt, reasoning), teacher-forced        (grpo.rewards.gold_scores_of_completions)
+    report = mean and 95% CI of each part, the total, each likelihood figure; the task score; every record
 
 The task score is the number in the poster's table: math (Countdown) = mean(format, equation), poetry = the
 weighted total. Both equal the mean of the per-example totals (Countdown's total is (format + equation) / 2),
 so `total`'s interval is also the score's.
+
+The likelihood figures measure what `--reward logprob` optimises, with the context built by the same function
+as in training (the reasoning r cut after its first `</think>`, then a line break, `<answer>`, the gold answer
+and `</answer>`), for the gold answer a of |a| tokens and the prompt p, in nats:
+
+    gold_logprob                 = log P(a | p, r) = Σ_k log π(a_k | p, r, <answer>, a_<k)
+    gold_logprob_per_token       = gold_logprob / |a|
+    gold_logprob_empty           = log P(a | p, ∅)   (∅: `</think>` right after the prompt's `<think>`)
+    gold_logprob_empty_per_token = gold_logprob_empty / |a|
+    reasoning_gain_per_token     = gold_logprob_per_token − gold_logprob_empty_per_token   (what r adds)
+
+and, to read them by, gold_tokens |a|, think_closed (1 if the completion closed its `</think>`) and
+reasoning_tokens (the scored reasoning, `</think>` included). A small model's rule scores can stay at 0
+while its likelihood of the gold answer moves; these figures show whether logprob training changed what it
+optimises. They cost one more forward pass (two rows per example: after r and after ∅); `likelihood=False`
+skips it. Evaluation scores with the policy itself, also for a run trained with `--scorer reference`.
 
 Where this departs from, or adds to, the poster:
 - The poster does not say how it sampled at evaluation. The defaults (temperature 0.6, top-p 0.95) are
@@ -18,9 +36,12 @@ Where this departs from, or adds to, the poster:
   to [0, 1]; at the sizes used here (50 math, 20 poetry examples) read it as a rough error bar.
 - The test split must not overlap the train split: `evaluate_model` refuses to score when an example id or
   a gold answer (whitespace and case ignored) is in both, since the score would then measure memorisation.
+- Two runs are compared example by example (`compare_reports`): the interval of the paired difference
+  mean(B − A) leaves out how hard each example is, which the two reports' own intervals both carry.
 
 `evaluate.py` is the command line over this module; `score_completions_file` scores completions written by
-any other system (no policy model is loaded), and `format_table` lays reports out as the poster's table.
+any other system (no policy model is loaded), `format_table` lays reports out as the poster's table and
+`format_comparison` shows the paired comparison of two reports.
 """
 
 from __future__ import annotations
@@ -43,7 +64,8 @@ from tqdm.auto import tqdm
 
 from grpo.config import field_docs
 from grpo.models import stop_token_ids
-from grpo.rollout import build_prompt, rollout
+from grpo.rewards import gold_scores_of_completions
+from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_OPEN
 from tasks import RECORD_FIELDS, REQUIRED_FIELDS
 from tasks.base import Example, Task, json_type
@@ -54,7 +76,7 @@ from tasks.base import Example, Task, json_type
 
 @dataclass
 class EvalConfig:
-    # ---------------------------------------------------------------- what to evaluate (one of three modes)
+    # ---------------------------------------------------------------- what to evaluate (one of four modes)
     task: str | None = None
     """Domain: `math` (Countdown) or `poetry`. Needed with --model and --completions."""
     model: str | None = None
@@ -62,9 +84,11 @@ class EvalConfig:
     completions: str | None = None
     """Score a JSONL file instead of generating; no policy model is loaded. One object per line: the example's fields (math: nums, target, optional gold_answer; poetry: author, title, form and poem_start + poem_end, or text) and `completion`, the whole response from <think> on."""
     table: list[str] | None = None
-    """Print the results table (Markdown) of these report JSON files. A run's math and poetry reports share a row when they share a name."""
+    """Print the results table (Markdown) of these report JSON files. A run's math and poetry reports share a row when they share a name. Reports with likelihood figures add their columns, as mean [95% CI]."""
+    compare: list[str] | None = None
+    """Compare two reports of one task example by example, paired by id: for the score, every rule part, the gold answer's log-probs and the </think> rate, mean(A), mean(B) and the paired difference mean(B − A) with its 95% CI, as Markdown. B − A > 0 means B is better, for every figure. The reports must hold the same examples; different sampling settings only warn."""
     names: list[str] | None = None
-    """Row names for --table, one per report file (default: each report's name, else its file name)."""
+    """Names for --table's rows or --compare's two columns, one per report file (default: each report's name, else its file name)."""
 
     # ---------------------------------------------------------------- generation
     limit: int | None = None
@@ -87,16 +111,26 @@ class EvalConfig:
     """Poetry data (CSV or JSONL), whose test split is evaluated. Default: data/poetry.jsonl, else ../shared/data/public-domain-poems.csv."""
     seed: int = 0
     """Seed of the sampler."""
+    likelihood: bool = True
+    """On by default: also score the gold answer's log-probability after each completion's reasoning, and after an empty one, by teacher forcing as --reward logprob does in training (report key `likelihood`: per gold token, and their difference, the reasoning gain). --no-likelihood skips this extra forward pass."""
 
     # ---------------------------------------------------------------- output
     name: str | None = None
     """Name of the run in the report and the table, e.g. "Rule-based GRPO" (default: the model's or the file's name)."""
     out: str | None = None
-    """Where to write: the JSON report (default: reports/<task>-<name>.json) or, with --table, the Markdown table (default: only printed)."""
+    """Where to write: the JSON report (default: reports/<task>-<name>.json); with --table, the Markdown table, and with --compare, the comparison, as JSON if PATH ends in .json, else Markdown (default: only printed)."""
 
 
 EVAL_CHOICES = {"task": ("math", "poetry"), "dtype": ("auto", "float32", "bfloat16", "float16")}
-EVAL_METAVARS = {"table": "REPORT", "names": "NAME", "completions": "FILE", "model": "MODEL", "out": "PATH"}
+EVAL_METAVARS = {
+    "table": "REPORT",
+    "compare": ("A", "B"),
+    "names": "NAME",
+    "completions": "FILE",
+    "model": "MODEL",
+    "out": "PATH",
+}
+EVAL_NARGS = {"compare": 2}  # list options take one or more values, unless named here
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
@@ -125,7 +159,7 @@ def build_parser(description: str = "", epilog: str = "", prog: str | None = Non
             kwargs["action"] = argparse.BooleanOptionalAction
             kwargs["help"] = docs[f.name].replace("%", "%%")
         elif get_origin(inner[0]) is list:
-            kwargs["nargs"] = "+"
+            kwargs["nargs"] = EVAL_NARGS.get(f.name, "+")
         else:
             kwargs["type"] = inner[0]
         if f.name in EVAL_CHOICES:
@@ -177,7 +211,18 @@ def task_score(
 # Records and reports
 
 # keys every record has; an example's own data fields (nums, target, poem_start, …) sit between them
-RECORD_KEYS = ("index", "id", "gold", "completion", "total", "parts")
+RECORD_KEYS = ("index", "id", "gold", "completion", "total", "parts", "likelihood")
+# a record's `likelihood` (evaluate_model, see the module docstring): log-probs in nats, then counts
+LIKELIHOOD_FIGURES = (
+    "gold_logprob",
+    "gold_logprob_per_token",
+    "gold_logprob_empty",
+    "gold_logprob_empty_per_token",
+    "reasoning_gain_per_token",
+    "gold_tokens",
+    "think_closed",
+    "reasoning_tokens",
+)
 
 
 def score_records(
@@ -212,7 +257,8 @@ def build_report(
     settings: Mapping[str, Any],
     errors: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Summarise scored records: every part's mean with its CI, the total with its CI, the task score.
+    """Summarise scored records: every part's mean with its CI, the total with its CI, the task score, and
+    each likelihood figure's mean with its CI when records carry them (over those records).
 
     `errors` are the inputs that could not be scored ({"line": …, "message": …}); they count in n_errors,
     not in the means.
@@ -224,12 +270,15 @@ def build_report(
     }
     total = mean_ci(record["total"] for record in records)
     score = task_score(task_name, {name: ci["mean"] for name, ci in parts.items()}, total["mean"])
+    scored = [record["likelihood"] for record in records if record.get("likelihood")]
+    likelihood = {name: mean_ci(f[name] for f in scored if name in f) for name in LIKELIHOOD_FIGURES}
     return {
         "task": task_name,
         "name": settings.get("name"),
         "score": score,
         "total": total,
         "parts": parts,
+        **({"likelihood": likelihood} if scored else {}),  # only where the records were scored for it
         "n": len(records),
         "n_errors": len(errors),
         "settings": dict(settings),
@@ -238,14 +287,24 @@ def build_report(
     }
 
 
+# the likelihood figures that tables and summaries show, with their labels
+SHOWN_LIKELIHOOD = {
+    "gold_logprob_per_token": "gold log-prob/token",
+    "gold_logprob_empty_per_token": "gold log-prob/token, empty reasoning",
+    "reasoning_gain_per_token": "reasoning gain/token",
+}
+
+
 def format_summary(report: Mapping[str, Any]) -> str:
-    """A few lines for a terminal: the score, every part and the total, each with its 95% CI."""
+    """A few lines for a terminal: the score, every part and the total, each with its 95% CI, then the
+    likelihood figures when the report has them."""
 
-    def number(x: float | None) -> str:
-        return "–" if x is None else f"{x:.3f}"
+    def number(x: float | None, sign: str = "") -> str:
+        return "–" if x is None else f"{x:{sign}.3f}"
 
-    def line(label: str, ci: Mapping[str, Any]) -> str:
-        return f"  {label:<12} {number(ci['mean'])}  95% CI [{number(ci['low'])}, {number(ci['high'])}]"
+    def line(label: str, ci: Mapping[str, Any], width: int = 12, sign: str = "") -> str:
+        interval = f"95% CI [{number(ci['low'])}, {number(ci['high'])}]"
+        return f"  {label:<{width}} {number(ci['mean'], sign)}  {interval}"
 
     head = f"{report['task']}: {report.get('name') or 'run'}, {report['n']} examples scored"
     if report.get("n_errors"):
@@ -253,6 +312,10 @@ def format_summary(report: Mapping[str, Any]) -> str:
     lines = [head, f"  {'score':<12} {number(report['score'])}"]
     lines += [line(name, ci) for name, ci in report["parts"].items()]
     lines.append(line("total", report["total"]))
+    if report.get("likelihood"):
+        lines.append("  log P(gold | prompt, reasoning), teacher-forced, in nats:")
+        shown = {**SHOWN_LIKELIHOOD, "think_closed": "</think> closed"}
+        lines += [line(f"  {label}", report["likelihood"][name], 38, " ") for name, label in shown.items()]
     for error in report.get("errors", [])[:5]:
         lines.append(f"  line {error['line']}: {error['message']}")
     return "\n".join(lines)
@@ -298,6 +361,58 @@ def check_disjoint(
 
 
 @torch.no_grad()
+def likelihood_figures(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],  # one per completion
+    out: Rollout,  # a group-size-1 rollout of `prompts`
+    golds: Sequence[str],  # one per completion
+    *,
+    stop_ids: Sequence[int],
+    micro_batch_size: int,
+) -> list[dict[str, float | int] | None]:
+    """Each completion's likelihood figures (LIKELIHOOD_FIGURES), scored as the trainer scores its logprob
+    reward; None for an example whose gold answer is empty (it has no token to score)."""
+    scored = [i for i, gold in enumerate(golds) if gold]
+    figures: list[dict[str, float | int] | None] = [None] * len(golds)
+    if not scored:
+        return figures
+    gold = gold_scores_of_completions(
+        model,
+        tokenizer,
+        [prompts[i] for i in scored],
+        out.completion_ids[scored],  # (n, C)
+        out.completion_mask[scored],  # (n, C)
+        [golds[i] for i in scored],
+        stop_token_ids=stop_ids,
+        micro_batch_size=micro_batch_size,
+        with_empty_reasoning=True,
+        group_size=1,
+    )
+    columns = zip(
+        scored,
+        gold.scores.logp_sum.tolist(),  # log P(a | p, r)
+        gold.scores.empty_logp_sum.tolist(),  # log P(a | p, ∅)
+        gold.scores.gold_tokens.tolist(),  # |a|
+        gold.closed.tolist(),
+        gold.reasoning_tokens.tolist(),
+        strict=True,
+    )
+    for i, logp, empty_logp, n_gold, closed, n_reasoning in columns:
+        figures[i] = {
+            "gold_logprob": logp,
+            "gold_logprob_per_token": logp / n_gold,  # log P(a | p, r) / |a|
+            "gold_logprob_empty": empty_logp,
+            "gold_logprob_empty_per_token": empty_logp / n_gold,  # log P(a | p, ∅) / |a|
+            "reasoning_gain_per_token": logp / n_gold - empty_logp / n_gold,  # what the reasoning adds
+            "gold_tokens": int(n_gold),
+            "think_closed": int(closed),
+            "reasoning_tokens": int(n_reasoning),
+        }
+    return figures
+
+
+@torch.no_grad()
 def evaluate_model(
     model,
     tokenizer,
@@ -314,8 +429,13 @@ def evaluate_model(
     progress: bool = True,
     train_ids: Iterable[str] | None = None,
     settings: Mapping[str, Any] | None = None,
+    likelihood: bool = True,
 ) -> dict[str, Any]:
     """Generate one completion per example of `split` (the first `limit`), score them, return the report.
+
+    Each completion is scored by the task's rules and, with `likelihood`, by the gold answer's
+    teacher-forced log-probability after its reasoning and after an empty one (`likelihood_figures`: one
+    more forward pass; it draws nothing from the sampler, so the completions do not depend on it).
 
     Sampling uses its own generator seeded with `seed`, so the result does not depend on, or disturb, the
     caller's random state; greedy = temperature 0. The split is first checked against the train split
@@ -355,6 +475,14 @@ def evaluate_model(
             # the response is what the model wrote from the prefilled <think> on, as in training
             responses = [THINK_OPEN + text for text in out.texts]
             batch_records = score_records(task, batch, responses, start=start)
+            if likelihood:
+                golds = [ex.gold for ex in batch]
+                figures = likelihood_figures(
+                    model, tokenizer, prompts, out, golds, stop_ids=stop_ids, micro_batch_size=batch_size
+                )
+                for record, example_figures in zip(batch_records, figures, strict=True):
+                    if example_figures is not None:
+                        record["likelihood"] = example_figures
             lengths = out.completion_mask.sum(1).tolist()  # (n,) generated tokens, end-of-turn included
             for record, prompt, length, reason in zip(
                 batch_records, prompts, lengths, out.finish_reasons, strict=True
@@ -380,6 +508,7 @@ def evaluate_model(
         "batch_size": batch_size,
         "seed": seed,
         "group_size": 1,
+        "likelihood": likelihood,
         **(settings or {}),
     }
     report = build_report(task.name, records, recorded)
@@ -514,12 +643,14 @@ def _named_reports(reports) -> Iterable[tuple[str, Mapping[str, Any]]]:
 
 
 def format_table(reports) -> str:
-    """The poster's table in Markdown: one row per run, the math and poetry scores, then every part.
+    """The poster's table in Markdown: one row per run, the math and poetry scores, then every part, then
+    the likelihood figures (SHOWN_LIKELIHOOD) of a task when any of its reports has them.
 
     `reports`: {row name: [reports]}, [(row name, report)] or [report] (named by their `name`). A math
     report fills a row's math columns and a poetry report its poetry columns, so a run's two reports
-    share a row; two reports of the same task in one row are an error. Numbers have 3 decimals, "–"
-    marks what a row lacks.
+    share a row; two reports of the same task in one row are an error. Numbers have 3 decimals, a
+    likelihood figure is "mean [low, high]" (its 95% CI), and "–" marks what a row lacks (e.g. a report
+    written before evaluation scored the likelihood).
     """
     rows: dict[str, dict[str, Mapping[str, Any]]] = {}  # row name → task → report
     for name, report in _named_reports(reports):
@@ -534,6 +665,12 @@ def format_table(reports) -> str:
         for task in tasks
         for part in dict.fromkeys(p for row in rows.values() if task in row for p in row[task]["parts"])
     ]
+    likelihood_columns = [  # (task, figure) for the tasks some of whose reports have the figures
+        (task, figure)
+        for task in tasks
+        if any(row[task].get("likelihood") for row in rows.values() if task in row)
+        for figure in SHOWN_LIKELIHOOD
+    ]
 
     def title(task: str) -> str:
         return TASK_TITLES.get(task, task.capitalize())
@@ -541,14 +678,173 @@ def format_table(reports) -> str:
     def cell(x: float | None) -> str:
         return "–" if x is None else f"{x:.3f}"
 
+    def ci_cell(ci: Mapping[str, Any] | None) -> str:
+        if not ci or ci.get("mean") is None:
+            return "–"
+        return f"{ci['mean']:.3f} [{cell(ci.get('low'))}, {cell(ci.get('high'))}]"
+
     header = ["Run"] + [f"{title(t)} Score" for t in tasks] + [f"{title(t)} {p}" for t, p in part_columns]
+    header += [f"{title(t)} {SHOWN_LIKELIHOOD[f]}" for t, f in likelihood_columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for name, row in rows.items():
         cells = [name] + [cell(row[t]["score"] if t in row else None) for t in tasks]
         for task, part in part_columns:
             ci = row[task]["parts"].get(part) if task in row else None
             cells.append(cell(ci["mean"] if ci else None))
+        for task, figure in likelihood_columns:
+            cells.append(ci_cell((row[task].get("likelihood") or {}).get(figure) if task in row else None))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Two reports compared example by example
+
+# settings that decide the completions: when they differ, A and B differ in more than their models
+SAMPLING_SETTINGS = ("seed", "temperature", "top_p", "greedy", "max_new_tokens")
+# the likelihood figures a comparison shows: all higher-is-better (token counts are lengths, not scores)
+COMPARED_LIKELIHOOD = (
+    "gold_logprob",
+    "gold_logprob_per_token",
+    "gold_logprob_empty",
+    "gold_logprob_empty_per_token",
+    "reasoning_gain_per_token",
+    "think_closed",
+)
+
+
+class ComparisonError(ValueError):
+    """Two reports that cannot be compared example by example."""
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], z: float = 1.96
+) -> dict[str, float | int | None]:
+    """mean(B − A) over paired values and its normal-approximation interval (z = 1.96: 95%).
+
+    d_i = b_i − a_i;  mean(d) ± z·s_d/sqrt(n), s_d the sample standard deviation (denominator n − 1).
+    n = 1: a zero-width interval; n = 0: mean, low and high are None. Unlike `mean_ci`, never the Wald
+    interval: differences of 0/1 parts take the values −1, 0 and 1.
+    """
+    differences = [float(y) - float(x) for x, y in zip(a, b, strict=True)]  # d_i = b_i − a_i
+    n = len(differences)
+    if n == 0:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = math.fsum(differences) / n
+    variance = math.fsum((d - mean) ** 2 for d in differences) / (n - 1) if n > 1 else 0.0  # ddof = 1
+    half_width = z * math.sqrt(variance / n)
+    return {"mean": mean, "low": mean - half_width, "high": mean + half_width, "n": n}
+
+
+def _records_by_id(report: Mapping[str, Any], label: str) -> dict[str, Mapping[str, Any]]:
+    records = report.get("records") or []
+    if not records:
+        raise ComparisonError(f"report {label} has no per-example records to pair")
+    by_id = {str(record["id"]): record for record in records}
+    if len(by_id) < len(records):
+        raise ComparisonError(
+            f"report {label} holds an example id more than once, so its examples cannot be paired"
+        )
+    return by_id
+
+
+def _figures_of(record: Mapping[str, Any]) -> dict[str, float]:
+    """A record's compared figures: the score (its total), each rule part, each compared likelihood figure."""
+    figures = {"score": record["total"], **record["parts"]}
+    likelihood = record.get("likelihood") or {}
+    figures.update((name, likelihood[name]) for name in COMPARED_LIKELIHOOD if name in likelihood)
+    return figures
+
+
+def _comparison_warnings(a: Mapping[str, Any], b: Mapping[str, Any], pairs) -> list[str]:
+    warnings = []
+    settings_a, settings_b = a.get("settings", {}), b.get("settings", {})
+    differing = [
+        f"{key} {settings_a.get(key)} vs {settings_b.get(key)}"
+        for key in SAMPLING_SETTINGS
+        if settings_a.get(key) != settings_b.get(key)
+    ]
+    if differing:
+        warnings.append(
+            f"the reports were sampled with different settings ({', '.join(differing)}): their completions "
+            "differ for that reason too, so the pairing is weaker"
+        )
+    tokens = [((r.get("likelihood") or {}).get("gold_tokens"), (s.get("likelihood") or {}).get("gold_tokens"))
+              for r, s in pairs]  # fmt: skip
+    if any(None not in counts and counts[0] != counts[1] for counts in tokens):
+        warnings.append(
+            "the reports tokenise some gold answers into different numbers of tokens (different "
+            "tokenizers?): their log-probs are over different tokens"
+        )
+    return warnings
+
+
+def compare_reports(
+    a: Mapping[str, Any], b: Mapping[str, Any], names: Sequence[str] = ("A", "B")
+) -> dict[str, Any]:
+    """Pair two reports' records by example id and compare every figure: mean(A), mean(B), mean(B − A).
+
+    The figures: `score` (each example's total, whose mean is the task score), each rule part, and each
+    COMPARED_LIKELIHOOD figure; every one is higher-is-better, so B − A > 0 favours B. A figure is compared
+    over the examples where both records have it. Raises ComparisonError for reports of different tasks
+    or of different examples; different sampling settings only add a warning to the result's `warnings`.
+    """
+    if a["task"] != b["task"]:
+        raise ComparisonError(f"the reports are of different tasks ({a['task']} and {b['task']})")
+    a_records, b_records = _records_by_id(a, names[0]), _records_by_id(b, names[1])
+    only_a, only_b = sorted(a_records.keys() - b_records.keys()), sorted(b_records.keys() - a_records.keys())
+    if only_a or only_b:
+        sides = ((names[0], only_a), (names[1], only_b))
+        found = [f"{len(ids)} only in {name} ({', '.join(map(repr, ids[:3]))})" for name, ids in sides if ids]
+        raise ComparisonError(
+            f"the reports do not hold the same example ids: {' and '.join(found)}; evaluate both with the "
+            "same test split and --limit"
+        )
+    pairs = [(a_records[i], b_records[i]) for i in a_records]  # in A's order
+    figure_pairs = [(_figures_of(r), _figures_of(s)) for r, s in pairs]  # per example: (A's, B's)
+    rows = []
+    for figure in dict.fromkeys(name for fa, fb in figure_pairs for name in (*fa, *fb)):
+        paired = [(fa[figure], fb[figure]) for fa, fb in figure_pairs if figure in fa and figure in fb]
+        if not paired:
+            continue
+        values_a, values_b = zip(*paired, strict=True)
+        difference = paired_difference(values_a, values_b)
+        rows.append(
+            {
+                "figure": figure,
+                "mean_a": math.fsum(values_a) / len(values_a),
+                "mean_b": math.fsum(values_b) / len(values_b),
+                "difference": difference["mean"],  # mean(B − A)
+                "low": difference["low"],
+                "high": difference["high"],
+                "n": difference["n"],
+            }
+        )
+    return {
+        "task": a["task"],
+        "a": {"name": names[0]},
+        "b": {"name": names[1]},
+        "n": len(pairs),
+        "warnings": _comparison_warnings(a, b, pairs),
+        "figures": rows,
+    }
+
+
+def format_comparison(comparison: Mapping[str, Any]) -> str:
+    """A comparison as a Markdown table: one row per figure, mean(A), mean(B), B − A, its 95% CI and n."""
+
+    def signed(x: float) -> str:
+        return f"{x:+.3f}"
+
+    name_a, name_b = comparison["a"]["name"], comparison["b"]["name"]
+    lines = [
+        f"| Figure ({comparison['task']}) | A: {name_a} | B: {name_b} | B − A | 95% CI | n |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in comparison["figures"]:
+        interval = f"[{signed(row['low'])}, {signed(row['high'])}]"
+        cells = [row["figure"], f"{row['mean_a']:.3f}", f"{row['mean_b']:.3f}", signed(row["difference"])]
+        lines.append("| " + " | ".join([*cells, interval, str(row["n"])]) + " |")
     return "\n".join(lines)
 
 

@@ -32,7 +32,9 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    logits = lm_head(hidden).float()  # (chunk, V), fp32 for a stable logsumexp
+    logits = lm_head(hidden)  # (chunk, V)
+    if logits.dtype in (torch.bfloat16, torch.float16):
+        logits = logits.float()  # at least fp32 for a stable logsumexp (a float64 model stays float64)
     if temperature != 1.0:  # no copy of the chunk's logits in the common case
         logits = logits / temperature
     picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (chunk,)

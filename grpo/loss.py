@@ -33,7 +33,9 @@ AGGREGATIONS = ("sequence", "token", "constant")
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    return (x * mask).sum() if dim is None else (x * mask).sum(dim)
+    # torch.where, not x * mask: a masked position holding ±inf or NaN would give inf · 0 = NaN
+    kept = torch.where(mask.bool(), x, torch.zeros_like(x))
+    return kept.sum() if dim is None else kept.sum(dim)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -65,6 +67,15 @@ def grpo_loss(
     """The loss of the rows given, aggregated over those rows alone (see `microbatch_weight`)."""
     mask = loss_mask.to(logp.dtype)  # (N, T)
     adv = advantages.to(logp.dtype).unsqueeze(1)  # (N, 1)
+    # Masked positions (padding, tokens after </think>) are set to 0 before any arithmetic, with
+    # torch.where: a -inf log-prob there would otherwise make exp(), the KL and their gradients NaN, and a
+    # NaN gradient poisons every parameter however it is masked afterwards (0 · NaN = NaN).
+    keep = loss_mask.bool()  # (N, T)
+    zero = torch.zeros_like(logp)
+    logp = torch.where(keep, logp, zero)  # (N, T)
+    old_logp = torch.where(keep, old_logp, zero)  # (N, T)
+    if ref_logp is not None:
+        ref_logp = torch.where(keep, ref_logp, zero)  # (N, T)
 
     # r_t = π_θ / π_old; equals 1 (with the gradient of logp) when old_logp is logp.detach()
     ratio = torch.exp(logp - old_logp)  # (N, T)

@@ -44,15 +44,62 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def bf16_supported(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto`: bf16 on a GPU that supports it (the poster trained in bf16), fp32 elsewhere."""
+    """Weights' dtype for inference (evaluation): `auto` is bf16 on a GPU that supports it, fp32 elsewhere.
+
+    Training decides differently (`training_precision`): an optimiser needs float32 weights.
+    """
     if dtype != "auto":
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(DTYPES)}")
         return DTYPES[dtype]
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    return torch.bfloat16 if bf16_supported(device) else torch.float32
+
+
+def training_precision(
+    dtype: str, autocast: bool | None, device: torch.device, has_bf16: bool | None = None
+) -> tuple[str, bool]:
+    """(the weights' dtype, whether forward passes run under bf16 autocast) for training.
+
+    `dtype="auto"` keeps float32 weights, gradients and AdamW state; on a GPU with bf16 the forward
+    passes then run in bf16 (`autocast=None` means: on where `has_bf16`, by default `bf16_supported`).
+    That is mixed precision: the matrix products in bf16, every update applied to float32 weights.
+    Pure bf16 weights are what `dtype="bfloat16"` asks for, never a default: at lr 5e-7 an AdamW step
+    (about lr per weight) is below bf16's resolution for weights of size 0.02 (2^-13 ≈ 1.2e-4 apart),
+    so it rounds away (`lost_update_fraction`).
+    """
+    if dtype not in ("auto", *DTYPES):
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(DTYPES)}")
+    weights = "float32" if dtype == "auto" else dtype
+    if autocast is None:
+        has_bf16 = bf16_supported(device) if has_bf16 is None else has_bf16
+        autocast = weights == "float32" and has_bf16
+    return weights, autocast
+
+
+def lost_update_fraction(parameters, lr: float) -> float:
+    """The fraction of half-precision weights w for which a step of size lr rounds back to w.
+
+    A float w = m · 2^e (m in [0.5, 1)) has neighbours eps · 2^(e−1) away (eps = 2^-7 for bf16, 2^-10
+    for fp16); w + lr rounds to w when lr is under half of that. AdamW's first steps move every weight by
+    about lr, so this is the share of the model an update cannot change. float32 weights count as never
+    losing one (eps = 2^-23); zero weights are left out (their neighbours are far closer).
+    """
+    lost = total = 0
+    for p in parameters:
+        if p.dtype not in (torch.bfloat16, torch.float16):
+            total += p.numel()
+            continue
+        w = p.detach().float()
+        _, exponent = torch.frexp(w)
+        half_spacing = torch.finfo(p.dtype).eps * torch.exp2(exponent.float() - 2)
+        lost += int(((lr < half_spacing) & (w != 0)).sum())
+        total += p.numel()
+    return lost / total if total else 0.0
 
 
 def packaged_model_dir(name: str) -> Path:

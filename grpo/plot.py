@@ -7,8 +7,9 @@ rewards.png has one panel per reward series: `reward` and every part the trainer
 with its `<part>_std` (format, equation, logprob, similarity, …), the mean as a line and mean ± std as a
 band. A `_mean` without a `_std` (completion_length_mean, ratio_mean) is not a reward part. training.png
 has the named series that are present: format rate, KL to the reference, clip fraction, completion length,
-the fraction of groups with no reward spread, and the held-out score (`eval_score`, with its CI band when
-`eval_score_low` and `eval_score_high` are logged too), which is only logged on some steps.
+the fraction of groups with no reward spread, and the held-out figures, only logged on some steps: the score
+(`eval_score`) and the gold answer's log-prob per token after the sampled reasoning, both with their CI when
+`_low` and `_high` are logged too, and the reasoning gain per token.
 
 matplotlib is optional (`pip install 'logprob-grpo[plot]'`); it draws with the Agg backend, so no display
 is needed.
@@ -35,7 +36,11 @@ TRAINING_SERIES = (
     ("completion_length_mean", "completion length (tokens)"),
     ("zero_std_fraction", "groups with zero reward std"),
     ("eval_score", "held-out score"),
+    ("eval_gold_logprob_per_token", "held-out log P(gold | p, r) per token"),
+    ("eval_reasoning_gain_per_token", "held-out reasoning gain per token"),
 )
+# held-out series logged with their 95% CI (`_low`, `_high`), drawn as error bars
+WITH_CI = ("eval_score", "eval_gold_logprob_per_token")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -133,12 +138,12 @@ def plot_run(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str = "
         fig, axes = _grid(plt, len(present), f"{title} training".strip())
         for ax, (key, label) in zip(axes, present, strict=True):
             steps, values = series(rows, key)
-            ax.plot(steps, values, lw=1.2, marker="o" if key == "eval_score" else None, ms=3)
+            ax.plot(steps, values, lw=1.2, marker="o" if key.startswith("eval_") else None, ms=3)
             if key == "completion_length_mean" and series(rows, "completion_length_max")[0]:
                 ax.plot(*series(rows, "completion_length_max"), lw=0.8, ls="--", label="max")
                 ax.legend(fontsize=8)
-            if key == "eval_score":  # sparse points: the CI as error bars, where it is logged
-                low, high = by_step(rows, "eval_score_low"), by_step(rows, "eval_score_high")
+            if key in WITH_CI:  # sparse points: the CI as error bars, where it is logged
+                low, high = by_step(rows, f"{key}_low"), by_step(rows, f"{key}_high")
                 if all(s in low and s in high for s in steps):
                     below = [v - low[s] for s, v in zip(steps, values, strict=True)]
                     above = [high[s] - v for s, v in zip(steps, values, strict=True)]

@@ -17,26 +17,51 @@ from collections.abc import Sequence
 
 import torch
 
-from grpo.tags import THINK_CLOSE
+from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
 
 
-def think_end(tokenizer, ids: Sequence[int]) -> int | None:
-    """Index of the token that completes the first `</think>` in decode(ids), or None if there is none."""
+def tag_end(tokenizer, ids: Sequence[int], tag: str) -> int | None:
+    """Index of the token that completes the first `tag` in decode(ids), or None if there is none."""
     ids = list(ids)
 
-    def closed(k: int) -> bool:  # does the decoded prefix of k tokens contain </think>?
-        return THINK_CLOSE in tokenizer.decode(ids[:k], skip_special_tokens=False)
+    def contains(k: int) -> bool:  # does the decoded prefix of k tokens contain the tag?
+        return tag in tokenizer.decode(ids[:k], skip_special_tokens=False)
 
-    if not ids or not closed(len(ids)):
+    if not ids or not contains(len(ids)):
         return None
-    lo, hi = 1, len(ids)  # smallest k with closed(k) lies in [lo, hi]
+    lo, hi = 1, len(ids)  # smallest k with contains(k) lies in [lo, hi]
     while lo < hi:
         mid = (lo + hi) // 2
-        if closed(mid):
+        if contains(mid):
             hi = mid
         else:
             lo = mid + 1
     return lo - 1
+
+
+def think_end(tokenizer, ids: Sequence[int]) -> int | None:
+    """t_end: index of the token that completes the first `</think>`, or None if there is none."""
+    return tag_end(tokenizer, ids, THINK_CLOSE)
+
+
+def ids_before(tokenizer, ids: Sequence[int], cut: int) -> list[int]:
+    """Token ids whose text is decode(ids)[:cut]: the model's own tokens that end before character `cut`,
+    then the text of the token that straddles it, re-encoded up to `cut`."""
+    ids = list(ids)
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+
+    def length(k: int) -> int:
+        return len(tokenizer.decode(ids[:k], skip_special_tokens=False))
+
+    lo, hi = 0, len(ids)  # largest k whose decoded prefix fits within `cut` lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if length(mid) <= cut:
+            lo = mid
+        else:
+            hi = mid - 1
+    rest = text[length(lo) : cut]
+    return ids[:lo] + (tokenizer.encode(rest, add_special_tokens=False) if rest else [])
 
 
 def reasoning_mask(
@@ -68,12 +93,17 @@ def reasoning_ids(
 
     When the last token also carries text after `</think>` (SmolLM2's `><`), only that token is
     re-encoded, up to the end of `</think>`, so the answer that follows starts on a clean boundary.
-    When there is no `</think>`, the whole completion (end-of-turn tokens left out) is the reasoning,
-    and `</think>` is appended: the caller can then score an answer after any completion.
+    When there is no `</think>`, the reasoning is the completion (end-of-turn tokens left out) up to its
+    first `<answer>` or `</answer>`, and `</think>` is appended: the scored context is then what a model
+    following the format would have written, and the completion's own answer never sits before the gold.
     """
     ids = list(ids)
     if end is None:
         body = [i for i in ids if i not in set(stop_token_ids)]
+        text = tokenizer.decode(body, skip_special_tokens=False)
+        cuts = [at for at in (text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)) if at >= 0]
+        if cuts:
+            body = ids_before(tokenizer, body, min(cuts))
         return body + tokenizer.encode(THINK_CLOSE, add_special_tokens=False), False
     before = tokenizer.decode(ids[:end], skip_special_tokens=False)
     through = tokenizer.decode(ids[: end + 1], skip_special_tokens=False)

@@ -6,10 +6,11 @@ answer a of |a| tokens, teacher-forced:
 
     R_i = log P(a | p, r_i) = Σ_{k=1}^{|a|} log π(a_k | p, r_i, <answer>, a_<k)
 
-The scored sequence is built from token ids, `prompt + reasoning + ids("<answer>") + ids(a) +
+The scored sequence is built from token ids, `prompt + reasoning + ids("\n") + ids("<answer>") + ids(a) +
 ids("</answer>")`, never by re-tokenising one joined string (a joined string can merge tokens across a
-boundary and change which tokens count as the answer), and only the ids of a are summed. The closer
-is there for the shape of the sequence; causal attention means it cannot change the sum.
+boundary and change which tokens count as the answer), and only the ids of a are summed. The line break
+between `</think>` and `<answer>` is what a model following the format writes there (`ANSWER_SEPARATOR`).
+The closer is there for the shape of the sequence; causal attention means it cannot change the sum.
 
 Normalisations, applied in this order, each optional and each a pure function below:
 
@@ -22,9 +23,9 @@ length + min-max the most stable; it is the default. Then, in `grpo.advantages`,
 
 Departures from the poster's code, on purpose:
 - no abs(): its code took |log P| before min-max, which ranks a *less* likely gold answer higher;
-  here a more likely gold answer always gets a higher reward (tests/test_rewards.py pins it);
-- a completion that never closes `</think>` is still scored, with its whole completion as reasoning and
-  `</think>` appended, so a small model that has not yet learned the tags gets a dense signal
+  here a more likely gold answer always gets a higher reward (tests/test_normalisations.py and tests/test_logprob_reward.py pin it);
+- a completion that never closes `</think>` is still scored, with its completion up to its first
+  `<answer>` or `</answer>` as reasoning and `</think>` appended, so a small model that has not yet learned the tags gets a dense signal
   (`unclosed="score"`); `unclosed="batch_min"` gives such completions the lowest reward of the batch instead;
 - optional debiasing (off by default, as in RLPR and VR-CLI): R_i − log P(a | p, empty reasoning), the
   credit for what the reasoning adds over answering straight away; computed in the same batched pass.
@@ -38,8 +39,9 @@ from dataclasses import dataclass
 import torch
 
 from grpo.logprobs import token_logprobs
+from grpo.reasoning import reasoning_ids, think_end
 from grpo.rollout import left_pad
-from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
+from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, ANSWER_SEPARATOR, THINK_CLOSE
 
 BATCH_NORMALISATIONS = ("none", "zscore", "minmax")
 
@@ -58,19 +60,25 @@ def exp_normalise(rewards: torch.Tensor) -> torch.Tensor:
 
 
 def batch_normalise(rewards: torch.Tensor, method: str) -> torch.Tensor:
-    """Rescale over the whole batch. An all-equal batch carries no ranking and maps to zeros, never NaN."""
-    if method == "none":
+    """Rescale over the whole batch. An all-equal batch carries no ranking and maps to zeros, never NaN.
+
+    A non-finite reward (NaN, ±inf: a scorer that broke on one row) is left out of the batch's
+    statistics and stays non-finite, so that one bad row cannot turn every reward into NaN;
+    `grpo.advantages` then gives it no advantage.
+    """
+    if method not in BATCH_NORMALISATIONS:
+        raise ValueError(f"unknown batch normalisation {method!r}; choose one of {BATCH_NORMALISATIONS}")
+    finite = torch.isfinite(rewards)  # (N,)
+    if method == "none" or not bool(finite.any()):
         return rewards
+    kept = rewards[finite]  # (n_finite,)
+    if kept.amax() == kept.amin():  # not `std == 0`: the mean of equal floats can carry a residue
+        return torch.where(finite, torch.zeros_like(rewards), rewards)
     if method == "zscore":
         # (R − mean_B R) / std_B R
-        if rewards.amax() == rewards.amin():  # not `std == 0`: the mean of equal floats can carry a residue
-            return torch.zeros_like(rewards)
-        return (rewards - rewards.mean()) / rewards.std(unbiased=False)
-    if method == "minmax":
-        # (R − min_B R) / (max_B R − min_B R) ∈ [0, 1]
-        spread = rewards.max() - rewards.min()
-        return torch.zeros_like(rewards) if spread == 0 else (rewards - rewards.min()) / spread
-    raise ValueError(f"unknown batch normalisation {method!r}; choose one of {BATCH_NORMALISATIONS}")
+        return (rewards - kept.mean()) / kept.std(unbiased=False)
+    # minmax: (R − min_B R) / (max_B R − min_B R) ∈ [0, 1]
+    return (rewards - kept.min()) / (kept.max() - kept.min())
 
 
 # ---------------------------------------------------------------- the logprob reward
@@ -113,7 +121,8 @@ def _score_rows(
     gold_mask = (position[None, :] >= gold_start[:, None]) & (
         position[None, :] < length - tail
     )  # (n, L − start)
-    return (logp * gold_mask).sum(dim=1)  # (n,)
+    # torch.where, not a product: a non-finite log-prob outside the gold span must not leak in as inf · 0
+    return torch.where(gold_mask, logp, torch.zeros_like(logp)).sum(dim=1)  # (n,)
 
 
 @torch.no_grad()
@@ -131,11 +140,14 @@ def gold_answer_logprobs(
     """Teacher-forced log P(gold | prompt, reasoning) for every completion, a micro-batch per forward.
 
     With `with_empty_reasoning`, each distinct (prompt, gold) is also scored after an empty reasoning
-    (`</think>` straight after the prompt's `<think>`), in the same batched passes. With `group_size=G`,
+    (`</think>` straight after the prompt's `<think>`), in the same batched passes. Each row is scored
+    as `prompt + reasoning + "\n<answer>" + gold + "</answer>"`, built from ids. With `group_size=G`,
     consecutive rows come in groups of G with the same prompt (a rollout's layout), which then runs once.
     """
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    opener, closer, close_think = encode(ANSWER_OPEN), encode(ANSWER_CLOSE), encode(THINK_CLOSE)
+    # "\n<answer>": what a model following the format writes after </think> (ANSWER_SEPARATOR)
+    opener = encode(ANSWER_SEPARATOR) + encode(ANSWER_OPEN)
+    closer, close_think = encode(ANSWER_CLOSE), encode(THINK_CLOSE)
     gold_ids = {g: encode(g) for g in set(golds)}
     prompts = [list(p) for p in prompt_ids]
     rests = [list(r) + opener + gold_ids[g] + closer for r, g in zip(reasoning_ids, golds, strict=True)]
@@ -200,8 +212,64 @@ def logprob_reward(
     if exp:
         rewards = exp_normalise(rewards)
     if unclosed == "batch_min":
-        if bool(closed.any()):
-            rewards = torch.where(closed, rewards, rewards[closed].min())
+        rated = closed & torch.isfinite(rewards)  # (N,)
+        if bool(rated.any()):
+            rewards = torch.where(closed, rewards, rewards[rated].min())
     elif unclosed != "score":
         raise ValueError(f"unknown unclosed policy {unclosed!r}; choose 'score' or 'batch_min'")
     return batch_normalise(rewards, batch_norm)
+
+
+@dataclass
+class CompletionGoldScores:
+    scores: GoldScores  # log P(gold | prompt, reasoning) of every completion (and after an empty reasoning)
+    closed: torch.Tensor  # (N,) bool: the completion closed its </think>
+    reasoning_tokens: torch.Tensor  # (N,) tokens of the scored reasoning, </think> included
+
+
+def gold_scores_of_completions(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],  # one per completion
+    completion_ids: torch.Tensor,  # (N, C) right-padded
+    completion_mask: torch.Tensor,  # (N, C)
+    golds: Sequence[str],  # one per completion
+    *,
+    stop_token_ids: Sequence[int],
+    micro_batch_size: int,
+    with_empty_reasoning: bool = False,
+    group_size: int = 1,
+    think_ends: Sequence[int | None] | None = None,
+) -> CompletionGoldScores:
+    """log P(gold | prompt, the reasoning of each sampled completion), the context built one way for all.
+
+    The trainer's logprob reward and the held-out evaluation both call this, so what evaluation
+    measures is exactly what training optimises: the reasoning cut after its first `</think>` (or, when
+    never closed, before its own answer, with `</think>` appended; `grpo.reasoning.reasoning_ids`), then
+    `"\n<answer>" + gold + "</answer>"`.
+    """
+    lengths = completion_mask.sum(1).tolist()
+    rows = [ids[:n] for ids, n in zip(completion_ids.tolist(), lengths, strict=True)]
+    if think_ends is None:
+        think_ends = [think_end(tokenizer, ids) for ids in rows]
+    reasonings, closed = [], []
+    for ids, end in zip(rows, think_ends, strict=True):
+        r_ids, is_closed = reasoning_ids(tokenizer, ids, end, stop_token_ids)
+        reasonings.append(r_ids)
+        closed.append(is_closed)
+    scores = gold_answer_logprobs(
+        model,
+        tokenizer,
+        prompt_ids,
+        reasonings,
+        golds,
+        micro_batch_size=micro_batch_size,
+        with_empty_reasoning=with_empty_reasoning,
+        group_size=group_size,
+    )
+    device = scores.logp_sum.device
+    return CompletionGoldScores(
+        scores,
+        torch.tensor(closed, device=device),
+        torch.tensor([float(len(r)) for r in reasonings], device=device),
+    )

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -37,9 +38,9 @@ from grpo.distributed import World, all_gather, all_sum, barrier, gather_objects
 from grpo.evaluation import evaluate_model
 from grpo.logprobs import TokenLogprobs, batched_token_logprobs
 from grpo.loss import grpo_loss, microbatch_weight
-from grpo.models import stop_token_ids
-from grpo.reasoning import reasoning_ids, reasoning_mask
-from grpo.rewards import GoldScores, gold_answer_logprobs, logprob_reward
+from grpo.models import lost_update_fraction, stop_token_ids, training_precision
+from grpo.reasoning import reasoning_mask
+from grpo.rewards import GoldScores, gold_scores_of_completions, logprob_reward
 from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_OPEN, format_reward
 from tasks.base import Example, Task
@@ -96,8 +97,12 @@ def lr_lambda(config: Config, total_updates: int):
     return factor
 
 
-def mean_std(values: torch.Tensor) -> tuple[float, float]:
+def mean_std(values: torch.Tensor) -> tuple[float | None, float | None]:
+    """Mean and std of the finite values (NaN and ±inf are counted apart); None when there are none."""
     values = values.double()
+    values = values[torch.isfinite(values)]
+    if values.numel() == 0:
+        return None, None
     return float(values.mean()), float(values.std(unbiased=False)) if values.numel() > 1 else 0.0
 
 
@@ -119,6 +124,16 @@ class Trainer:
         if config.beta > 0 and reference is None:
             raise ValueError("β > 0 needs a reference model")
         self.device = next(policy.parameters()).device
+        # mixed precision (the GPU default): float32 weights and AdamW state, forward passes in bf16
+        self.mixed_precision = training_precision(config.dtype, config.autocast, self.device)[1]
+        lost = lost_update_fraction(policy.parameters(), config.lr)
+        if lost > 0.5:
+            warnings.warn(
+                f"at --lr {config.lr:g}, an AdamW step (about lr per weight) rounds away for {lost:.0%} of "
+                f"the {next(policy.parameters()).dtype} weights: most updates will be lost. Use float32 "
+                "weights (--dtype auto, with bf16 autocast on a GPU) or a larger learning rate",
+                stacklevel=2,
+            )
         self.stop_ids = stop_token_ids(policy, tokenizer)
         self.train_examples = list(task.examples("train"))
         if not self.train_examples:
@@ -187,27 +202,25 @@ class Trainer:
         fmt: torch.Tensor,  # (N,) format reward of each response
     ) -> tuple[torch.Tensor, dict]:
         c = self.config
-        lengths = out.completion_mask.sum(1).tolist()
-        reasonings, closed = [], []
-        for ids, length, end in zip(out.completion_ids.tolist(), lengths, think_ends, strict=True):
-            r_ids, is_closed = reasoning_ids(self.tokenizer, ids[:length], end, self.stop_ids)
-            reasonings.append(r_ids)
-            closed.append(is_closed)
         scorer = self.reference if c.scorer == "reference" else self.policy
         if scorer is None:
             raise ValueError("--scorer reference needs a reference model (β > 0)")
         scorer.eval()
-        scores = gold_answer_logprobs(
+        # log P(gold | prompt, reasoning_i), the context built as evaluation builds it
+        gold = gold_scores_of_completions(
             scorer,
             self.tokenizer,
             prompts,
-            reasonings,
+            out.completion_ids,
+            out.completion_mask,
             [ex.gold for ex in examples],
+            stop_token_ids=self.stop_ids,
             micro_batch_size=c.micro_batch_size,
             with_empty_reasoning=c.debias,
             group_size=c.group_size,
+            think_ends=think_ends,
         )
-        closed_t = torch.tensor(closed, device=scores.logp_sum.device)
+        scores, closed_t = gold.scores, gold.closed
         # the batch-level normalisation sees every completion of the step, on every rank
         n, rank = len(examples), self.world.rank
         everyone = GoldScores(
@@ -232,7 +245,7 @@ class Trainer:
             "logprob_raw": scores.logp_sum.cpu(),
             "logprob_per_token": (scores.logp_sum / scores.gold_tokens).cpu(),
             "gold_tokens": scores.gold_tokens.cpu(),
-            "reasoning_tokens": torch.tensor([float(len(r)) for r in reasonings]),
+            "reasoning_tokens": gold.reasoning_tokens.cpu(),
             "think_closed": closed_t.float().cpu(),
         }
         if scores.empty_logp_sum is not None:
@@ -299,8 +312,8 @@ class Trainer:
     # ------------------------------------------------------------ one step
 
     def autocast(self):
-        """bf16 autocast for the forward passes when --autocast is on; a no-op otherwise."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.autocast)
+        """bf16 autocast for the forward passes under mixed precision; a no-op otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision)
 
     def step(self) -> dict:
         with self.autocast():
@@ -386,7 +399,16 @@ class Trainer:
         kept = all_gather(loss_mask.sum(1).float().cpu())  # (N_global,)
         formats = all_gather(formats)  # (N_global,)
         metrics = {"step": self.step_index}
-        metrics["reward_mean"], metrics["reward_std"] = mean_std(all_gather(rewards))
+        all_rewards = all_gather(rewards)  # (N_global,)
+        # a non-finite reward is left out of the normalisation and the baselines (advantage 0); count it
+        metrics["nonfinite_rewards"] = int((~torch.isfinite(all_rewards)).sum())
+        if metrics["nonfinite_rewards"] and self.world.is_main:
+            print(
+                f"warning: step {self.step_index}: {metrics['nonfinite_rewards']} of {all_rewards.numel()} "
+                "rewards are NaN or infinite; they get no advantage (see nonfinite_rewards in metrics.jsonl)",
+                file=sys.stderr,
+            )
+        metrics["reward_mean"], metrics["reward_std"] = mean_std(all_rewards)
         for name, values in parts.items():
             metrics[f"{name}_mean"], metrics[f"{name}_std"] = mean_std(all_gather(values.float()))
         finish_reasons = sum((Counter(r) for r in gather_objects(out.finish_reasons)), Counter())
@@ -431,7 +453,10 @@ class Trainer:
         """A small held-out evaluation: the poster's sampling (T 0.6, top-p 0.95) on the test split.
 
         It samples with its own seeded generator, so it changes nothing of the training run's randomness
-        (a run with --eval-every and one without train identically).
+        (a run with --eval-every and one without train identically). Besides the task's score and parts it
+        logs what --reward logprob optimises, scored by the policy: the gold answer's mean log-prob per
+        token after the sampled reasoning (with its 95% CI), after an empty reasoning, and their
+        difference, the reasoning gain (grpo.evaluation's module docstring defines them).
         """
         c = self.config
         report = evaluate_model(
@@ -450,6 +475,16 @@ class Trainer:
             "eval_score_high": report["total"]["high"],
         }
         logged.update({f"eval_{name}": ci["mean"] for name, ci in report["parts"].items()})
+        likelihood = report.get("likelihood")  # absent when no test example has a gold answer to score
+        if likelihood:
+            per_token = likelihood["gold_logprob_per_token"]  # log P(a | p, r) / |a|
+            logged.update(
+                eval_gold_logprob_per_token=per_token["mean"],
+                eval_gold_logprob_per_token_low=per_token["low"],
+                eval_gold_logprob_per_token_high=per_token["high"],
+                eval_gold_logprob_empty_per_token=likelihood["gold_logprob_empty_per_token"]["mean"],
+                eval_reasoning_gain_per_token=likelihood["reasoning_gain_per_token"]["mean"],
+            )
         return logged
 
     def state_dict(self) -> dict:
@@ -538,7 +573,7 @@ class Trainer:
                             f.write(json.dumps(s) + "\n")
                 bar.update(1)
                 bar.set_postfix(
-                    reward=f"{metrics['reward_mean']:.3f}",
+                    reward="n/a" if metrics["reward_mean"] is None else f"{metrics['reward_mean']:.3f}",
                     fmt=f"{metrics['format_rate']:.2f}",
                     kl=f"{metrics['kl']:.4f}",
                 )

@@ -9,6 +9,7 @@ single added tokens, as in Qwen3.
 from __future__ import annotations
 
 import string
+import types
 
 import pytest
 import torch
@@ -72,3 +73,51 @@ def qwen_like_tokenizer():
 @pytest.fixture
 def tiny_model(tokenizer):
     return make_model(tokenizer)
+
+
+def _rms_norm_float64(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    variance = hidden_states.pow(2).mean(-1, keepdim=True)
+    return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
+
+
+def _rotary_float64(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    freqs = position_ids[..., None].double() * self.inv_freq.double()  # (N, L, head_dim / 2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)
+
+
+def make_float64_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32) -> LlamaForCausalLM:
+    """`make_model`'s model (the same weights), computing in float64 throughout.
+
+    For tests that compare two ways of computing the same numbers: they then agree to float64 rounding
+    (~1e-16 relative) whatever the CPU's summation order (AVX2, AVX-512, threads), so a tolerance of 1e-9
+    relative holds on any CPU and is still far below what a bug produces. `.double()` alone is not
+    enough: transformers' Llama computes its RMSNorm (`hidden_states.to(torch.float32)`) and the rotary
+    embedding's cos/sin in float32 whatever the weights' dtype, which left gradients of the shared-prompt
+    pass and the plain pass 4e-8 apart. Those modules get float64 forwards with the same formulas.
+    """
+    model = make_model(tokenizer, seed=seed, layers=layers, hidden=hidden).double()
+    norms = [m for m in model.modules() if type(m).__name__ == "LlamaRMSNorm"]
+    rotary = [m for m in model.modules() if type(m).__name__ == "LlamaRotaryEmbedding"]
+    # a transformers version that renamed them would otherwise leave float32 steps in, silently
+    assert len(norms) == 2 * layers + 1 and len(rotary) == 1, (
+        "transformers' Llama changed: update this helper"
+    )
+    for norm in norms:
+        norm.forward = types.MethodType(_rms_norm_float64, norm)
+    rotary[0].forward = types.MethodType(_rotary_float64, rotary[0])
+    return model
+
+
+def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, rel: float, msg: str = "") -> None:
+    """‖actual − expected‖ ≤ rel · ‖expected‖, 2-norms over the whole tensor, taken in float64.
+
+    A tolerance that scales with the tensor, not with one element's rounding: rounding errors spread
+    over many elements and depend on the CPU, while a bug moves the whole difference's norm.
+    """
+    actual, expected = actual.detach().double(), expected.detach().double()
+    assert actual.shape == expected.shape, f"{msg}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    error, scale = float((actual - expected).norm()), float(expected.norm())
+    assert error <= rel * scale, (
+        f"{msg}: ‖actual − expected‖ = {error:.3g} > {rel:g} · ‖expected‖ = {rel * scale:.3g}"
+    )

@@ -90,3 +90,21 @@ def test_dtype_is_preserved(dtype):
     advantages, _ = group_advantages(rewards, 2)
     assert advantages.dtype == dtype
     assert advantages.tolist() == [0.5, -0.5, 0.0, 0.0]
+
+
+def test_a_non_finite_reward_is_left_out_of_its_groups_baseline():
+    rewards = torch.tensor([1.0, float("nan"), 3.0, 5.0, 2.0, 2.0, float("inf"), 4.0])
+    advantages, zero_std = group_advantages(rewards, 4)
+    # group 0: the baseline is the mean of 1, 3, 5 = 3; the NaN row gets no advantage
+    assert advantages[:4].tolist() == [-2.0, 0.0, 0.0, 2.0]
+    # group 1: mean of 2, 2, 4 = 8/3
+    torch.testing.assert_close(advantages[4:], torch.tensor([-2 / 3, -2 / 3, 0.0, 4 / 3]))
+    assert zero_std == 0.0
+
+
+def test_a_group_with_fewer_than_two_finite_rewards_carries_no_signal():
+    rewards = torch.tensor([float("nan"), 1.0, float("-inf"), float("nan"), 0.5, 0.7])
+    advantages, zero_std = group_advantages(rewards, 2, scale=True)
+    assert advantages[:4].tolist() == [0.0, 0.0, 0.0, 0.0]
+    assert torch.isfinite(advantages).all() and advantages[4] < 0 < advantages[5]
+    assert zero_std == 2 / 3

@@ -32,15 +32,16 @@ def fixed_batch(shared_prompts: bool = False) -> dict:
 
 
 def update(rank: int, world: World, aggregation: str, shared_prompts: bool = False) -> dict:
-    from conftest import make_model, make_tokenizer
+    from conftest import make_float64_model, make_tokenizer
     from test_trainer import EchoTask
 
     tokenizer = make_tokenizer()
-    policy = make_model(tokenizer, seed=0)
+    policy = make_float64_model(tokenizer, seed=0)  # float64: see the test's tolerance
     config = Config(task="echo", prompts_per_step=2, micro_batch_size=2, beta=0.1, lr=1e-2,
                     group_size=2 if shared_prompts else 4,
                     loss_aggregation=aggregation, max_new_tokens=LENGTH - START, out_dir="unused")  # fmt: skip
-    reference = make_model(tokenizer, seed=0)  # required with β > 0; the test hands ref_logp in directly
+    # required with β > 0; the test hands ref_logp in directly
+    reference = make_float64_model(tokenizer, seed=0)
     trainer = Trainer(config, policy, reference, tokenizer, EchoTask(), world)
     b = fixed_batch(shared_prompts)
     rows = slice(
@@ -81,18 +82,18 @@ def test_two_processes_update_like_one(tmp_path, aggregation, shared_prompts):
         join=True,
     )
     double = torch.load(tmp_path / "state.pt")
-    from conftest import make_model, make_tokenizer
+    from conftest import make_float64_model, make_tokenizer
 
-    before = make_model(make_tokenizer(), seed=0).state_dict()
+    before = make_float64_model(make_tokenizer(), seed=0).state_dict()
     moved = sum(not torch.equal(before[k], single[k]) for k in single)
     assert moved > 0
-    # AdamW's first step moves each weight by about ±lr (1e-2) whatever its gradient's size, so float
-    # rounding in a tiny gradient shows up in the weight. Summing a shared prompt's gradient over its
-    # group in another order moves some weights by up to 5e-5 (one process, shared vs plain: the same);
-    # a gradient missing its other rank's half would move them by up to 1e-2.
-    atol = 1e-4 if shared_prompts else 1e-6
+    # AdamW's first step moves each weight by about ±lr (1e-2) whatever its gradient's size, so rounding
+    # in a tiny gradient shows up in the weight: in float32, summing a shared prompt's gradient over its
+    # group in another order moved some weights by 5e-5, by an amount that depends on the CPU. The models
+    # compute in float64, so the two runs differ by float64 rounding: 2e-15 in the weights (measured). A
+    # gradient missing its other rank's half moves weights by 2e-2 (measured), seven orders above 1e-9.
     for key in single:
-        torch.testing.assert_close(double[key], single[key], atol=atol, rtol=1e-5, msg=key)
+        torch.testing.assert_close(double[key], single[key], atol=1e-9, rtol=0, msg=key)
 
 
 def test_all_gather_is_the_identity_for_one_process():

@@ -1,5 +1,6 @@
 """Evaluation: intervals and scores computed by hand, completions files with known scores, reports of a tiny
-model, the train/test overlap guard, the poster's table and the command line."""
+model and their gold-answer likelihoods, the train/test overlap guard, the poster's table, paired comparisons
+of two reports and the command line."""
 
 from __future__ import annotations
 
@@ -7,21 +8,29 @@ import json
 import re
 
 import pytest
+from conftest import make_model
 
 import evaluate
 from grpo.config import field_docs
 from grpo.evaluation import (
+    LIKELIHOOD_FIGURES,
     EvalConfig,
     SplitOverlapError,
     build_parser,
     build_report,
     default_run_name,
     evaluate_model,
+    format_summary,
     format_table,
     mean_ci,
+    paired_difference,
     score_completions_file,
     task_score,
 )
+from grpo.models import stop_token_ids
+from grpo.rewards import gold_scores_of_completions
+from grpo.rollout import build_prompt, rollout
+from grpo.tags import THINK_OPEN
 from tasks.base import Example, Reward, Task
 from tasks.countdown import CountdownTask
 
@@ -160,6 +169,100 @@ def test_records_score_again_as_a_completions_file(tokenizer, tiny_model, tmp_pa
     assert [r["id"] for r in again["records"]] == [r["id"] for r in report["records"]]
 
 
+# ----------------------------------------------------------------------------------------------------
+# The gold answer's likelihood, as training's logprob reward scores it
+
+
+def test_likelihood_figures_are_the_gold_scores_of_the_same_completions(tokenizer, tiny_model):
+    task = CountdownTask(n_train=4, n_test=3)
+    report = evaluate_model(
+        tiny_model, tokenizer, task, greedy=True, max_new_tokens=8, batch_size=3, progress=False
+    )
+    # the same completions again (greedy, one batch), scored directly by the trainer's function
+    examples = task.examples("test")
+    prompts = [build_prompt(tokenizer, task.messages(ex)) for ex in examples]
+    stop_ids = stop_token_ids(tiny_model, tokenizer)
+    out = rollout(
+        tiny_model,
+        tokenizer,
+        prompts,
+        group_size=1,
+        max_new_tokens=8,
+        temperature=0.0,
+        stop_token_ids=stop_ids,
+    )
+    assert [r["completion"] for r in report["records"]] == [THINK_OPEN + text for text in out.texts]
+    gold = gold_scores_of_completions(
+        tiny_model,
+        tokenizer,
+        prompts,
+        out.completion_ids,
+        out.completion_mask,
+        [ex.gold for ex in examples],
+        stop_token_ids=stop_ids,
+        micro_batch_size=3,
+        with_empty_reasoning=True,
+        group_size=1,
+    )
+    figures = [r["likelihood"] for r in report["records"]]
+    assert [f["gold_logprob"] for f in figures] == pytest.approx(gold.scores.logp_sum.tolist(), rel=1e-6)
+    assert [f["gold_logprob_empty"] for f in figures] == pytest.approx(
+        gold.scores.empty_logp_sum.tolist(), rel=1e-6
+    )
+    assert [f["think_closed"] for f in figures] == [int(c) for c in gold.closed.tolist()]
+    assert [f["reasoning_tokens"] for f in figures] == [int(n) for n in gold.reasoning_tokens.tolist()]
+    for f, example in zip(figures, examples):
+        assert f["gold_tokens"] == len(example.gold)  # the test tokenizer: one token per character
+        assert f["gold_logprob_per_token"] == f["gold_logprob"] / f["gold_tokens"]
+        assert f["gold_logprob_empty_per_token"] == f["gold_logprob_empty"] / f["gold_tokens"]
+        gain = f["gold_logprob_per_token"] - f["gold_logprob_empty_per_token"]
+        assert f["reasoning_gain_per_token"] == pytest.approx(gain, abs=1e-12)
+        assert f["gold_logprob"] < 0 and f["gold_logprob_empty"] < 0
+    # the report: every figure's mean with its 95% CI over the 3 examples
+    assert set(report["likelihood"]) == set(LIKELIHOOD_FIGURES)
+    per_token = report["likelihood"]["gold_logprob_per_token"]
+    assert per_token == mean_ci(f["gold_logprob_per_token"] for f in figures)
+    assert per_token["n"] == 3 and per_token["low"] < per_token["mean"] < per_token["high"]
+    assert report["settings"]["likelihood"] is True
+    assert "gold log-prob/token" in format_summary(report)
+
+
+def test_likelihood_draws_nothing_from_the_sampler(tokenizer, tiny_model):
+    task = CountdownTask(n_train=4, n_test=3)
+    # sampled, in two batches: scoring the first batch must not move the second batch's random numbers
+    options = dict(temperature=1.0, max_new_tokens=5, batch_size=2, seed=1, progress=False)
+    scored = evaluate_model(tiny_model, tokenizer, task, **options)
+    plain = evaluate_model(tiny_model, tokenizer, task, likelihood=False, **options)
+    assert [r["completion"] for r in scored["records"]] == [r["completion"] for r in plain["records"]]
+    assert "likelihood" not in plain and all("likelihood" not in r for r in plain["records"])
+    assert all("likelihood" in r for r in scored["records"])
+
+
+def test_trainer_logs_the_held_out_likelihood(tmp_path, tokenizer):
+    from test_trainer import EchoTask, config, make_trainer
+
+    trainer = make_trainer(config(tmp_path, beta=0.0, eval_limit=2), tokenizer, make_model)
+    logged = trainer.evaluate()
+    c = trainer.config
+    report = evaluate_model(
+        trainer.policy,
+        tokenizer,
+        EchoTask(),
+        limit=2,
+        max_new_tokens=c.max_new_tokens,
+        batch_size=c.micro_batch_size,
+        seed=c.seed,
+        progress=False,
+    )
+    likelihood = report["likelihood"]
+    assert logged["eval_score"] == report["score"]
+    assert logged["eval_gold_logprob_per_token"] == likelihood["gold_logprob_per_token"]["mean"]
+    assert logged["eval_gold_logprob_per_token_low"] == likelihood["gold_logprob_per_token"]["low"]
+    assert logged["eval_gold_logprob_per_token_high"] == likelihood["gold_logprob_per_token"]["high"]
+    assert logged["eval_gold_logprob_empty_per_token"] == likelihood["gold_logprob_empty_per_token"]["mean"]
+    assert logged["eval_reasoning_gain_per_token"] == likelihood["reasoning_gain_per_token"]["mean"]
+
+
 class LeakyTask(Task):
     """Letters as examples; the test split shares an id, or only a gold answer, with the train split."""
 
@@ -260,6 +363,144 @@ def test_table_command(tmp_path, capsys):
     assert "missing.json does not exist" in capsys.readouterr().err
 
 
+def test_table_shows_likelihood_figures_where_a_report_has_them():
+    old = hand_report("math", "Baseline", 0.301, dict(zip(MATH_PARTS, (0.313, 0.289))))  # written before them
+    new = hand_report("math", "Logprob GRPO", 0.25, dict(zip(MATH_PARTS, (0.5, 0.0))))
+    new["likelihood"] = {
+        "gold_logprob_per_token": {"mean": -1.5, "low": -2.0, "high": -1.0},
+        "gold_logprob_empty_per_token": {"mean": -1.75, "low": -2.25, "high": -1.25},
+        "reasoning_gain_per_token": {"mean": 0.25, "low": 0.125, "high": 0.375},
+    }
+    lines = format_table([old, new]).split("\n")
+    assert lines[0] == (
+        "| Run | Math Score | Poetry Score | Math format | Math equation | Math gold log-prob/token "
+        "| Math gold log-prob/token, empty reasoning | Math reasoning gain/token |"
+    )
+    assert lines[2] == "| Baseline | 0.301 | – | 0.313 | 0.289 | – | – | – |"
+    assert lines[3] == (
+        "| Logprob GRPO | 0.250 | – | 0.500 | 0.000 | -1.500 [-2.000, -1.000] | -1.750 [-2.250, -1.250] "
+        "| 0.250 [0.125, 0.375] |"
+    )
+    assert "gold log-prob" not in format_table([old])  # no report has them: no columns
+
+
+def test_summary_shows_likelihood_figures_where_the_report_has_them():
+    figures = {"gold_logprob_per_token": -2.0, "gold_logprob_empty_per_token": -2.5, "think_closed": 1}
+    records = [
+        {"total": 0.5, "parts": {"format": 1.0}, "likelihood": dict.fromkeys(LIKELIHOOD_FIGURES, 0) | figures}
+    ]
+    summary = format_summary(build_report("math", records, {"name": "one"}))
+    assert "    gold log-prob/token                  -2.000  95% CI [-2.000, -2.000]" in summary
+    assert "    </think> closed                       1.000  95% CI [1.000, 1.000]" in summary
+    assert "log P(gold" not in format_summary(build_report("math", [], {}))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Two reports compared example by example
+
+
+def test_paired_difference_by_hand():
+    # d = [1, 2, 3]: mean 2, s = 1, half-width 1.96 · 1 / sqrt(3) = 1.1316065
+    d = paired_difference([0.0, 0.0, 0.0], [1.0, 2.0, 3.0])
+    assert d["mean"] == 2.0 and d["n"] == 3
+    assert d["low"] == pytest.approx(2 - 1.1316065, abs=1e-6)
+    assert d["high"] == pytest.approx(2 + 1.1316065, abs=1e-6)
+    # differences of 0/1 values use s too, never the Wald interval: d = [1, 0, 0], s = sqrt(1/3)
+    d = paired_difference([0, 1, 1], [1, 1, 1])
+    assert d["high"] - d["mean"] == pytest.approx(1.96 / 3)
+    assert paired_difference([0.2], [0.5]) == pytest.approx({"mean": 0.3, "low": 0.3, "high": 0.3, "n": 1})
+    assert paired_difference([], []) == {"mean": None, "low": None, "high": None, "n": 0}
+
+
+def compare_report(name, rows, task="math", **settings):
+    """A hand-written report: rows of (id, total, format, gold log-prob per token)."""
+    records = [
+        {"id": i, "total": total, "parts": {"format": fmt}, "likelihood": {"gold_logprob_per_token": logp}}
+        for i, total, fmt, logp in rows
+    ]
+    sampling = {"seed": 0, "temperature": 0.6, "top_p": 0.95, "greedy": False, "max_new_tokens": 512}
+    settings = sampling | settings
+    return {"task": task, "name": name, "score": None, "parts": {}, "settings": settings, "records": records}
+
+
+# paired by id (B lists them in another order): total d = [0.5, 0, 0], format d = [1, 0, 0], log-prob d = [1, 2, 3]
+A_ROWS = [("e1", 0.0, 0.0, -3.0), ("e2", 0.5, 1.0, -4.0), ("e3", 1.0, 1.0, -5.0)]
+B_ROWS = [("e3", 1.0, 1.0, -2.0), ("e1", 0.5, 1.0, -2.0), ("e2", 0.5, 1.0, -2.0)]
+COMPARISON = [
+    "| Figure (math) | A: Baseline | B: Logprob GRPO | B − A | 95% CI | n |",
+    "|---|---:|---:|---:|---:|---:|",
+    # d̄ = 1/6, s/√3 = sqrt(1/12)/sqrt(3) = 1/6: 1/6 ± 1.96/6 = [−0.160, +0.493]
+    "| score | 0.500 | 0.667 | +0.167 | [-0.160, +0.493] | 3 |",
+    # d̄ = 1/3, s/√3 = sqrt(1/3)/sqrt(3) = 1/3: 1/3 ± 1.96/3 = [−0.320, +0.987]
+    "| format | 0.667 | 1.000 | +0.333 | [-0.320, +0.987] | 3 |",
+    # d̄ = 2, s = 1: 2 ± 1.96/√3 = [+0.868, +3.132]
+    "| gold_logprob_per_token | -4.000 | -2.000 | +2.000 | [+0.868, +3.132] | 3 |",
+]
+
+
+def write_reports(tmp_path, a, b):
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, report in zip(paths, (a, b)):
+        path.write_text(json.dumps(report))
+    return [str(path) for path in paths]
+
+
+def test_compare_command_pairs_examples_by_id(tmp_path, capsys):
+    paths = write_reports(
+        tmp_path, compare_report("Baseline", A_ROWS), compare_report("Logprob GRPO", B_ROWS)
+    )
+    out = tmp_path / "compare.json"
+    assert evaluate.main(["--compare", *paths, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().split("\n") == COMPARISON
+    assert "warning" not in captured.err
+    comparison = json.loads(out.read_text())
+    assert comparison["n"] == 3 and comparison["a"] == {"name": "Baseline", "path": paths[0]}
+    score, fmt, logp = comparison["figures"]
+    assert (score["mean_a"], score["difference"]) == (pytest.approx(0.5), pytest.approx(1 / 6))
+    assert score["high"] == pytest.approx(1 / 6 + 1.96 / 6)
+    assert fmt["low"] == pytest.approx(1 / 3 - 1.96 / 3)
+    assert logp == {
+        "figure": "gold_logprob_per_token",
+        "mean_a": -4.0,
+        "mean_b": -2.0,
+        "difference": 2.0,
+        "low": pytest.approx(2 - 1.96 / 3**0.5),
+        "high": pytest.approx(2 + 1.96 / 3**0.5),
+        "n": 3,
+    }
+    markdown = tmp_path / "compare.md"
+    assert evaluate.main(["--compare", *paths, "--names", "A", "B", "--out", str(markdown)]) == 0
+    assert markdown.read_text().split("\n")[0] == "| Figure (math) | A: A | B: B | B − A | 95% CI | n |"
+    assert markdown.read_text().split("\n")[2:] == [*COMPARISON[2:], ""]
+
+
+def test_compare_warns_when_sampling_settings_differ(tmp_path, capsys):
+    paths = write_reports(
+        tmp_path, compare_report("A", A_ROWS), compare_report("B", B_ROWS, seed=1, top_p=1.0)
+    )
+    assert evaluate.main(["--compare", *paths]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "seed 0 vs 1" in err and "top_p 0.95 vs 1.0" in err
+
+
+@pytest.mark.parametrize(
+    "b, message",
+    [
+        (compare_report("B", [*B_ROWS, ("e4", 1, 1, -2)]), "the same example ids: 1 only in B ('e4');"),
+        (compare_report("B", B_ROWS[:2]), "ids: 1 only in A ('e2');"),
+        (compare_report("B", B_ROWS, task="poetry"), "different tasks (math and poetry)"),
+        (compare_report("B", []), "report B has no per-example records"),
+    ],
+)
+def test_compare_refuses_reports_that_do_not_pair(tmp_path, capsys, b, message):
+    paths = write_reports(tmp_path, compare_report("A", A_ROWS), b)
+    assert evaluate.main(["--compare", *paths]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert message in err and "\n" not in err and captured.out == ""
+
+
 # ----------------------------------------------------------------------------------------------------
 # The command line
 
@@ -280,6 +521,9 @@ def test_help_lists_every_option_with_its_docstring(monkeypatch):
         (["--model", "m"], "--task math or --task poetry is needed"),
         (["--task", "math", "--model", "m", "--data", "d.csv"], "--data is the poetry data"),
         (["--task", "math", "--model", "m", "--top-p", "0"], "--top-p must be in (0, 1]"),
+        (["--compare", "a.json", "b.json", "--table", "c.json"], "--table and --compare are separate modes"),
+        (["--compare", "a.json", "b.json", "--names", "one"], "--names gives 1 names for 2 reports"),
+        (["--compare", "a.json", "nope.json"], "report a.json does not exist"),
         (["--task", "math", "--completions", "nope.jsonl"], "completions file nope.jsonl does not exist"),
     ],
 )
@@ -315,7 +559,10 @@ def test_model_command_on_a_saved_tiny_model(tokenizer, tiny_model, tmp_path, mo
     report = json.loads((tmp_path / "reports" / "math-tiny.json").read_text())  # named after the run
     assert report["n"] == 2 and report["name"] == "tiny"
     assert report["settings"]["model"] == str(checkpoint) and report["settings"]["dtype"] == "float32"
+    assert report["likelihood"]["gold_logprob_per_token"]["n"] == 2
     assert "math: tiny, 2 examples scored" in capsys.readouterr().out
+    assert evaluate.main([*argv, "--no-likelihood", "--out", "plain.json"]) == 0
+    assert "likelihood" not in json.loads((tmp_path / "plain.json").read_text())
 
 
 def test_default_run_names():

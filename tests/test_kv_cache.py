@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import assert_close_relative, make_float64_model
 from transformers import LlamaConfig
 from transformers.cache_utils import DynamicLayer
 
@@ -65,7 +66,8 @@ def test_sliding_window_models_keep_their_own_cache():
     assert make_rollout_cache(Model(), rows=2, capacity=4) is None
 
 
-def test_rollout_samples_the_same_tokens_with_either_cache(tokenizer, tiny_model):
+def test_rollout_samples_the_same_tokens_with_either_cache(tokenizer):
+    tiny_model = make_float64_model(tokenizer)  # float64: the two caches' logits agree to ~1e-16
     prompts = [tokenizer.encode("<|user|>a b c\n<|assistant|>"), tokenizer.encode("zz")]
     stop_ids = list(range(5, 40))  # rows finish at different steps, so rows leave the cache several times
 
@@ -84,4 +86,6 @@ def test_rollout_samples_the_same_tokens_with_either_cache(tokenizer, tiny_model
     ours, theirs = run(True), run(False)
     assert len(set(ours.completion_mask.sum(1).tolist())) > 2
     assert torch.equal(ours.completion_ids, theirs.completion_ids)
-    torch.testing.assert_close(ours.sample_logp, theirs.sample_logp, atol=1e-6, rtol=0)
+    # the sampler's log-softmax is float32 (grpo/rollout.py, sample_tokens), so the log-probs are compared
+    # relative to their norm, with a wide margin over float32 rounding (measured: equal)
+    assert_close_relative(ours.sample_logp, theirs.sample_logp, 1e-5, "sample_logp")

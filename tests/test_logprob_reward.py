@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_logprobs import positions_run
 
@@ -14,12 +15,15 @@ def enc(tokenizer, text):
 
 
 def naive_gold_logprob(model, tokenizer, prompt, reasoning, gold):
-    """One sequence, no padding, full-vocabulary log-softmax: the definition, written plainly."""
-    head = prompt + reasoning + enc(tokenizer, "<answer>")
+    """One sequence, no padding, full-vocabulary log-softmax: the definition, written plainly.
+
+    The scored context is prompt, reasoning, the line break a model following the format writes after
+    `</think>`, then `<answer>` gold `</answer>`."""
+    head = prompt + reasoning + enc(tokenizer, "\n") + enc(tokenizer, "<answer>")
     gold_ids = enc(tokenizer, gold)
     ids = torch.tensor([head + gold_ids + enc(tokenizer, "</answer>")])
     with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]  # (L, V)
+        logp = torch.log_softmax(model(input_ids=ids).logits, dim=-1)[0]  # (L, V)
     # token at position t is predicted by the logits at t − 1
     return sum(float(logp[len(head) + k - 1, gold_ids[k]]) for k in range(len(gold_ids)))
 
@@ -35,17 +39,26 @@ def example_batch(tokenizer):
     return prompts, reasonings, golds
 
 
-def test_batched_reward_equals_one_at_a_time(tokenizer, tiny_model):
+@pytest.fixture
+def model64(tiny_model):
+    # float64: batched and one-at-a-time sums then agree to 1e-9 on any CPU, whatever its summation order
+    return tiny_model.double()
+
+
+def test_batched_reward_equals_one_at_a_time(tokenizer, model64):
+    tiny_model = model64
     prompts, reasonings, golds = example_batch(tokenizer)
     scores = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=3)
     naive = torch.tensor(
-        [naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)]
+        [naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)],
+        dtype=torch.float64,
     )
-    torch.testing.assert_close(scores.logp_sum, naive, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores.logp_sum, naive, atol=1e-9, rtol=0)
     assert scores.gold_tokens.tolist() == [3, 3, 7, 7]
 
 
-def test_empty_reasoning_scores_come_from_the_same_pass(tokenizer, tiny_model):
+def test_empty_reasoning_scores_come_from_the_same_pass(tokenizer, model64):
+    tiny_model = model64
     prompts, reasonings, golds = example_batch(tokenizer)
     scores = gold_answer_logprobs(
         tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4, with_empty_reasoning=True
@@ -54,7 +67,9 @@ def test_empty_reasoning_scores_come_from_the_same_pass(tokenizer, tiny_model):
         naive_gold_logprob(tiny_model, tokenizer, p, enc(tokenizer, "</think>"), g)
         for p, g in zip(prompts, golds)
     ]
-    torch.testing.assert_close(scores.empty_logp_sum, torch.tensor(empty), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        scores.empty_logp_sum, torch.tensor(empty, dtype=torch.float64), atol=1e-9, rtol=0
+    )
     # rows 2 and 3 share prompt and gold, so they share the empty-reasoning score (computed once)
     assert scores.empty_logp_sum[2] == scores.empty_logp_sum[3]
 
@@ -76,7 +91,8 @@ def test_gold_ids_in_the_scored_sequence_are_exactly_the_gold_answers_ids(tokeni
     gold_answer_logprobs(tiny_model, tokenizer, [prompt], [reasoning], [gold], micro_batch_size=1)
     (ids,) = seen
     gold_ids, closer = enc(tokenizer, gold), enc(tokenizer, "</answer>")
-    assert ids[0].tolist() == prompt + reasoning + enc(tokenizer, "<answer>") + gold_ids + closer
+    opener = enc(tokenizer, "\n") + enc(tokenizer, "<answer>")
+    assert ids[0].tolist() == prompt + reasoning + opener + gold_ids + closer
     assert ids[0, -len(closer) - len(gold_ids) : -len(closer)].tolist() == gold_ids
 
 
@@ -85,7 +101,7 @@ def test_raising_the_gold_answers_probability_raises_the_reward(tokenizer, tiny_
     before = gold_answer_logprobs(tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4)
     # a few gradient steps that make the gold answer more likely after completion 0's reasoning only
     optimizer = torch.optim.SGD(tiny_model.parameters(), lr=0.05)
-    head = prompts[0] + reasonings[0] + enc(tokenizer, "<answer>")
+    head = prompts[0] + reasonings[0] + enc(tokenizer, "\n<answer>")
     gold_ids = enc(tokenizer, golds[0])
     ids = torch.tensor([head + gold_ids])
     for _ in range(5):
@@ -103,10 +119,12 @@ def test_raising_the_gold_answers_probability_raises_the_reward(tokenizer, tiny_
         assert r[0] > r[1]
 
 
-def test_groups_sharing_a_prompt_score_it_once_with_the_same_result(tokenizer, tiny_model):
+def test_groups_sharing_a_prompt_score_it_once_with_the_same_result(tokenizer, model64):
+    tiny_model = model64
     prompts, reasonings, golds = example_batch(tokenizer)  # two groups of two rows, one prompt each
     naive = torch.tensor(
-        [naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)]
+        [naive_gold_logprob(tiny_model, tokenizer, *args) for args in zip(prompts, reasonings, golds)],
+        dtype=torch.float64,
     )
     plain, plain_work = positions_run(
         tiny_model,
@@ -118,8 +136,8 @@ def test_groups_sharing_a_prompt_score_it_once_with_the_same_result(tokenizer, t
             tiny_model, tokenizer, prompts, reasonings, golds, micro_batch_size=4, group_size=2
         ),
     )
-    torch.testing.assert_close(shared.logp_sum, naive, atol=1e-5, rtol=0)
-    torch.testing.assert_close(plain.logp_sum, naive, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared.logp_sum, naive, atol=1e-9, rtol=0)
+    torch.testing.assert_close(plain.logp_sum, naive, atol=1e-9, rtol=0)
     prompt_width = max(len(p) for p in prompts)
     # each of the two prompts ran once instead of twice, and no row fed its last token (it predicts nothing)
     assert plain_work - shared_work == 2 * prompt_width + 4

@@ -296,3 +296,31 @@ def test_microbatches_of_one_sum_to_the_full_batch(aggregation):
     assert float(total) == pytest.approx(float(full_loss.detach()), rel=1e-12)
     torch.testing.assert_close(mb_logp.grad, full_logp.grad, rtol=1e-12, atol=1e-15)
     assert full_logp.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("aggregation", ["sequence", "token", "constant"])
+def test_a_non_finite_log_prob_at_a_masked_position_never_reaches_the_loss(aggregation):
+    # row 0's last position is padding whose log-prob came out as -inf (and the reference's as NaN):
+    # a product inf · 0 would make the loss and every gradient NaN
+    logp = torch.tensor([[-1.0, -2.0, float("-inf")], [-0.5, -0.5, -0.5]], requires_grad=True)
+    ref = torch.tensor([[-1.0, -2.0, float("nan")], [-0.5, -0.5, -0.5]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    loss, stats = grpo_loss(
+        logp, logp.detach(), ref, torch.tensor([1.0, -1.0]), mask,
+        clip_eps=0.2, beta=0.1, aggregation=aggregation, max_tokens=3,
+    )  # fmt: skip
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+    assert logp.grad[0, 2] == 0  # masked: no gradient at all
+    assert stats.kl == 0.0 and stats.ratio_mean == 1.0  # the statistics skip it too
+    # and the kept positions get what they would get with a finite value there
+    finite = logp.detach().clone()
+    finite[0, 2] = -3.0
+    finite.requires_grad_(True)
+    expected, _ = grpo_loss(
+        finite, finite.detach(), ref.nan_to_num(0.0), torch.tensor([1.0, -1.0]), mask,
+        clip_eps=0.2, beta=0.1, aggregation=aggregation, max_tokens=3,
+    )  # fmt: skip
+    expected.backward()
+    assert float(loss.detach()) == float(expected.detach())
+    assert torch.equal(logp.grad, finite.grad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_close_relative
 
 from grpo.logprobs import token_logprobs
 from grpo.models import (
@@ -85,5 +86,8 @@ def test_the_packaged_default_model_loads_samples_and_scores_consistently():
     with torch.no_grad():
         forced = token_logprobs(policy, out.input_ids, out.attention_mask, out.prompt_length)
     mask = out.completion_mask.bool()
-    torch.testing.assert_close(forced[mask], out.sample_logp[mask], atol=2e-4, rtol=0)
+    # float32 throughout, 30 layers: incremental decoding and the full forward pass round differently, by
+    # 6e-6 of the norm (measured on AVX2 and on ATEN_CPU_CAPABILITY=default), which depends on the CPU.
+    # 2e-4 leaves a 30-fold margin; a teacher-forced pass at temperature 0.9 instead of 1 is off by 7e-2.
+    assert_close_relative(out.sample_logp[mask], forced[mask], 2e-4, "sampled vs teacher-forced")
     assert all(isinstance(t, str) for t in out.texts)

@@ -188,3 +188,12 @@ def test_debias_subtracts_the_empty_reasoning_score_before_length_norm():
 def test_debias_without_empty_scores_raises():
     with pytest.raises(ValueError, match="empty-reasoning"):
         logprob_reward(scores([-6.0, -6.0], [2, 2]), all_closed(2), debias=True)
+
+
+@pytest.mark.parametrize("method", ["zscore", "minmax"])
+def test_a_non_finite_reward_is_left_out_of_the_batch_statistics(method):
+    rewards = torch.tensor([0.0, float("nan"), 1.0, 3.0, float("-inf")])
+    normalised = batch_normalise(rewards, method)
+    finite = batch_normalise(torch.tensor([0.0, 1.0, 3.0]), method)
+    assert torch.equal(normalised[[0, 2, 3]], finite)  # as if the bad rows were not there
+    assert normalised[1].isnan() and not torch.isfinite(normalised[4])  # and they stay flagged

@@ -93,3 +93,26 @@ def test_reasoning_ids_of_an_unclosed_completion_append_the_tag_and_drop_eos(tok
     ids = ids_of(tokenizer, "still thinking") + [tokenizer.eos_token_id]
     cut, closed = reasoning_ids(tokenizer, ids, None, stop_token_ids=[tokenizer.eos_token_id])
     assert not closed and tokenizer.decode(cut) == "still thinking</think>"
+
+
+@pytest.mark.parametrize(
+    "text, reasoning",
+    [
+        ("5+5 is 10<answer>5+5</answer>", "5+5 is 10</think>"),  # its own answer is not scored as reasoning
+        ("try 3\n</answer> more", "try 3\n</think>"),  # a stray closer cuts too
+        ("a</answer>b<answer>c", "a</think>"),  # whichever tag comes first
+    ],
+)
+def test_an_unclosed_completion_is_cut_before_its_own_answer(tokenizer, qwen_like_tokenizer, text, reasoning):
+    for tok in (tokenizer, qwen_like_tokenizer):
+        ids = ids_of(tok, text) + [tok.eos_token_id]
+        cut, closed = reasoning_ids(tok, ids, None, stop_token_ids=[tok.eos_token_id])
+        assert not closed and tok.decode(cut) == reasoning
+
+
+def test_the_cut_keeps_the_models_own_tokens_before_a_shared_one(tokenizer):
+    # "x><answer>": the tokenizer writes ">" and "<" of "<answer>" as one token "><"
+    ids = ids_of(tokenizer, "x><answer>1</answer>")
+    assert tokenizer.convert_ids_to_tokens(ids)[1] == "><"
+    cut, _ = reasoning_ids(tokenizer, ids, None)
+    assert cut[:1] == ids[:1] and tokenizer.decode(cut) == "x></think>"
