@@ -43,8 +43,7 @@ from grpo.evaluation import (
     write_report,
 )
 
-EXIT_USAGE = 2  # as argparse: a usage error, a missing or wrong input file
-EXIT_FAILURE = 1  # the inputs were fine and something else went wrong (a model that does not load, …)
+EXIT_USAGE = 2  # as argparse and train.py: a usage error, an input (file, model) that cannot be used
 
 
 class UsageError(ValueError):
@@ -204,11 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     ) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except (OSError, RuntimeError, ValueError) as err:
+    except (OSError, RuntimeError, ValueError) as err:  # a model that cannot be found or is damaged, …
         print(f"evaluate.py: error: {err}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_USAGE
     print(format_summary(report))
     print(f"report written to {path}", file=sys.stderr)
+    if report["n"] == 0:  # nothing to report on is a failure, not a score
+        print(
+            f"evaluate.py: error: no example was scored ({report['n_errors']} unusable lines)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return 0
 
 

@@ -10,22 +10,53 @@ Every option, with its default, is in `python train.py --help` (generated from g
 from __future__ import annotations
 
 import sys
+import uuid
 
 import torch
 
-from grpo.config import Config, parse_config
+from grpo.config import Config, UsageError, parse_config
+
+EXIT_USAGE = 2  # as argparse: options that cannot work, an input file that cannot be used
 
 
-def main(argv: list[str] | None = None) -> Config:
+def main(argv: list[str] | None = None) -> int:
+    """Train; every usage or input error is one line `error: …` and exit code 2, a traceback only for a bug."""
+    from grpo.checkpoint import DamagedCheckpoint
+    from grpo.config import UsageError
+
+    try:
+        run(argv)
+    except (UsageError, DamagedCheckpoint) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def check_device(device: str) -> None:
+    """A device that does not exist here is a usage error, found before anything loads."""
+    try:
+        dev = torch.device(device) if device != "auto" else None
+    except RuntimeError as err:
+        raise UsageError(f"--device {device}: not a torch device ({err})") from None
+    if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {device}: this machine has no CUDA GPU that torch can use (try --device cpu)"
+        )
+    if dev is not None and dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available here (try --device cpu)")
+
+
+def run(argv: list[str] | None = None) -> Config:
     config = parse_config(argv, description=__doc__.split("\n\n")[0])
+    check_device(config.device)
     torch.manual_seed(config.seed)
 
     from pathlib import Path
 
-    from grpo.checkpoint import MODEL_DIR, latest_checkpoint, read_state, truncate_jsonl
+    from grpo.checkpoint import MODEL_DIR, resumable_checkpoint, truncate_jsonl
     from grpo.distributed import barrier, setup
     from grpo.models import enable_activation_checkpointing, load_models, pick_device, training_precision
-    from grpo.trainer import Trainer, prepare_out_dir
+    from grpo.trainer import Trainer, prepare_out_dir, quiet_transformers
     from tasks import get_task
 
     world, device = setup(config.device)  # torchrun: join the process group; one process: a world of 1
@@ -36,20 +67,29 @@ def main(argv: list[str] | None = None) -> Config:
             f"{config.group_size}: a group split between micro-batches runs its prompt once per row (same result, slower)"
         )
     out_dir = Path(config.out_dir)
-    resume_from = None
+    resume_from, state = None, None
     if config.resume:
-        found = latest_checkpoint(out_dir)
-        if found is None:
-            raise SystemExit(
-                f"error: --resume {out_dir}: no complete checkpoint under {out_dir / 'checkpoints'}"
-            )
-        resume_from = found[1]
-    elif world.is_main:
-        prepare_out_dir(out_dir, config.overwrite)  # fail before the slow part
+        # the newest checkpoint that reads whole (an older one if the newest is damaged), of this run only
+        resume_from, state = resumable_checkpoint(out_dir, config.run_id)
+    else:
+        config.run_id = config.run_id or uuid.uuid4().hex[:12]
+        if world.is_main:
+            prepare_out_dir(out_dir, config.overwrite)  # fail before the slow part
     barrier()
 
+    if not sys.stderr.isatty():
+        quiet_transformers()  # no "Loading weights" bar redrawn with carriage returns in a log file
+    # the data is read and checked before any model loads
     options = {"data": config.data, "device": str(pick_device(device))} if config.task == "poetry" else {}
-    task = get_task(config.task, **options)
+    try:
+        task = get_task(config.task, **options)
+        if not task.examples("train"):
+            source = getattr(task, "data_path", None)
+            raise ValueError(
+                f"no poem of {source} makes a training example" if source else "no training examples"
+            )
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--task {config.task}: {err}") from None
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
     # float32 weights unless --dtype asks for half precision; bf16 autocast on a GPU (grpo.models)
     weights, mixed_precision = training_precision(config.dtype, config.autocast, pick_device(device))
@@ -61,8 +101,8 @@ def main(argv: list[str] | None = None) -> Config:
             with_reference=needs_reference,
             policy_path=None if resume_from is None else str(resume_from / MODEL_DIR),
         )
-    except RuntimeError as err:  # a model or tokenizer that cannot be found: its message says what to do
-        raise SystemExit(f"error: {err}") from None
+    except RuntimeError as err:  # a model that cannot be found or is damaged: its message says which
+        raise UsageError(str(err)) from None
     say(
         f"policy {config.model} on {policy.device} in {policy.dtype}{' with bf16 autocast' if mixed_precision else ''} "
         f"× {world.size} process(es); reference: "
@@ -74,15 +114,14 @@ def main(argv: list[str] | None = None) -> Config:
         reference.to(config.reference_device)
     trainer = Trainer(config, policy, reference, tokenizer, task, world)
     if resume_from is not None:
-        trainer.load_state_dict(read_state(resume_from))
+        trainer.load_state_dict(state)
         if world.is_main:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 truncate_jsonl(out_dir / name, trainer.step_index)
         say(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})")
-    trainer.train(resumed=resume_from is not None)
-    say(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final")
+    trainer.train(resumed=resume_from is not None)  # prints where the model is, or how to resume
     return config
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -60,22 +60,89 @@ def write_checkpoint(run_dir: Path, step: int, policy, tokenizer, state: dict, k
     return target
 
 
+class DamagedCheckpoint(ValueError):
+    """A checkpoint whose files cannot be read (a disk that filled up, a copy cut short, …)."""
+
+
 def read_state(checkpoint: Path) -> dict:
-    # our own file, written by write_checkpoint: it holds RNG states and Python lists, not only tensors
-    return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=False)
+    path = Path(checkpoint) / STATE_FILE
+    try:
+        # our own file, written by write_checkpoint: it holds RNG states and Python lists, not only tensors
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch.load raises RuntimeError, EOFError, UnpicklingError, … on damage
+        raise DamagedCheckpoint(f"{path} is damaged ({err.__class__.__name__}: {str(err)[:120]})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise DamagedCheckpoint(f"{path} is not a trainer state written by train.py")
+    return state
+
+
+def check_model_files(model_dir: Path) -> None:
+    """Raise DamagedCheckpoint unless the model's config parses and its safetensors headers read."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        json.loads((model_dir / "config.json").read_text())
+        weights = sorted(model_dir.glob("*.safetensors"))
+        if not weights:
+            raise FileNotFoundError("no *.safetensors file")
+        for file in weights:
+            with safe_open(file, framework="pt") as f:
+                f.keys()
+    except Exception as err:  # JSONDecodeError, SafetensorError, OSError, …
+        raise DamagedCheckpoint(
+            f"{model_dir} is damaged ({err.__class__.__name__}: {str(err)[:120]})"
+        ) from None
+
+
+def resumable_checkpoint(run_dir: Path, run_id: str | None) -> tuple[Path, dict]:
+    """The newest checkpoint of `run_dir` that reads whole, and its state; an older one when the newest
+    is damaged (with a warning). Refuses a checkpoint written by another run (a different run id)."""
+    import sys
+
+    found = checkpoints(run_dir)
+    if not found:
+        raise DamagedCheckpoint(f"no complete checkpoint under {Path(run_dir) / 'checkpoints'}")
+    for _, path in reversed(found):
+        try:
+            check_model_files(path / MODEL_DIR)
+            state = read_state(path)
+        except DamagedCheckpoint as err:
+            print(f"warning: {err}; trying the checkpoint before it", file=sys.stderr)
+            continue
+        if state.get("run_id") != run_id:
+            raise DamagedCheckpoint(
+                f"{path} was written by run {state.get('run_id')!r}, but {run_dir}/config.json belongs to run "
+                f"{run_id!r}: the directory mixes two runs, so it cannot be resumed"
+            )
+        return path, state
+    raise DamagedCheckpoint(f"every checkpoint under {Path(run_dir) / 'checkpoints'} is damaged")
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drop the lines of steps after `last_step`: they are recomputed, identically, after a resume."""
+    """Drop the lines of steps after `last_step`: they are recomputed, identically, after a resume.
+
+    A line that is not a JSON object with a step (the torn last line of a crash mid-write) is dropped
+    too, with a warning: it belongs to a step that is recomputed.
+    """
     import json
+    import sys
 
     if not path.exists():
         return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line)["step"] <= last_step
-    ]
+    kept = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, TypeError, KeyError):
+            print(f"warning: {path}:{number} is not a whole line of a step (a crash mid-write?); dropped",
+                  file=sys.stderr)  # fmt: skip
+            continue
+        if step <= last_step:
+            kept.append(line)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)

@@ -10,6 +10,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 import textwrap
 import time
 from dataclasses import dataclass
@@ -126,6 +127,8 @@ class Config:
     """Replace the files of a run already in --out-dir instead of refusing to start."""
     samples_per_step: int = 4
     """Decoded completions written to samples.jsonl each step."""
+    run_id: str | None = None
+    """Identifies the run: set when it starts, written into config.json and every checkpoint, so that --resume never continues another run's weights. Not meant to be passed."""
 
 
 PRESETS = {
@@ -152,7 +155,12 @@ CHOICES = {
     "batch_norm": ("none", "zscore", "minmax"),
     "scorer": ("policy", "reference"),
     "unclosed": ("score", "batch_min"),
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
 }
+
+
+class UsageError(ValueError):
+    """Options that cannot work, or an input file that cannot be used: `error: …` and exit 2, no traceback."""
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -208,10 +216,19 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> Config
         # a resumed run starts from the options it was started with; the command line still wins
         saved = Path(known.resume) / "config.json"
         if not saved.is_file():
-            raise SystemExit(f"error: --resume {known.resume}: no config.json there, so no run to resume")
-        parser.set_defaults(
-            **{**json.loads(saved.read_text()), "resume": known.resume, "out_dir": known.resume}
+            raise UsageError(f"--resume {known.resume}: no config.json there, so no run to resume")
+        try:
+            options = json.loads(saved.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UsageError(
+                f"--resume: {saved} is damaged ({err}); it cannot say how the run was started"
+            ) from None
+        unknown = (
+            set(options) - {f.name for f in dataclasses.fields(Config)} if isinstance(options, dict) else None
         )
+        if unknown is None or unknown:
+            raise UsageError(f"--resume: {saved} is not a config.json written by train.py")
+        parser.set_defaults(**{**options, "resume": known.resume, "out_dir": known.resume})
     elif known.preset:
         # a preset replaces the defaults; whatever the command line gives explicitly still wins
         parser.set_defaults(**PRESETS[known.preset])
@@ -223,6 +240,14 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> Config
 
 
 def validate(config: Config) -> None:
+    """Refuse, with a UsageError naming the option, a combination of options that cannot work."""
+    numbers = ("lr", "beta", "clip_eps", "temperature", "top_p", "warmup_ratio", "weight_decay",
+               "max_grad_norm", "logprob_weight", "format_weight")  # fmt: skip
+    for name in numbers:
+        if not math.isfinite(getattr(config, name)):
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be a finite number, got {getattr(config, name)}"
+            )
     checks = [
         (config.steps >= 1, "--steps must be ≥ 1"),
         (config.prompts_per_step >= 1, "--prompts-per-step must be ≥ 1"),
@@ -245,13 +270,18 @@ def validate(config: Config) -> None:
             "or pass --no-autocast for pure half-precision weights",
         ),
         (
-            not (config.temperature == 0 and config.group_size > 1 and config.reward == "rule"),
-            "--temperature 0 makes every completion of a group identical: every advantage would be 0",
+            not (config.temperature == 0 and config.group_size > 1),
+            "--temperature 0 makes every completion of a group identical: every advantage would be 0, "
+            "with either reward (the logprob reward of equal reasoning is equal too)",
+        ),
+        (
+            config.data is None or config.task == "poetry",
+            f"--data is read by --task poetry; --task {config.task} does not read it",
         ),
     ]
     for ok, message in checks:
         if not ok:
-            raise SystemExit(f"error: {message}")
+            raise UsageError(message)
 
 
 def use_reasoning_mask(config: Config) -> bool:

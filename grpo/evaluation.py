@@ -687,7 +687,11 @@ def format_table(reports) -> str:
     header += [f"{title(t)} {SHOWN_LIKELIHOOD[f]}" for t, f in likelihood_columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
     for name, row in rows.items():
-        cells = [name] + [cell(row[t]["score"] if t in row else None) for t in tasks]
+        # a report that scored only some lines of its file says so beside its name: its means are of those
+        skipped = sum(report.get("n_errors", 0) for report in row.values())
+        scored = sum(report.get("n", 0) for report in row.values())
+        label = f"{name} ({skipped} of {skipped + scored} lines unscored)" if skipped else name
+        cells = [label] + [cell(row[t]["score"] if t in row else None) for t in tasks]
         for task, part in part_columns:
             ci = row[task]["parts"].get(part) if task in row else None
             cells.append(cell(ci["mean"] if ci else None))

@@ -155,6 +155,14 @@ def _not_found(name: str, path: str, what: str, err: Exception) -> RuntimeError:
     return RuntimeError(f"could not load {what} {name!r}.{hint} ({err.__class__.__name__}: {err})")
 
 
+def _damaged(name: str, path: str, what: str, err: Exception) -> RuntimeError:
+    files = sorted(p.name for p in Path(path).glob("*.safetensors")) + ["config.json"]
+    return RuntimeError(
+        f"could not load {what} {name!r}: a file in {path} ({', '.join(files)}, …) is damaged or not a "
+        f"model's ({err.__class__.__name__}: {str(err)[:160]})"
+    )
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
@@ -163,6 +171,8 @@ def load_tokenizer(name: str):
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as err:
         raise _not_found(name, path, "the tokenizer of", err) from err
+    except Exception as err:  # a damaged tokenizer.json or tokenizer_config.json: JSON or tokenizers errors
+        raise _damaged(name, path, "the tokenizer of", err) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -176,6 +186,8 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as err:
         raise _not_found(name, path, "model", err) from err
+    except Exception as err:  # a damaged config.json or weights file: JSON, safetensors, shape errors
+        raise _damaged(name, path, "model", err) from None
     return model.to(device)
 
 

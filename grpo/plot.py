@@ -39,6 +39,7 @@ TRAINING_SERIES = (
     ("eval_gold_logprob_per_token", "held-out log P(gold | p, r) per token"),
     ("eval_reasoning_gain_per_token", "held-out reasoning gain per token"),
 )
+FEW = 30  # a series of this many points or fewer is drawn with a marker on each (one point is no line)
 # held-out series logged with their 95% CI (`_low`, `_high`), drawn as error bars
 WITH_CI = ("eval_score", "eval_gold_logprob_per_token")
 
@@ -122,7 +123,7 @@ def plot_run(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str = "
         )
         for ax, name in zip(axes, parts, strict=True):
             steps, means = series(rows, f"{name}_mean")
-            ax.plot(steps, means, lw=1.2)
+            ax.plot(steps, means, lw=1.2, marker="o" if len(steps) <= FEW else None, ms=3)
             band = by_step(rows, f"{name}_std")
             if all(s in band for s in steps):
                 low = [m - band[s] for s, m in zip(steps, means, strict=True)]
@@ -138,9 +139,11 @@ def plot_run(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str = "
         fig, axes = _grid(plt, len(present), f"{title} training".strip())
         for ax, (key, label) in zip(axes, present, strict=True):
             steps, values = series(rows, key)
-            ax.plot(steps, values, lw=1.2, marker="o" if key.startswith("eval_") else None, ms=3)
+            dots = key.startswith("eval_") or len(steps) <= FEW
+            ax.plot(steps, values, lw=1.2, marker="o" if dots else None, ms=3)
             if key == "completion_length_mean" and series(rows, "completion_length_max")[0]:
-                ax.plot(*series(rows, "completion_length_max"), lw=0.8, ls="--", label="max")
+                ax.plot(*series(rows, "completion_length_max"), lw=0.8, ls="--", label="max",
+                        marker="o" if dots else None, ms=2)  # fmt: skip
                 ax.legend(fontsize=8)
             if key in WITH_CI:  # sparse points: the CI as error bars, where it is logged
                 low, high = by_step(rows, f"{key}_low"), by_step(rows, f"{key}_high")

@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from grpo.advantages import group_advantages
-from grpo.checkpoint import write_checkpoint
-from grpo.config import Config, use_reasoning_mask
+from grpo.checkpoint import MODEL_DIR, write_checkpoint
+from grpo.config import Config, UsageError, use_reasoning_mask
 from grpo.distributed import World, all_gather, all_sum, barrier, gather_objects
 from grpo.evaluation import evaluate_model
 from grpo.logprobs import TokenLogprobs, batched_token_logprobs
@@ -70,17 +70,33 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
+# everything the trainer writes into a run directory; --overwrite removes exactly these
+RUN_FILES = ("config.json", "metrics.jsonl", "samples.jsonl")
+RUN_DIRS = ("checkpoints", "final")
+
+
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix two runs' lines in one metrics.jsonl, unless `overwrite` says to start afresh."""
-    run_files = [out_dir / name for name in ("metrics.jsonl", "samples.jsonl", "config.json")]
-    if any(f.exists() for f in run_files):
+    """Make `out_dir` hold one run: refuse a directory that holds another run, or with `overwrite` empty
+    it of everything a run writes (files, checkpoints, the final model) so nothing of the old run is left
+    for --resume to continue or for a reader to mistake for the new one."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out-dir {out_dir} is a file, not a directory")
+    found = [out_dir / name for name in RUN_FILES + RUN_DIRS if (out_dir / name).exists()]
+    found += list(out_dir.glob(".final-*")) if out_dir.is_dir() else []  # a save interrupted mid-write
+    if found:
         if not overwrite:
-            raise SystemExit(
-                f"error: {out_dir} already holds a run; choose another --out-dir or pass --overwrite"
-            )
-        for f in run_files:
-            f.unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+            raise UsageError(f"{out_dir} already holds a run; choose another --out-dir or pass --overwrite")
+        for path in found:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"--overwrite: removed the previous run's {', '.join(p.name for p in found)} from {out_dir}",
+              file=sys.stderr)  # fmt: skip
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out-dir {out_dir} cannot be written ({err.strerror})") from None
 
 
 def lr_lambda(config: Config, total_updates: int):
@@ -151,6 +167,7 @@ class Trainer:
         self.skipped_long_prompts = 0
         self._prompt_cache: dict[str, list[int]] = {}
         self.progress = False  # a bar per rollout, under the bar of steps
+        self.show_phase = lambda name: None  # tells the terminal which phase of a step is running
         self.out_dir = Path(config.out_dir)
 
     # ------------------------------------------------------------ data
@@ -329,6 +346,7 @@ class Trainer:
         row_examples = [ex for ex in examples for _ in range(G)]  # (N,) completion i answers row_examples[i]
         row_prompts = [p for p in prompts for _ in range(G)]
 
+        self.show_phase("rollout")
         # 1. rollout: G completions per prompt
         t0 = time.perf_counter()
         self.policy.eval()
@@ -349,6 +367,7 @@ class Trainer:
         # what the model wrote from the prefilled <think> on: what the scorers read
         responses = [THINK_OPEN + text for text in out.texts]
 
+        self.show_phase("rewards")
         # 2. rewards (N,), with their parts; the reasoning span for the mask and the logprob reward
         t0 = time.perf_counter()
         span_mask, think_ends = reasoning_mask(self.tokenizer, out.completion_ids, out.completion_mask)
@@ -362,6 +381,7 @@ class Trainer:
         advantages, zero_std_fraction = group_advantages(rewards, G, scale=c.scale_advantages)  # (N,)
         t_reward = time.perf_counter() - t0
 
+        self.show_phase("reference")
         # 3. log π_ref (and log π_old when μ > 1) of the sampled tokens, without gradient
         t0 = time.perf_counter()
         input_ids, attention_mask, start = out.input_ids, out.attention_mask, out.prompt_length
@@ -385,6 +405,7 @@ class Trainer:
         old_logp = sampled_token_logprobs(self.policy) if c.mu > 1 else None
         t_reference = time.perf_counter() - t0
 
+        self.show_phase("update")
         # 4. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches
         t0 = time.perf_counter()
         losses, stats_log, grad_norms = self.policy_update(
@@ -490,6 +511,7 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything besides the weights that a resumed run needs to continue exactly."""
         return {
+            "run_id": self.config.run_id,
             "step": self.step_index,
             "order": list(self.order),
             "data_rng": self.data_rng.getstate(),
@@ -545,7 +567,12 @@ class Trainer:
         from tqdm.auto import tqdm
 
         main = self.world.is_main
-        self.progress = progress and main
+        # a terminal gets bars (steps, the rollout's tokens, the phase running); a file or a pipe gets one
+        # plain line per step, without carriage returns
+        interactive = progress and main and sys.stderr.isatty()
+        self.progress = interactive
+        if not interactive:
+            quiet_transformers()  # its own bars (e.g. "Writing model shards") would redraw with \r
         if main:
             if not resumed:
                 prepare_out_dir(self.out_dir, self.config.overwrite)
@@ -556,13 +583,16 @@ class Trainer:
             total=self.config.steps,
             initial=self.step_index,
             desc=f"{self.task.name}/{self.config.reward}",
-            disable=not self.progress,
+            disable=not interactive,
         )
+        if interactive:
+            self.show_phase = lambda name: bar.set_postfix_str(f"{name}…")
         saved_at, stopping = None, False
         with StopRequests() as stop:
             while self.step_index < self.config.steps and not stopping:
                 metrics, samples = self.step()
                 if main and self.config.eval_every and self.step_index % self.config.eval_every == 0:
+                    self.show_phase("held-out evaluation")
                     metrics.update(self.evaluate())
                 history.append(metrics)
                 if main:
@@ -572,11 +602,12 @@ class Trainer:
                         for s in samples:
                             f.write(json.dumps(s) + "\n")
                 bar.update(1)
-                bar.set_postfix(
-                    reward="n/a" if metrics["reward_mean"] is None else f"{metrics['reward_mean']:.3f}",
-                    fmt=f"{metrics['format_rate']:.2f}",
-                    kl=f"{metrics['kl']:.4f}",
-                )
+                bar.set_postfix_str(progress_line(metrics))
+                if progress and main and not interactive:
+                    print(
+                        f"step {self.step_index}/{self.config.steps}  {progress_line(metrics)}",
+                        file=sys.stderr,
+                    )
                 # every rank stops after the same step, whichever of them the signal reached
                 stopping = all_sum(1.0 if stop.signal else 0.0) > 0
                 every = self.config.save_every
@@ -595,19 +626,62 @@ class Trainer:
         if saved_at != self.step_index:
             self.checkpoint()
         if main:
-            self.save(self.out_dir / "final")
+            self.save(
+                self.out_dir / "final", same_as=self.out_dir / "checkpoints" / f"step-{self.step_index:08d}"
+            )
+            print(
+                f"done: metrics in {self.out_dir}/metrics.jsonl, model in {self.out_dir}/final",
+                file=sys.stderr,
+            )
         barrier()
         return history
 
-    def save(self, path: Path) -> None:
-        """The policy in Hugging Face format (safetensors), written to a temporary directory, then renamed."""
+    def save(self, path: Path, same_as: Path | None = None) -> None:
+        """The policy in Hugging Face format (safetensors), written to a temporary directory, then renamed.
+
+        `same_as`: a checkpoint of these very weights; its model files are hard-linked instead of written
+        again (the weights then take their space once on disk; a copy where the filesystem cannot link).
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+        source = None if same_as is None else same_as / MODEL_DIR
         try:
-            self.policy.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
+            if source is not None and source.is_dir():
+                for file in source.iterdir():
+                    try:
+                        os.link(file, tmp / file.name)
+                    except OSError:
+                        shutil.copy2(file, tmp / file.name)
+            else:
+                self.policy.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
             if path.exists():
                 shutil.rmtree(path)
             os.replace(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def quiet_transformers() -> None:
+    """No transformers progress bars: output that is not a terminal gets plain lines only."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+def progress_line(metrics: dict) -> str:
+    """One step in one line: the reward, the format rate, KL, and the signals that warn of a collapse
+    (reasoning shrinking, every completion closing </think> at once, groups without reward spread)."""
+
+    def number(key: str, digits: int) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    line = f"reward {number('reward_mean', 3)}  format {number('format_rate', 2)}  kl {number('kl', 4)}"
+    if "reasoning_tokens_mean" in metrics:
+        line += (
+            f"  reasoning {number('reasoning_tokens_mean', 0)} tok  closed {number('think_closed_mean', 2)}"
+        )
+    line += f"  zero-std {number('zero_std_fraction', 2)}"
+    seconds = sum(metrics.get(f"time_{phase}", 0.0) for phase in ("rollout", "reward", "reference", "update"))
+    return line + f"  ({seconds:.0f} s)"

@@ -136,7 +136,10 @@ def _load_jsonl(path: Path) -> list[dict[str, Any]]:
     """JSON lines; a file that holds one JSON array of objects is read too."""
     content = path.read_text(encoding="utf-8")
     if content.lstrip().startswith("["):
-        numbered = list(enumerate(json.loads(content), start=1))
+        try:
+            numbered = list(enumerate(json.loads(content), start=1))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not JSON ({err})") from None
     else:
         numbered = []
         for number, line in enumerate(content.splitlines(), start=1):

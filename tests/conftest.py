@@ -75,6 +75,15 @@ def tiny_model(tokenizer):
     return make_model(tokenizer)
 
 
+@pytest.fixture
+def tiny_model_dir(tmp_path, tokenizer):
+    """The tiny model and its tokenizer saved as a Hugging Face directory, for `--model DIR`."""
+    path = tmp_path / "tiny"
+    make_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def _rms_norm_float64(self, hidden_states: torch.Tensor) -> torch.Tensor:
     variance = hidden_states.pow(2).mean(-1, keepdim=True)
     return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))

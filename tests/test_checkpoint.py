@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -84,16 +83,6 @@ def test_truncate_jsonl_drops_steps_after_the_checkpoint(tmp_path):
 # ---------------------------------------------------------------- train.py as a process
 
 
-@pytest.fixture
-def tiny_model_dir(tmp_path, tokenizer):
-    from conftest import make_model
-
-    path = tmp_path / "tiny"
-    make_model(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def train_command(model_dir, out_dir, *extra):
     return [
         sys.executable, str(REPO / "train.py"), "--task", "math", "--model", str(model_dir),
@@ -152,6 +141,7 @@ def test_sigterm_stops_cleanly_with_a_loadable_checkpoint(tmp_path, tiny_model_d
     output = process.communicate(timeout=300)[0]
     assert process.returncode == 0, output
     assert "stopped by SIGTERM" in output and "--resume" in output
+    assert "done:" not in output and not (tmp_path / "run" / "final").exists()  # no claim of a final model
     step, path = latest_checkpoint(tmp_path / "run")
     assert read_state(path)["step"] == step
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == step

@@ -7,7 +7,15 @@ import re
 
 import pytest
 
-from grpo.config import PRESETS, Config, build_parser, field_docs, parse_config, use_reasoning_mask
+from grpo.config import (
+    PRESETS,
+    Config,
+    UsageError,
+    build_parser,
+    field_docs,
+    parse_config,
+    use_reasoning_mask,
+)
 
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 
@@ -62,7 +70,18 @@ def test_parse_config_defaults_are_the_dataclass_defaults():
 
 def test_flags_parse_into_their_fields():
     config = parse_config(
-        ["--group-size", "8", "--lr", "3e-6", "--batch-norm", "zscore", "--data", "poems.csv"]
+        [
+            "--group-size",
+            "8",
+            "--lr",
+            "3e-6",
+            "--batch-norm",
+            "zscore",
+            "--data",
+            "poems.csv",
+            "--task",
+            "poetry",
+        ]
     )
     assert config.group_size == 8 and isinstance(config.group_size, int)
     assert config.lr == 3e-6
@@ -126,21 +145,26 @@ def test_an_explicit_option_equal_to_the_default_wins_over_the_preset():
         (["--clip-eps", "1"], "--clip-eps must be in [0, 1)"),
         (["--lr", "0"], "--lr must be > 0"),
         (["--temperature", "0"], "--temperature 0 makes every completion"),
+        (["--temperature", "0", "--reward", "logprob"], "--temperature 0 makes every completion"),
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--beta", "nan"], "--beta must be a finite number"),
+        (["--data", "poems.csv", "--task", "math"], "--data is read by --task poetry"),
     ],
 )
-def test_invalid_values_exit_with_a_message(argv, message):
-    with pytest.raises(SystemExit) as exit_info:
+def test_invalid_values_are_refused_with_a_message(argv, message):
+    with pytest.raises(UsageError) as error:
         parse_config(argv)
-    assert message in str(exit_info.value.code)
+    assert message in str(error.value)
 
 
 def test_valid_edges_are_accepted():
     assert parse_config(["--group-size", "2", "--top-p", "1", "--clip-eps", "0"]).group_size == 2
-    assert parse_config(["--temperature", "0", "--reward", "logprob"]).temperature == 0.0
+    assert parse_config(["--temperature", "0.01", "--reward", "logprob"]).temperature == 0.01
 
 
 @pytest.mark.parametrize(
-    "argv", [["--task", "chess"], ["--loss-aggregation", "mean"], ["--group-size", "four"]]
+    "argv",
+    [["--task", "chess"], ["--loss-aggregation", "mean"], ["--group-size", "four"], ["--dtype", "foo"]],
 )
 def test_argparse_rejects_bad_choices_and_types(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -150,6 +174,6 @@ def test_argparse_rejects_bad_choices_and_types(argv, capsys):
 
 
 def test_autocast_with_bf16_weights_is_refused():
-    with pytest.raises(SystemExit, match="--autocast keeps float32 weights"):
+    with pytest.raises(UsageError, match="--autocast keeps float32 weights"):
         parse_config(["--autocast", "--dtype", "bfloat16"])
     assert parse_config(["--autocast"]).autocast

@@ -622,3 +622,29 @@ def test_poetry_completions_file(poetry_data, tmp_path):
         {"line": 3, "message": "'poem_start' must be a string, got a number"},
         {"line": 4, "message": "missing field(s): 'poem_start' and 'poem_end', or 'text'"},
     ]
+
+
+def test_a_file_where_no_line_is_usable_is_an_error(tmp_path, capsys):
+    useless = tmp_path / "useless.jsonl"
+    useless.write_text('not json\n{"nums": [1, 2, 3, 4]}\n')
+    code = evaluate.main(["--task", "math", "--completions", str(useless), "--out", str(tmp_path / "r.json")])
+    assert code == 2 and "no example was scored (2 unusable lines)" in capsys.readouterr().err
+
+
+def test_the_table_marks_a_report_that_skipped_lines(math_file, tmp_path):
+    out = tmp_path / "partial.json"
+    assert evaluate.main(["--task", "math", "--completions", str(math_file), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    table = format_table([("Partial", report)])
+    assert f"| Partial ({report['n_errors']} of {report['n'] + report['n_errors']} lines unscored) |" in table
+
+
+def test_a_damaged_model_is_an_input_error(tokenizer, tiny_model, tmp_path, capsys):
+    tiny_model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\x00" * 64)
+    code = evaluate.main(
+        ["--task", "math", "--model", str(tmp_path / "m"), "--limit", "1", "--out", str(tmp_path / "r.json")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "is damaged" in err and "model.safetensors" in err

@@ -84,3 +84,20 @@ def test_without_matplotlib_the_install_hint(run_dir, monkeypatch, capsys):
 def test_missing_metrics(tmp_path, capsys):
     assert plot.main([str(tmp_path)]) == 2
     assert "metrics.jsonl does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the optional plot extra")
+def test_a_one_step_run_draws_its_points(tmp_path, monkeypatch):
+    # a line through one point draws nothing: short series get a marker on every point
+    import matplotlib.axes
+
+    markers = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "plot",
+        lambda self, *a, **kw: markers.append(kw.get("marker")) or original(self, *a, **kw),
+    )
+    (tmp_path / "metrics.jsonl").write_text(metrics_lines()[0] + "\n")
+    assert plot.main([str(tmp_path), "--out", str(tmp_path / "plots")]) == 0
+    assert markers and all(m == "o" for m in markers)

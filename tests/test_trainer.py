@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from grpo.config import Config
+from grpo.config import Config, UsageError
 from grpo.models import enable_activation_checkpointing
 from grpo.rollout import build_prompt
 from grpo.trainer import Trainer
@@ -167,7 +167,7 @@ def test_prompts_too_long_are_skipped_and_counted(tmp_path, tokenizer, model_fac
 def test_a_second_run_into_the_same_directory_is_refused_unless_overwrite(tmp_path, tokenizer, model_factory):
     cfg = config(tmp_path, beta=0.0, steps=1)
     make_trainer(cfg, tokenizer, model_factory).train(progress=False)
-    with pytest.raises(SystemExit, match="already holds a run"):
+    with pytest.raises(UsageError, match="already holds a run"):
         make_trainer(cfg, tokenizer, model_factory).train(progress=False)
     cfg.overwrite = True
     make_trainer(cfg, tokenizer, model_factory).train(progress=False)
@@ -244,3 +244,18 @@ def test_a_nan_reward_is_counted_and_never_reaches_the_weights(tmp_path, tokeniz
     assert "rewards are NaN or infinite" in capsys.readouterr().err
     assert all(math.isfinite(m["loss"]) and math.isfinite(m["reward_mean"]) for m in history)
     assert all(torch.isfinite(p).all() for p in trainer.policy.parameters())
+
+
+def test_output_to_a_file_is_one_line_per_step_and_final_shares_the_checkpoints_weights(
+    tmp_path, tokenizer, model_factory, capsys
+):
+    trainer = make_trainer(config(tmp_path, steps=2, beta=0.0, reward="logprob"), tokenizer, model_factory)
+    trainer.train(progress=True)  # stderr is captured here: not a terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err  # no bar redrawn with carriage returns or escape codes
+    steps = [line for line in err.splitlines() if line.startswith("step ")]
+    assert len(steps) == 2 and steps[0].startswith("step 1/2  reward ") and "reasoning" in steps[0]
+    final = tmp_path / "run" / "final" / "model.safetensors"
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002" / "model" / "model.safetensors"
+    assert final.stat().st_ino == checkpoint.stat().st_ino  # one copy of the weights on disk
+    assert "done: metrics in" in err

@@ -1,0 +1,143 @@
+"""Bad input, the way a user gives it: `train.py` answers `error: …` naming the cause and exits 2, before any
+model loads where it can; a run directory holds one run; damaged files are named, and --resume falls back.
+
+Everything goes through `train.main(argv)` with the tests' tiny model saved to a directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+import train
+from grpo.checkpoint import STATE_FILE, checkpoints
+
+QUICK = ["--task", "math", "--max-prompt-tokens", "2000", "--max-new-tokens", "4", "--prompts-per-step", "1",
+         "--group-size", "2", "--micro-batch-size", "2", "--lr", "1e-3", "--save-every", "1"]  # fmt: skip
+
+
+@pytest.fixture
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    code = train.main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def train_args(model_dir, out_dir, *extra):
+    return ["--model", model_dir, "--out-dir", out_dir, *QUICK, *extra]
+
+
+@pytest.mark.parametrize(
+    "extra, cause",
+    [
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--temperature", "0", "--reward", "logprob"], "--temperature 0 makes every completion"),
+        (["--data", "poems.csv"], "--data is read by --task poetry"),
+        (["--device", "cuda"], "no CUDA GPU"),
+        (["--device", "tpu-of-dreams"], "not a torch device"),
+    ],
+)
+def test_bad_settings_are_refused_before_a_model_loads(tmp_path, capsys, extra, cause):
+    if extra[:2] == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")  # the case is a machine without it
+    # the model does not exist: a refusal that names the setting came before any loading
+    code, err = run(train_args(tmp_path / "no-model", tmp_path / "run", *extra), capsys)
+    assert code == 2 and err.startswith("error: ") and cause in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_dtype_is_an_argparse_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dtype", "foo", "--out-dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 2 and "invalid choice: 'foo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, cause", [("", "missing CSV column"), ("author,title,text\n", "no poem"),
+                                            ('{"author": "a"}\n', "missing field"), ("[1, 2", "not JSON")])  # fmt: skip
+def test_poetry_data_is_checked_before_a_model_loads(tmp_path, capsys, content, cause):
+    data = tmp_path / ("poems.json" if content.startswith(("{", "[")) else "poems.csv")
+    data.write_text(content)
+    argv = [
+        "--task",
+        "poetry",
+        "--data",
+        data,
+        "--model",
+        tmp_path / "no-model",
+        "--out-dir",
+        tmp_path / "run",
+    ]
+    code, err = run(argv, capsys)
+    assert code == 2 and err.startswith("error: --task poetry") and str(data) in err and cause in err
+
+
+def test_an_out_dir_that_is_a_file_or_under_one_is_refused(tmp_path, model_dir, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, err = run(train_args(model_dir, blocker), capsys)
+    assert code == 2 and "is a file, not a directory" in err
+    code, err = run(train_args(model_dir, blocker / "run"), capsys)
+    assert code == 2 and "cannot be written" in err
+
+
+def test_a_damaged_model_file_is_named(tmp_path, model_dir, capsys):
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a copy cut short
+    code, err = run(train_args(model_dir, tmp_path / "run", "--steps", "1"), capsys)
+    assert code == 2 and "is damaged" in err and str(model_dir) in err and "model.safetensors" in err
+
+
+def test_overwrite_empties_the_directory_and_resume_continues_the_new_run(tmp_path, model_dir, capsys):
+    out = tmp_path / "run"
+    assert run(train_args(model_dir, out, "--steps", "2", "--seed", "1"), capsys)[0] == 0
+    old_id = json.loads((out / "config.json").read_text())["run_id"]
+    assert (out / "final").is_dir() and [s for s, _ in checkpoints(out)] == [1, 2]
+
+    code, err = run(train_args(model_dir, out, "--steps", "1", "--overwrite"), capsys)
+    assert code == 0 and "removed the previous run's" in err
+    new_id = json.loads((out / "config.json").read_text())["run_id"]
+    assert new_id != old_id and [s for s, _ in checkpoints(out)] == [1]
+
+    code, err = run(["--resume", out, "--steps", "2"], capsys)
+    assert code == 0 and "step-00000001" in err  # the new run's checkpoint, not the old run's step 2
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path, model_dir, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run(train_args(model_dir, a, "--steps", "1"), capsys)[0] == 0
+    assert run(train_args(model_dir, b, "--steps", "1"), capsys)[0] == 0
+    (_, a_checkpoint), (_, b_checkpoint) = checkpoints(a)[-1], checkpoints(b)[-1]
+    shutil.rmtree(b_checkpoint)
+    shutil.copytree(a_checkpoint, b_checkpoint)  # b's directory now holds a's weights
+    code, err = run(["--resume", b, "--steps", "2"], capsys)
+    assert code == 2 and "mixes two runs" in err
+
+
+def test_resume_falls_back_from_a_damaged_checkpoint_and_drops_a_torn_line(tmp_path, model_dir, capsys):
+    out = tmp_path / "run"
+    assert run(train_args(model_dir, out, "--steps", "2"), capsys)[0] == 0
+    newest = checkpoints(out)[-1][1]
+    (newest / STATE_FILE).write_bytes((newest / STATE_FILE).read_bytes()[:50])
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "rew')  # a crash mid-write
+    code, err = run(["--resume", out, "--steps", "3"], capsys)
+    assert code == 0, err
+    assert f"{newest / STATE_FILE} is damaged" in err and "trying the checkpoint before it" in err
+    assert "step-00000001" in err and "not a whole line" in err
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_a_damaged_config_json_on_resume_is_named(tmp_path, model_dir, capsys):
+    out = tmp_path / "run"
+    assert run(train_args(model_dir, out, "--steps", "1"), capsys)[0] == 0
+    (out / "config.json").write_text('{"task": "ma')
+    code, err = run(["--resume", out], capsys)
+    assert code == 2 and f"{out / 'config.json'} is damaged" in err
