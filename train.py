@@ -120,7 +120,23 @@ def run(argv: list[str] | None = None) -> Config:
                 truncate_jsonl(out_dir / name, trainer.step_index)
         say(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})")
     trainer.train(resumed=resume_from is not None)  # prints where the model is, or how to resume
+    if (out_dir / "final").is_dir():
+        say(next_steps(config))
     return config
+
+
+def next_steps(config: Config) -> str:
+    """The commands that tell whether this run helped: the start and the result on the same held-out
+    examples and seeds, then their paired difference."""
+    data = f" --data {config.data}" if config.data else ""
+    common = f"python evaluate.py --task {config.task}{data} --limit 50"
+    out = config.out_dir
+    return (
+        "did it help? evaluate the start and the result on the same held-out examples, then compare them:\n"
+        f"  {common} --model {config.model} --name start --out {out}/eval-start.json\n"
+        f"  {common} --model {out}/final --name trained --out {out}/eval-final.json\n"
+        f"  python evaluate.py --compare {out}/eval-start.json {out}/eval-final.json"
+    )
 
 
 if __name__ == "__main__":

@@ -106,6 +106,9 @@ def test_overwrite_empties_the_directory_and_resume_continues_the_new_run(tmp_pa
 
     code, err = run(["--resume", out, "--steps", "2"], capsys)
     assert code == 0 and "step-00000001" in err  # the new run's checkpoint, not the old run's step 2
+    assert (
+        f"python evaluate.py --compare {out}/eval-start.json {out}/eval-final.json" in err
+    )  # what to run next
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
