@@ -3,6 +3,7 @@
     python evaluate.py --task math --model smollm2-135m --limit 50                 # the packaged baseline
     python evaluate.py --task poetry --model runs/<run>/final --name "Logprob GRPO" --limit 20
     python evaluate.py --task math --model runs/<run>/final --no-likelihood        # rule scores only
+    python evaluate.py --task jsonl --data examples/riddles.jsonl --model runs/<run>/final   # your own examples
     python evaluate.py --task math --completions completions.jsonl                 # no policy model loaded
     python evaluate.py --table reports/*.json --names Baseline "Rule-based GRPO" "Logprob GRPO" --out table.md
     python evaluate.py --compare reports/math-baseline.json reports/math-logprob.json --out compare.json
@@ -68,15 +69,22 @@ def usage_problem(config: EvalConfig) -> str | None:
     if reports and config.names and len(config.names) != len(reports):
         return f"--names gives {len(config.names)} names for {len(reports)} reports"
     if not reports and config.task is None:
-        return "--task math or --task poetry is needed with --model and --completions"
-    if config.data is not None and config.task != "poetry":
-        return "--data is the poetry data; --task math generates its problems"
+        return "--task math or --task poetry is needed with --model and --completions (or --task jsonl --data FILE)"
+    if config.data is not None and config.task not in ("poetry", "jsonl"):
+        return "--data is the poetry data, or the examples of --task jsonl; --task math makes its own"
+    if config.task == "jsonl" and config.model and config.data is None:
+        return "--task jsonl evaluates the test split of your examples: give them with --data FILE"
+    if config.scorer is not None and not (config.model and config.likelihood):
+        return "--scorer scores the likelihood figures of --model's completions; it needs --model and --likelihood"
+    if config.task != "jsonl" and (config.reward_fn is not None or config.system_prompt is not None):
+        return "--reward-fn and --system-prompt go with --task jsonl"
     checks = [
         (config.limit is None or config.limit >= 1, "--limit must be ≥ 1"),
         (config.batch_size >= 1, "--batch-size must be ≥ 1"),
         (config.max_new_tokens >= 1, "--max-new-tokens must be ≥ 1"),
         (config.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
         (0 < config.top_p <= 1, "--top-p must be in (0, 1]"),
+        (0 <= config.test_fraction < 1, "--test-fraction must be in [0, 1)"),
     ]
     return next((message for ok, message in checks if not ok), None)
 
@@ -87,6 +95,9 @@ def make_task(config: EvalConfig):
 
     if config.task == "poetry":
         return get_task("poetry", data=config.data, device=str(pick_device(config.device)))
+    if config.task == "jsonl":
+        return get_task("jsonl", data=config.data, test_fraction=config.test_fraction,
+                        system_prompt=config.system_prompt, reward_fn=config.reward_fn)  # fmt: skip
     return get_task(config.task)
 
 
@@ -106,15 +117,26 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)  # fail before the slow part
     torch.manual_seed(config.seed)
     policy, _, tokenizer = load_models(config.model, config.device, config.dtype, with_reference=False)
+    scorer = None
+    if config.scorer is not None:
+        scorer, _, scorer_tokenizer = load_models(
+            config.scorer, config.device, config.dtype, with_reference=False
+        )
+        if scorer_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise UsageError(f"--scorer {config.scorer} has another tokenizer than {config.model}")
     print(f"evaluating {config.model} on {policy.device} in {policy.dtype}", file=sys.stderr)
     settings = {
         "name": name,
         "model": config.model,
+        "scorer": config.scorer or config.model,
         "device": str(policy.device),
         "dtype": str(policy.dtype).removeprefix("torch."),
     }
-    if config.task == "poetry":
+    if config.task in ("poetry", "jsonl"):
         settings["data"] = str(task.data_path)
+    if config.task == "jsonl":
+        settings.update(test_fraction=config.test_fraction, system_prompt=task.system_prompt,
+                        reward_fn=config.reward_fn)  # fmt: skip
     report = evaluate_model(
         policy,
         tokenizer,
@@ -128,6 +150,7 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
         seed=config.seed,
         settings=settings,
         likelihood=config.likelihood,
+        scorer=scorer,
     )
     write_report(report, path)
     return report, path

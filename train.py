@@ -1,7 +1,9 @@
-"""Train a policy with GRPO on Countdown or poetry, with rule-based or logprob-based rewards.
+"""Train a policy with GRPO on Countdown, poetry or your own prompts and answers, with rule-based or
+logprob-based rewards.
 
     python train.py --task math --reward rule --steps 3
     python train.py --task poetry --reward logprob
+    python train.py --task jsonl --data examples/riddles.jsonl --reward logprob
     python train.py --preset poster --task math --reward logprob      # Qwen3-1.7B, needs the hub and a GPU
 
 Every option, with its default, is in `python train.py --help` (generated from grpo/config.py).
@@ -9,6 +11,7 @@ Every option, with its default, is in `python train.py --help` (generated from g
 
 from __future__ import annotations
 
+import shlex
 import sys
 import uuid
 
@@ -81,15 +84,22 @@ def run(argv: list[str] | None = None) -> Config:
         quiet_transformers()  # no "Loading weights" bar redrawn with carriage returns in a log file
     # the data is read and checked before any model loads
     options = {"data": config.data, "device": str(pick_device(device))} if config.task == "poetry" else {}
+    if config.task == "jsonl":
+        options = dict(data=config.data, test_fraction=config.test_fraction, system_prompt=config.system_prompt,
+                       reward_fn=config.reward_fn)  # fmt: skip
     try:
         task = get_task(config.task, **options)
         if not task.examples("train"):
             source = getattr(task, "data_path", None)
+            if config.task == "jsonl":
+                raise ValueError(f"{source}: every example is in the test split, none is left to train on")
             raise ValueError(
                 f"no poem of {source} makes a training example" if source else "no training examples"
             )
     except (OSError, ValueError) as err:
         raise UsageError(f"--task {config.task}: {err}") from None
+    if config.task == "jsonl":
+        skip_long_answers(task, config, say)
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
     # float32 weights unless --dtype asks for half precision; bf16 autocast on a GPU (grpo.models)
     weights, mixed_precision = training_precision(config.dtype, config.autocast, pick_device(device))
@@ -125,11 +135,42 @@ def run(argv: list[str] | None = None) -> Config:
     return config
 
 
+def skip_long_answers(task, config: Config, say) -> None:
+    """Drop the training examples whose answer is longer than --max-answer-tokens and say how many. The
+    answers are counted in the policy's tokens: its tokenizer loads first, so that a file with no answer
+    short enough is refused before the models load."""
+    from grpo.models import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(config.model)
+    except RuntimeError as err:  # as for the models: a tokenizer that cannot be found or is damaged
+        raise UsageError(str(err)) from None
+    total = len(task.examples("train"))
+    skipped = task.skip_long_answers(tokenizer, config.max_answer_tokens)
+    if skipped == total:
+        raise UsageError(
+            f"--task jsonl: the answer of every training example of {config.data} is longer than "
+            f"--max-answer-tokens {config.max_answer_tokens}"
+        )
+    if skipped:
+        say(
+            f"skipped {skipped} of {total} training examples whose answer is longer than --max-answer-tokens "
+            f"{config.max_answer_tokens} (skipped_long_answers in metrics.jsonl)"
+        )
+
+
 def next_steps(config: Config) -> str:
     """The commands that tell whether this run helped: the start and the result on the same held-out
     examples and seeds, then their paired difference."""
     data = f" --data {config.data}" if config.data else ""
-    common = f"python evaluate.py --task {config.task}{data} --limit 50"
+    if config.task == "jsonl":  # evaluation must split and prompt the examples as training did
+        jsonl = (("test-fraction", config.test_fraction), ("system-prompt", config.system_prompt),
+                 ("reward-fn", config.reward_fn))  # fmt: skip
+        data += "".join(f" --{flag} {shlex.quote(str(value))}" for flag, value in jsonl if value is not None)
+    # evaluated at the completion length it was trained at: a longer one is mostly reasoning it never practised
+    common = (
+        f"python evaluate.py --task {config.task}{data} --limit 50 --max-new-tokens {config.max_new_tokens}"
+    )
     out = config.out_dir
     return (
         "did it help? evaluate the start and the result on the same held-out examples, then compare them:\n"

@@ -22,13 +22,19 @@ from typing import get_type_hints
 class Config:
     # ---------------------------------------------------------------- what to train
     task: str = "math"
-    """Domain: `math` (Countdown: 4 numbers, reach the target) or `poetry` (write the ending of a poem)."""
+    """Domain: `math` (Countdown: 4 numbers, reach the target), `poetry` (write the ending of a poem) or `jsonl` (your own prompts and answers, from --data)."""
     reward: str = "rule"
     """`rule`: the task's rule-based score. `logprob`: the teacher-forced log-prob of the gold answer after the model's own reasoning, plus the format reward."""
     model: str = "smollm2-135m"
     """Policy to train: `smollm2-135m` (SmolLM2-135M-Instruct, packaged, offline), a local Hugging Face directory, or a hub id such as Qwen/Qwen3-1.7B."""
     data: str | None = None
-    """Poetry data: a CSV or JSONL file. Default: the file `make data` prepared, else ../shared/data/public-domain-poems.csv."""
+    """Poetry data: a CSV or JSONL file. Default: the file `make data` prepared, else ../shared/data/public-domain-poems.csv. With --task jsonl: your examples, a .jsonl file (or .csv) with prompt (or messages) and answer on each line (see the README's "Bring your own data")."""
+    test_fraction: float = 0.1
+    """--task jsonl: the share of the examples without a `split` field that is held out for testing, picked by a hash of each prompt (the same file always splits the same way)."""
+    reward_fn: str | None = None
+    """--task jsonl: a scoring function, `module:function` or `path/to/file.py:function`, called as function(example, completion) and returning a number or a dict of parts; with the format reward it is the rule reward (--reward rule), and it is logged in --reward logprob runs."""
+    system_prompt: str | None = None
+    """--task jsonl: the system message. Default: the built-in tasks' instructions to reason inside <think> </think> and then answer inside <answer> </answer>."""
     preset: str | None = None
     """`poster`: the poster's recipe (Qwen/Qwen3-1.7B, bf16 autocast over fp32 weights, lr 5e-7 cosine with 3% warm-up, β 0.001, G 4, 1,024 new tokens). Options given explicitly still win."""
 
@@ -45,18 +51,20 @@ class Config:
     """Keep the frozen reference on another device (e.g. cpu) to free GPU memory, at the cost of a slower reference pass. Default: the policy's device. With --beta 0 no reference is loaded at all."""
 
     # ---------------------------------------------------------------- the batch
-    steps: int = 100
-    """Optimiser steps' worth of rollouts: each step samples a fresh batch of prompts."""
-    prompts_per_step: int = 8
-    """Prompts per step. The batch of completions, over which rewards are normalised, is prompts_per_step × group_size (the poster: 16 × 4 = 64; 8 × 4 here so that a CPU step takes minutes)."""
+    steps: int = 25
+    """Optimiser steps' worth of rollouts: each step samples a fresh batch of prompts. Sized so that a CPU run of the packaged model ends in about 30 minutes on 2 cores; on a GPU the default is 100."""
+    prompts_per_step: int = 4
+    """Prompts per step. The batch of completions, over which rewards are normalised, is prompts_per_step × group_size (the poster: 16 × 4 = 64, the default on a GPU; 4 × 4 on a CPU)."""
     group_size: int = 4
     """G: completions sampled per prompt; each is compared with the mean of its group."""
     micro_batch_size: int = 8
     """Completions per forward/backward pass; lower it to save memory, the result is the same. Keep it a multiple of --group-size: each group's shared prompt then runs through the model once."""
     max_prompt_tokens: int = 512
     """Examples whose prompt is longer than this are skipped, not cut (the poster: 256; poem starts here run longer)."""
-    max_new_tokens: int = 128
-    """Longest completion, in tokens (the poster: 1,024; --preset poster sets it)."""
+    max_answer_tokens: int = 256
+    """--task jsonl: training examples whose gold answer is longer than this are skipped (counted in the log and as skipped_long_answers in metrics.jsonl): the logprob reward scores every answer token after every completion."""
+    max_new_tokens: int = 96
+    """Longest completion, in tokens (the poster: 1,024, the default on a GPU)."""
     temperature: float = 1.0
     """Sampling temperature of the rollout; the log-probs of the ratio are taken at the same temperature."""
     top_p: float = 1.0
@@ -65,8 +73,8 @@ class Config:
     """Stop a completion that opens a second <think> after closing the first (it gets format 0): the poster's guard against repeated think blocks."""
 
     # ---------------------------------------------------------------- the objective
-    lr: float = 1e-6
-    """AdamW learning rate (the poster: 5e-7 for Qwen3-1.7B)."""
+    lr: float = 1e-5
+    """AdamW learning rate (the poster: 5e-7 for Qwen3-1.7B; the default on a GPU: 1e-6). The CPU default is high for a short run of a 135M model; the KL penalty and --min-reasoning-tokens hold it."""
     lr_schedule: str = "constant"
     """`constant` or `cosine` (decay to 0 over the run), after `warmup_ratio` of linear warm-up."""
     warmup_ratio: float = 0.0
@@ -75,14 +83,14 @@ class Config:
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Clip the gradient's global norm to this (0 turns clipping off)."""
-    beta: float = 0.001
-    """β: weight of the k3 KL penalty to the frozen reference. 0 drops the reference model entirely."""
+    beta: float = 0.02
+    """β: weight of the k3 KL penalty to the frozen reference (the poster: 0.001, the default on a GPU). 0 drops the reference model entirely."""
     clip_eps: float = 0.2
     """ε: the ratio π_θ/π_old is clipped to [1−ε, 1+ε]."""
     mu: int = 1
     """μ: optimiser updates per rollout batch, each against the stored old log-probs."""
-    loss_aggregation: str = "sequence"
-    """`sequence`: mean over each sequence's kept tokens, then over sequences (the poster's). `token`: one mean over all kept tokens (DAPO). `constant`: sum / (batch × max_new_tokens) (Dr. GRPO)."""
+    loss_aggregation: str = "token"
+    """`token`: one mean over all kept tokens of the batch (DAPO), so a short reasoning's tokens weigh no more than a long one's. `sequence`: mean over each sequence's kept tokens, then over sequences (the poster's; it favours short reasonings, see the README's "Choices"). `constant`: sum / (batch × max_new_tokens) (Dr. GRPO)."""
     scale_advantages: bool = False
     """Divide each group's advantages by the group's reward std (DeepSeekMath) instead of only subtracting the mean (the poster)."""
     reasoning_mask: bool | None = None
@@ -99,10 +107,12 @@ class Config:
     """Exponentiate the (length-normalised) log-prob into (0, 1]."""
     batch_norm: str = "minmax"
     """Batch-level normalisation of the logprob reward over all completions of the step: none, zscore or minmax."""
-    scorer: str = "policy"
-    """Which model scores the gold answer: `policy` (the current one) or `reference` (the frozen start)."""
+    scorer: str = "reference"
+    """Which model scores the gold answer: `reference` (the frozen start: the yardstick stays fixed while the policy moves) or `policy` (the current one, the poster's)."""
     unclosed: str = "score"
     """A completion with no </think>: `score` it with its whole text as reasoning (dense signal), or give it the batch's lowest reward (`batch_min`)."""
+    min_reasoning_tokens: int = 16
+    """A completion whose reasoning (up to and including </think>) is shorter than this gets the batch's lowest logprob reward: the guard against the collapse to an empty <think></think> (see the README's "Choices"). 0 turns it off (--preset poster)."""
     debias: bool = False
     """Beyond the poster: reward log P(a | p, r) − log P(a | p, empty reasoning), the credit the reasoning adds."""
 
@@ -143,11 +153,19 @@ PRESETS = {
         group_size=4,
         prompts_per_step=16,
         max_new_tokens=1024,
+        steps=100,
+        # the poster's method exactly: per-sequence mean, the policy scores the gold, no length guard
+        loss_aggregation="sequence",
+        scorer="policy",
+        min_reasoning_tokens=0,
     ),
 }
 
+# A GPU run keeps the poster's scale; the class defaults above size a CPU run to about 30 minutes
+GPU_DEFAULTS = dict(steps=100, prompts_per_step=16, max_new_tokens=1024, lr=1e-6, beta=0.001)
+
 CHOICES = {
-    "task": ("math", "poetry"),
+    "task": ("math", "poetry", "jsonl"),
     "reward": ("rule", "logprob"),
     "preset": ("poster",),
     "lr_schedule": ("constant", "cosine"),
@@ -229,14 +247,24 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> Config
         if unknown is None or unknown:
             raise UsageError(f"--resume: {saved} is not a config.json written by train.py")
         parser.set_defaults(**{**options, "resume": known.resume, "out_dir": known.resume})
-    elif known.preset:
-        # a preset replaces the defaults; whatever the command line gives explicitly still wins
-        parser.set_defaults(**PRESETS[known.preset])
+    else:
+        if on_gpu(known.device):
+            parser.set_defaults(**GPU_DEFAULTS)
+        if known.preset:
+            # a preset replaces the defaults; whatever the command line gives explicitly still wins
+            parser.set_defaults(**PRESETS[known.preset])
     config = Config(**vars(parser.parse_args(argv)))
     if config.out_dir is None:
         config.out_dir = f"runs/{config.task}-{config.reward}-{time.strftime('%Y%m%d-%H%M%S')}"
     validate(config)
     return config
+
+
+def on_gpu(device: str) -> bool:
+    """Whether --device names (or `auto` will pick) a CUDA GPU."""
+    import torch
+
+    return torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
 
 
 def validate(config: Config) -> None:
@@ -262,6 +290,7 @@ def validate(config: Config) -> None:
         (0 <= config.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
         (config.lr > 0, "--lr must be > 0"),
         (config.save_every >= 0, "--save-every must be ≥ 0"),
+        (config.min_reasoning_tokens >= 0, "--min-reasoning-tokens must be ≥ 0"),
         (config.eval_every >= 0 and config.eval_limit >= 1, "--eval-every must be ≥ 0 and --eval-limit ≥ 1"),
         (config.keep_checkpoints >= 1, "--keep-checkpoints must be ≥ 1"),
         (
@@ -275,9 +304,24 @@ def validate(config: Config) -> None:
             "with either reward (the logprob reward of equal reasoning is equal too)",
         ),
         (
-            config.data is None or config.task == "poetry",
-            f"--data is read by --task poetry; --task {config.task} does not read it",
+            config.data is None or config.task in ("poetry", "jsonl"),
+            f"--data is read by --task poetry and --task jsonl; --task {config.task} does not read it",
         ),
+        (
+            config.task != "jsonl" or config.data is not None,
+            "--task jsonl trains on your examples: give them with --data FILE (.jsonl or .csv)",
+        ),
+        (
+            config.task == "jsonl" or (config.reward_fn is None and config.system_prompt is None),
+            f"--reward-fn and --system-prompt are read by --task jsonl; --task {config.task} does not read them",
+        ),
+        (
+            not (config.task == "jsonl" and config.reward == "rule" and config.reward_fn is None),
+            "--reward rule needs a scoring function, and --task jsonl has none of its own: use --reward logprob "
+            "(it needs only the answers), or give one with --reward-fn module:function",
+        ),
+        (0 <= config.test_fraction < 1, "--test-fraction must be in [0, 1)"),
+        (config.max_answer_tokens >= 1, "--max-answer-tokens must be ≥ 1"),
     ]
     for ok, message in checks:
         if not ok:

@@ -26,7 +26,9 @@ and, to read them by, gold_tokens |a|, think_closed (1 if the completion closed 
 reasoning_tokens (the scored reasoning, `</think>` included). A small model's rule scores can stay at 0
 while its likelihood of the gold answer moves; these figures show whether logprob training changed what it
 optimises. They cost one more forward pass (two rows per example: after r and after ∅); `likelihood=False`
-skips it. Evaluation scores with the policy itself, also for a run trained with `--scorer reference`.
+skips it. By default the evaluated model scores its own completions; `scorer` (evaluate.py --scorer) scores
+them with another model instead, e.g. the untrained one: then two reports judged by the same fixed model
+differ only by what the reasonings say, which is what a run trained with `--scorer reference` optimises.
 
 Where this departs from, or adds to, the poster:
 - The poster does not say how it sampled at evaluation. The defaults (temperature 0.6, top-p 0.95) are
@@ -35,7 +37,8 @@ Where this departs from, or adds to, the poster:
   0/1 part it is the Wald interval, too narrow near 0 and 1 (zero width at exactly 0 or 1) and not clipped
   to [0, 1]; at the sizes used here (50 math, 20 poetry examples) read it as a rough error bar.
 - The test split must not overlap the train split: `evaluate_model` refuses to score when an example id or
-  a gold answer (whitespace and case ignored) is in both, since the score would then measure memorisation.
+  a gold answer (whitespace and case ignored; the jsonl task: a prompt) is in both, since the score would
+  then measure memorisation.
 - Two runs are compared example by example (`compare_reports`): the interval of the paired difference
   mean(B − A) leaves out how hard each example is, which the two reports' own intervals both carry.
 
@@ -54,7 +57,7 @@ import re
 import time
 import types
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -78,11 +81,11 @@ from tasks.base import Example, Task, json_type
 class EvalConfig:
     # ---------------------------------------------------------------- what to evaluate (one of four modes)
     task: str | None = None
-    """Domain: `math` (Countdown) or `poetry`. Needed with --model and --completions."""
+    """Domain: `math` (Countdown), `poetry` or `jsonl` (your own prompts and answers, from --data). Needed with --model and --completions."""
     model: str | None = None
     """Generate one completion per test example and score it. `smollm2-135m` (the packaged default policy), a local Hugging Face directory, a checkpoint written by train.py (runs/<run>/final), or a hub id such as Qwen/Qwen3-1.7B."""
     completions: str | None = None
-    """Score a JSONL file instead of generating; no policy model is loaded. One object per line: the example's fields (math: nums, target, optional gold_answer; poetry: author, title, form and poem_start + poem_end, or text) and `completion`, the whole response from <think> on."""
+    """Score a JSONL file instead of generating; no policy model is loaded. One object per line: the example's fields (math: nums, target, optional gold_answer; poetry: author, title, form and poem_start + poem_end, or text; jsonl: prompt or messages, and answer) and `completion`, the whole response from <think> on."""
     table: list[str] | None = None
     """Print the results table (Markdown) of these report JSON files. A run's math and poetry reports share a row when they share a name. Reports with likelihood figures add their columns, as mean [95% CI]."""
     compare: list[str] | None = None
@@ -108,11 +111,19 @@ class EvalConfig:
     dtype: str = "auto"
     """Weights' dtype: `auto` (bfloat16 on a GPU that supports it, float32 elsewhere), float32, bfloat16 or float16."""
     data: str | None = None
-    """Poetry data (CSV or JSONL), whose test split is evaluated. Default: data/poetry.jsonl, else ../shared/data/public-domain-poems.csv."""
+    """Poetry data (CSV or JSONL), whose test split is evaluated. Default: data/poetry.jsonl, else ../shared/data/public-domain-poems.csv. With --task jsonl: the examples' file, as in training."""
+    test_fraction: float = 0.1
+    """--task jsonl: the share of the examples without a `split` field held out for testing, by a hash of each prompt. Give the value training used; a smaller one holds out a subset of those examples."""
+    system_prompt: str | None = None
+    """--task jsonl: the system message training used (default: the built-in format instructions)."""
+    reward_fn: str | None = None
+    """--task jsonl: a scoring function, `module:function` or `path/to/file.py:function`, as in training; its parts join the report's."""
     seed: int = 0
     """Seed of the sampler."""
     likelihood: bool = True
     """On by default: also score the gold answer's log-probability after each completion's reasoning, and after an empty one, by teacher forcing as --reward logprob does in training (report key `likelihood`: per gold token, and their difference, the reasoning gain). --no-likelihood skips this extra forward pass."""
+    scorer: str | None = None
+    """Score those log-probabilities with this model instead of the evaluated one: e.g. smollm2-135m, the untrained start, so that two reports differ only by what their reasonings say (what a run trained with --scorer reference optimises). It must share the evaluated model's tokenizer."""
 
     # ---------------------------------------------------------------- output
     name: str | None = None
@@ -121,7 +132,7 @@ class EvalConfig:
     """Where to write: the JSON report (default: reports/<task>-<name>.json); with --table, the Markdown table, and with --compare, the comparison, as JSON if PATH ends in .json, else Markdown (default: only printed)."""
 
 
-EVAL_CHOICES = {"task": ("math", "poetry"), "dtype": ("auto", "float32", "bfloat16", "float16")}
+EVAL_CHOICES = {"task": ("math", "poetry", "jsonl"), "dtype": ("auto", "float32", "bfloat16", "float16")}
 EVAL_METAVARS = {
     "table": "REPORT",
     "compare": ("A", "B"),
@@ -334,25 +345,30 @@ def _text_key(text: str) -> str:
 
 
 def check_disjoint(
-    test_examples: Sequence[Example], train_examples: Sequence[Example], train_ids: Iterable[str] = ()
+    test_examples: Sequence[Example],
+    train_examples: Sequence[Example],
+    train_ids: Iterable[str] = (),
+    key: Callable[[Example], str] = lambda example: example.gold,
+    field: str = "gold answer",
 ) -> None:
-    """Raise SplitOverlapError if a test example's id, or its gold answer, is also in the train split.
+    """Raise SplitOverlapError if a test example's id, or its `key` (the task's `overlap_key`: by default
+    the gold answer), is also in the train split.
 
-    Gold answers are compared with case and whitespace ignored; empty ones are not compared. For Countdown
-    a gold expression fixes the numbers and the target, so equal golds mean the same problem; for poetry
-    it is the ending of the poem.
+    Keys are compared with case and whitespace ignored; empty ones are not compared. For Countdown a gold
+    expression fixes the numbers and the target, so equal golds mean the same problem; for poetry it is the
+    ending of the poem; the jsonl task's short answers repeat across examples, so it keys on the prompt.
     """
     ids = {ex.id for ex in train_examples} | set(train_ids)
-    golds = {_text_key(ex.gold) for ex in train_examples} - {""}
+    golds = {_text_key(key(ex)) for ex in train_examples} - {""}
     shared_ids = [ex.id for ex in test_examples if ex.id in ids]
-    shared_golds = [ex.id for ex in test_examples if _text_key(ex.gold) in golds]
+    shared_golds = [ex.id for ex in test_examples if _text_key(key(ex)) in golds]
     if shared_ids or shared_golds:
         found = []
         if shared_ids:
             found.append(f"{len(shared_ids)} example id(s) ({', '.join(map(repr, shared_ids[:3]))})")
         if shared_golds:
             found.append(
-                f"the gold answer of {len(shared_golds)} test example(s) ({', '.join(map(repr, shared_golds[:3]))})"
+                f"the {field} of {len(shared_golds)} test example(s) ({', '.join(map(repr, shared_golds[:3]))})"
             )
         raise SplitOverlapError(
             f"the test split overlaps the train split: {' and '.join(found)} are in both; "
@@ -430,12 +446,14 @@ def evaluate_model(
     train_ids: Iterable[str] | None = None,
     settings: Mapping[str, Any] | None = None,
     likelihood: bool = True,
+    scorer=None,
 ) -> dict[str, Any]:
     """Generate one completion per example of `split` (the first `limit`), score them, return the report.
 
     Each completion is scored by the task's rules and, with `likelihood`, by the gold answer's
     teacher-forced log-probability after its reasoning and after an empty one (`likelihood_figures`: one
-    more forward pass; it draws nothing from the sampler, so the completions do not depend on it).
+    more forward pass; it draws nothing from the sampler, so the completions do not depend on it), by
+    `scorer` if given (a model with the same tokenizer), else by the model itself.
 
     Sampling uses its own generator seeded with `seed`, so the result does not depend on, or disturb, the
     caller's random state; greedy = temperature 0. The split is first checked against the train split
@@ -445,7 +463,8 @@ def evaluate_model(
     """
     split_examples = list(task.examples(split))
     if split != "train":
-        check_disjoint(split_examples, task.examples("train"), train_ids or ())
+        train = task.examples("train")
+        check_disjoint(split_examples, train, train_ids or (), key=task.overlap_key, field=task.overlap_field)
     examples = split_examples if limit is None else split_examples[:limit]
 
     device = next(model.parameters()).device
@@ -453,8 +472,10 @@ def evaluate_model(
     stop_ids = stop_token_ids(model, tokenizer)
     effective_temperature = 0.0 if greedy else temperature  # rollout's greedy is temperature 0
     records: list[dict[str, Any]] = []
-    was_training = model.training
+    scorer = model if scorer is None else scorer
+    was_training, scorer_was_training = model.training, scorer.training
     model.eval()
+    scorer.eval()
     started = time.perf_counter()
     bar = tqdm(total=len(examples), desc=f"eval {task.name}", unit="ex", disable=not progress)
     try:
@@ -478,7 +499,7 @@ def evaluate_model(
             if likelihood:
                 golds = [ex.gold for ex in batch]
                 figures = likelihood_figures(
-                    model, tokenizer, prompts, out, golds, stop_ids=stop_ids, micro_batch_size=batch_size
+                    scorer, tokenizer, prompts, out, golds, stop_ids=stop_ids, micro_batch_size=batch_size
                 )
                 for record, example_figures in zip(batch_records, figures, strict=True):
                     if example_figures is not None:
@@ -494,6 +515,7 @@ def evaluate_model(
     finally:
         bar.close()
         model.train(was_training)
+        scorer.train(scorer_was_training)
     seconds = time.perf_counter() - started
 
     recorded = {
@@ -772,6 +794,13 @@ def _comparison_warnings(a: Mapping[str, Any], b: Mapping[str, Any], pairs) -> l
         warnings.append(
             f"the reports were sampled with different settings ({', '.join(differing)}): their completions "
             "differ for that reason too, so the pairing is weaker"
+        )
+    scorers = [settings.get("scorer", settings.get("model")) for settings in (settings_a, settings_b)]
+    if scorers[0] != scorers[1]:
+        warnings.append(
+            f"the gold log-probs were scored by different models ({scorers[0]} vs {scorers[1]}): their "
+            "difference mixes what the reasonings say with how each scorer reads them (evaluate.py --scorer "
+            "fixes one)"
         )
     tokens = [((r.get("likelihood") or {}).get("gold_tokens"), (s.get("likelihood") or {}).get("gold_tokens"))
               for r, s in pairs]  # fmt: skip

@@ -27,6 +27,9 @@ Departures from the poster's code, on purpose:
 - a completion that never closes `</think>` is still scored, with its completion up to its first
   `<answer>` or `</answer>` as reasoning and `</think>` appended, so a small model that has not yet learned the tags gets a dense signal
   (`unclosed="score"`); `unclosed="batch_min"` gives such completions the lowest reward of the batch instead;
+- a completion whose reasoning is shorter than `min_reasoning_tokens` gets the lowest reward of the batch, a
+  guard against the collapse to an empty `<think></think>` that a small model's unhelpful reasoning invites
+  (the reward then prefers no reasoning to its reasoning; see the README's "Choices");
 - optional debiasing (off by default, as in RLPR and VR-CLI): R_i − log P(a | p, empty reasoning), the
   credit for what the reasoning adds over answering straight away; computed in the same batched pass.
 """
@@ -199,8 +202,13 @@ def logprob_reward(
     batch_norm: str = "minmax",
     debias: bool = False,
     unclosed: str = "score",
+    too_short: torch.Tensor | None = None,  # (N,) bool: reasoning shorter than the run's minimum
 ) -> torch.Tensor:
-    """The normalised logprob reward (N,), in the order length → exp → batch (see the module docstring)."""
+    """The normalised logprob reward (N,), in the order length → exp → batch (see the module docstring).
+
+    Completions barred from competing on their score (too short a reasoning; with `unclosed="batch_min"`,
+    no `</think>`) get the lowest reward of the completions that may, before the batch normalisation.
+    """
     rewards = scores.logp_sum  # (N,) log P(a | p, r_i)
     if debias:
         if scores.empty_logp_sum is None:
@@ -211,12 +219,14 @@ def logprob_reward(
         rewards = length_normalise(rewards, scores.gold_tokens)
     if exp:
         rewards = exp_normalise(rewards)
-    if unclosed == "batch_min":
-        rated = closed & torch.isfinite(rewards)  # (N,)
-        if bool(rated.any()):
-            rewards = torch.where(closed, rewards, rewards[rated].min())
-    elif unclosed != "score":
+    if unclosed not in ("score", "batch_min"):
         raise ValueError(f"unknown unclosed policy {unclosed!r}; choose 'score' or 'batch_min'")
+    barred = torch.zeros_like(closed) if too_short is None else too_short.clone()  # (N,) bool
+    if unclosed == "batch_min":
+        barred |= ~closed
+    rated = ~barred & torch.isfinite(rewards)
+    if bool(barred.any()) and bool(rated.any()):
+        rewards = torch.where(barred, rewards[rated].min(), rewards)
     return batch_normalise(rewards, batch_norm)
 
 

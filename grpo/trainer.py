@@ -253,6 +253,7 @@ class Trainer:
             batch_norm=c.batch_norm,
             debias=c.debias,
             unclosed=c.unclosed,
+            too_short=all_gather(gold.reasoning_tokens) < c.min_reasoning_tokens,
         )[rank * n : (rank + 1) * n].cpu()
         # total reward = w_lp · normalised logprob reward + w_fmt · format reward (the poster: 0.9 / 0.1)
         rewards = c.logprob_weight * logprob + c.format_weight * fmt
@@ -264,6 +265,7 @@ class Trainer:
             "gold_tokens": scores.gold_tokens.cpu(),
             "reasoning_tokens": gold.reasoning_tokens.cpu(),
             "think_closed": closed_t.float().cpu(),
+            "reasoning_too_short": (gold.reasoning_tokens < c.min_reasoning_tokens).float().cpu(),
         }
         if scores.empty_logp_sum is not None:
             parts["logprob_empty_reasoning"] = scores.empty_logp_sum.cpu()
@@ -443,6 +445,7 @@ class Trainer:
             lr=self.scheduler.get_last_lr()[0],
             zero_std_fraction=all_sum(zero_std_fraction) / world,
             skipped_long_prompts=self.skipped_long_prompts,
+            skipped_long_answers=getattr(self.task, "skipped_long_answers", 0),  # tasks.jsonl drops them
             completion_length_mean=float(lengths.mean()),
             completion_length_max=float(lengths.max()),
             loss_tokens_mean=float(kept.mean()),
@@ -671,7 +674,8 @@ def quiet_transformers() -> None:
 
 def progress_line(metrics: dict) -> str:
     """One step in one line: the reward, the format rate, KL, and the signals that warn of a collapse
-    (reasoning shrinking, every completion closing </think> at once, groups without reward spread)."""
+    (reasoning shrinking, every completion closing </think> at once, reasonings under --min-reasoning-tokens,
+    groups without reward spread)."""
 
     def number(key: str, digits: int) -> str:
         value = metrics.get(key)
@@ -681,6 +685,7 @@ def progress_line(metrics: dict) -> str:
     if "reasoning_tokens_mean" in metrics:
         line += (
             f"  reasoning {number('reasoning_tokens_mean', 0)} tok  closed {number('think_closed_mean', 2)}"
+            f"  short {number('reasoning_too_short_mean', 2)}"
         )
     line += f"  zero-std {number('zero_std_fraction', 2)}"
     seconds = sum(metrics.get(f"time_{phase}", 0.0) for phase in ("rollout", "reward", "reference", "update"))

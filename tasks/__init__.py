@@ -3,13 +3,17 @@
 from tasks.base import Example, Reward, Task
 
 # the fields by which a record (a line of a completions file) is recognised as an example of each task,
-# and those every record must have (poetry's are alternatives, which its own reader checks)
-RECORD_FIELDS = {"math": ("nums", "target"), "poetry": ("poem_start", "poem_end", "text")}
-REQUIRED_FIELDS = {"math": ("nums", "target"), "poetry": ()}
+# and those every record must have (poetry's and jsonl's are alternatives, which their own readers check)
+RECORD_FIELDS = {
+    "math": ("nums", "target"),
+    "poetry": ("poem_start", "poem_end", "text"),
+    "jsonl": ("prompt", "messages"),
+}
+REQUIRED_FIELDS = {"math": ("nums", "target"), "poetry": (), "jsonl": ()}
 
 
 def get_task(name: str, **kwargs) -> Task:
-    """Build a task by name: `math` (Countdown) or `poetry`."""
+    """Build a task by name: `math` (Countdown), `poetry` or `jsonl` (prompts and answers from a file)."""
     if name == "math":
         from tasks.countdown import CountdownTask
 
@@ -18,7 +22,11 @@ def get_task(name: str, **kwargs) -> Task:
         from tasks.poetry import PoetryTask
 
         return PoetryTask(**kwargs)
-    raise ValueError(f"unknown task {name!r}: choose 'math' or 'poetry'")
+    if name == "jsonl":
+        from tasks.jsonl import JsonlTask
+
+        return JsonlTask(**kwargs)
+    raise ValueError(f"unknown task {name!r}: choose 'math', 'poetry' or 'jsonl'")
 
 
 __all__ = ["Example", "Reward", "Task", "get_task"]

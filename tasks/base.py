@@ -9,6 +9,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+
+# What every task's system message asks for, so that the format reward and the logprob reward's
+# `<answer>` context are what the model was told to write (a task may phrase its own, as poetry does).
+FORMAT_INSTRUCTIONS = (
+    f"Reason step by step inside {THINK_OPEN} {THINK_CLOSE} first, "
+    f"then give your final answer inside {ANSWER_OPEN} {ANSWER_CLOSE}."
+)
+
 
 @dataclass(frozen=True)
 class Example:
@@ -48,6 +57,15 @@ class Task:
     def score_batch(self, examples: Sequence[Example], responses: Sequence[str]) -> list[Reward]:
         """Score many responses at once; override when batching helps (e.g. sentence embeddings)."""
         return [self.score(ex, r) for ex, r in zip(examples, responses, strict=True)]
+
+    overlap_field: str = "gold answer"
+    """What `overlap_key` reads, as evaluation's refusal names it."""
+
+    def overlap_key(self, example: Example) -> str:
+        """The text that may not be in both splits (evaluation refuses to score a test split that shares it
+        with the train split). The gold answer by default; a task whose answers repeat across examples
+        (one-word answers, labels) keys on its prompts instead."""
+        return example.gold
 
 
 def json_type(value: Any) -> str:

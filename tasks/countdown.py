@@ -46,7 +46,7 @@ from functools import lru_cache
 from typing import Any
 
 from grpo.tags import format_reward, parse_response
-from tasks.base import Example, Reward, Task
+from tasks.base import FORMAT_INSTRUCTIONS, Example, Reward, Task
 
 NUM_NUMBERS = 4
 NUMBER_RANGE = (1, 99)
@@ -416,10 +416,7 @@ def _generate_split(
 # ----------------------------------------------------------------------------------------------------
 # The task
 
-_SYSTEM_PROMPT = (
-    "You solve arithmetic puzzles. Reason step by step inside <think> </think> first, "
-    "then give your final answer inside <answer> </answer>."
-)
+_SYSTEM_PROMPT = "You solve arithmetic puzzles. " + FORMAT_INSTRUCTIONS
 
 # Format examples for the prompt, with pairwise disjoint numbers: one of them never shares a number
 # with the problem, so the model is not shown a piece of the solution.

@@ -59,13 +59,25 @@ def test_help_lists_every_flag_with_its_docstring(monkeypatch):
 
 
 def test_parse_config_defaults_are_the_dataclass_defaults():
-    config = parse_config([])
+    config = parse_config(["--device", "cpu"])
     # out_dir is the one default filled in at parse time: a fresh, dated directory per run
     assert config.out_dir.startswith("runs/math-rule-")
     config.out_dir = None
-    assert config == Config()
-    assert (config.task, config.reward, config.group_size, config.lr) == ("math", "rule", 4, 1e-6)
+    assert config == Config(device="cpu")
+    assert (config.task, config.reward, config.group_size, config.lr) == ("math", "rule", 4, 1e-5)
     assert config.one_think is True and config.reasoning_mask is None and config.preset is None
+
+
+def test_a_gpu_run_gets_the_poster_scale_unless_told_otherwise():
+    # on_gpu reads the flag; no GPU is needed to parse "--device cuda"
+    config = parse_config(["--device", "cuda"])
+    assert (config.steps, config.prompts_per_step, config.max_new_tokens) == (100, 16, 1024)
+    assert (config.lr, config.beta) == (1e-6, 0.001)
+    assert parse_config(["--device", "cuda:1", "--prompts-per-step", "4"]).prompts_per_step == 4
+    cpu = parse_config(["--device", "cpu"])
+    assert (cpu.steps, cpu.prompts_per_step, cpu.max_new_tokens) == (25, 4, 96)
+    # the preset wins over the GPU defaults, the command line over both
+    assert parse_config(["--device", "cuda", "--preset", "poster"]).lr == 5e-7
 
 
 def test_flags_parse_into_their_fields():
@@ -128,8 +140,8 @@ def test_an_explicit_option_wins_over_the_preset():
 
 
 def test_an_explicit_option_equal_to_the_default_wins_over_the_preset():
-    # 256 is Config's default; the preset's is 1024. The Config docstring: "Options given explicitly still win."
-    assert parse_config(["--preset", "poster", "--max-new-tokens", "256"]).max_new_tokens == 256
+    # 96 is Config's default; the preset's is 1024. The Config docstring: "Options given explicitly still win."
+    assert parse_config(["--preset", "poster", "--max-new-tokens", "96"]).max_new_tokens == 96
 
 
 # --------------------------------------------------------------------------------------------------

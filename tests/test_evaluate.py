@@ -227,6 +227,25 @@ def test_likelihood_figures_are_the_gold_scores_of_the_same_completions(tokenize
     assert "gold log-prob/token" in format_summary(report)
 
 
+def test_a_scorer_judges_the_same_completions(tokenizer, tiny_model):
+    task = CountdownTask(n_train=4, n_test=3)
+    options = dict(temperature=1.0, max_new_tokens=6, batch_size=2, seed=1, progress=False)
+    own = evaluate_model(tiny_model, tokenizer, task, **options)
+    other = make_model(tokenizer, seed=7).train()
+    judged = evaluate_model(tiny_model, tokenizer, task, scorer=other, **options)
+    # the completions are the evaluated model's, the log-probs the scorer's
+    assert [r["completion"] for r in judged["records"]] == [r["completion"] for r in own["records"]]
+    mine = [r["likelihood"]["gold_logprob"] for r in own["records"]]
+    theirs = [r["likelihood"]["gold_logprob"] for r in judged["records"]]
+    assert all(abs(a - b) > 1e-3 for a, b in zip(mine, theirs))
+    # the scorer's own figures on those completions: what it gives when it is also the sampler's twin
+    twin = make_model(tokenizer, seed=7)
+    twin.load_state_dict(tiny_model.state_dict())
+    again = evaluate_model(tiny_model, tokenizer, task, scorer=twin, **options)
+    assert [r["likelihood"]["gold_logprob"] for r in again["records"]] == pytest.approx(mine, rel=1e-9)
+    assert other.training  # the scorer is given back in the mode it came in
+
+
 def test_likelihood_draws_nothing_from_the_sampler(tokenizer, tiny_model):
     task = CountdownTask(n_train=4, n_test=3)
     # sampled, in two batches: scoring the first batch must not move the second batch's random numbers
@@ -475,6 +494,17 @@ def test_compare_command_pairs_examples_by_id(tmp_path, capsys):
     assert markdown.read_text().split("\n")[2:] == [*COMPARISON[2:], ""]
 
 
+def test_compare_warns_when_the_scorers_differ(tmp_path, capsys):
+    # a report without `scorer` was scored by its own model
+    a = compare_report("A", A_ROWS, model="smollm2-135m")
+    same = compare_report("B", B_ROWS, model="runs/x/final", scorer="smollm2-135m")
+    own = compare_report("B", B_ROWS, model="runs/x/final")
+    assert evaluate.main(["--compare", *write_reports(tmp_path, a, same)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert evaluate.main(["--compare", *write_reports(tmp_path, a, own)]) == 0
+    assert "scored by different models (smollm2-135m vs runs/x/final)" in capsys.readouterr().err
+
+
 def test_compare_warns_when_sampling_settings_differ(tmp_path, capsys):
     paths = write_reports(
         tmp_path, compare_report("A", A_ROWS), compare_report("B", B_ROWS, seed=1, top_p=1.0)
@@ -525,6 +555,8 @@ def test_help_lists_every_option_with_its_docstring(monkeypatch):
         (["--compare", "a.json", "b.json", "--names", "one"], "--names gives 1 names for 2 reports"),
         (["--compare", "a.json", "nope.json"], "report a.json does not exist"),
         (["--task", "math", "--completions", "nope.jsonl"], "completions file nope.jsonl does not exist"),
+        (["--task", "math", "--completions", "f", "--scorer", "m"], "--scorer scores the likelihood figures"),
+        (["--task", "math", "--model", "m", "--scorer", "m", "--no-likelihood"], "it needs --model and"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(argv, message, capsys):

@@ -98,6 +98,8 @@ def train_curve(taught, tmp_path, reward: str) -> list[float]:
         max_prompt_tokens=128,
         lr=3e-4,
         beta=0.0,
+        scorer="policy",  # the toy's answer follows the policy's own reasoning; there is no reference
+        min_reasoning_tokens=0,  # the toy's reasoning is three letters
         seed=0,
         out_dir=str(tmp_path),
     )

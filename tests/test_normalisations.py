@@ -166,6 +166,42 @@ def test_batch_min_leaves_values_when_none_is_closed():
     assert rewards.tolist() == [-1.0, -3.0, -2.0, -0.5]
 
 
+# --------------------------------------------------------------------------------------------------
+# Too short a reasoning: the guard against the collapse to an empty <think></think>
+
+
+def test_too_short_reasoning_takes_the_lowest_reward_of_the_others():
+    s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
+    too_short = torch.tensor([False, False, False, True])
+    # length: [−1, −3, −2, −0.5]; the short one scored best (no reasoning to get wrong) but takes −3
+    before = logprob_reward(s, all_closed(4), batch_norm="none", too_short=too_short)
+    assert before.tolist() == [-1.0, -3.0, -2.0, -3.0]
+    # minmax over [−1, −3, −2, −3] → [1, 0, 0.5, 0]
+    after = logprob_reward(s, all_closed(4), batch_norm="minmax", too_short=too_short)
+    assert after.tolist() == [1.0, 0.0, 0.5, 0.0]
+
+
+def test_too_short_and_unclosed_are_both_barred_and_rated_against_the_rest():
+    s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
+    closed = torch.tensor([True, True, False, True])
+    too_short = torch.tensor([False, False, False, True])
+    # rated: rows 0 and 1 (−1, −3); row 2 unclosed and row 3 too short both take −3
+    rewards = logprob_reward(s, closed, batch_norm="none", unclosed="batch_min", too_short=too_short)
+    assert rewards.tolist() == [-1.0, -3.0, -3.0, -3.0]
+    # with unclosed="score" the unclosed row keeps its −2
+    rewards = logprob_reward(s, closed, batch_norm="none", unclosed="score", too_short=too_short)
+    assert rewards.tolist() == [-1.0, -3.0, -2.0, -3.0]
+
+
+def test_a_nan_row_is_not_the_minimum_the_too_short_take():
+    s = scores([-2.0, float("nan"), -4.0, -1.0], [2, 2, 2, 2])
+    too_short = torch.tensor([False, False, False, True])
+    rewards = logprob_reward(s, all_closed(4), batch_norm="none", too_short=too_short)
+    # finite rated rows: −1 and −2, so the short row takes −2; the NaN row stays NaN (advantages drop it)
+    assert rewards[[0, 2, 3]].tolist() == [-1.0, -2.0, -2.0]
+    assert math.isnan(rewards[1].item())
+
+
 def test_unknown_unclosed_policy_raises():
     with pytest.raises(ValueError, match="unknown unclosed policy"):
         logprob_reward(scores([-1.0, -2.0], [1, 1]), all_closed(2), unclosed="drop")

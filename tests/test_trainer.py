@@ -249,7 +249,8 @@ def test_a_nan_reward_is_counted_and_never_reaches_the_weights(tmp_path, tokeniz
 def test_output_to_a_file_is_one_line_per_step_and_final_shares_the_checkpoints_weights(
     tmp_path, tokenizer, model_factory, capsys
 ):
-    trainer = make_trainer(config(tmp_path, steps=2, beta=0.0, reward="logprob"), tokenizer, model_factory)
+    cfg = config(tmp_path, steps=2, beta=0.0, reward="logprob", scorer="policy")  # no reference at β = 0
+    trainer = make_trainer(cfg, tokenizer, model_factory)
     trainer.train(progress=True)  # stderr is captured here: not a terminal
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b[" not in err  # no bar redrawn with carriage returns or escape codes
@@ -259,3 +260,16 @@ def test_output_to_a_file_is_one_line_per_step_and_final_shares_the_checkpoints_
     checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002" / "model" / "model.safetensors"
     assert final.stat().st_ino == checkpoint.stat().st_ino  # one copy of the weights on disk
     assert "done: metrics in" in err
+
+
+def test_min_reasoning_tokens_marks_the_short_reasonings_in_metrics_and_progress_line(
+    tmp_path, tokenizer, model_factory
+):
+    from grpo.trainer import progress_line
+
+    # 12 new tokens at most: every reasoning is under 1,000 tokens and none is under 0
+    for minimum, expected in ((1000, 1.0), (0, 0.0)):
+        cfg = config(tmp_path / str(minimum), reward="logprob", steps=1, min_reasoning_tokens=minimum)
+        metrics, _ = make_trainer(cfg, tokenizer, model_factory).step()
+        assert metrics["reasoning_too_short_mean"] == expected
+        assert f"short {expected:.2f}" in progress_line(metrics)

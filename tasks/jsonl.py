@@ -1,0 +1,411 @@
+"""Bring your own data: prompts with reference answers, one per line of a JSONL or CSV file.
+
+The logprob reward needs nothing but a gold answer per prompt, so any such file is a task, including one
+no rule could judge. `--task jsonl --data FILE` reads one example per line (or CSV row, by the suffix .csv):
+
+    {"prompt": "I grow shorter as I work ...", "answer": "candle"}
+    {"messages": [{"role": "system", "content": "..."}, {"role": "user", "content": "..."}],
+     "answer": "candle", "id": "riddle-07", "split": "test"}
+
+`prompt` (a string) or `messages` (a chat that ends with the user's turn; a system message may come first);
+`answer`, the gold text (surrounding whitespace dropped); optional `id` (default: a hash of the prompt and
+answer; unique either way) and `split` (train or test). Other fields are kept for a scoring function. A CSV
+has the columns prompt and answer, optionally id, split and others.
+
+Split. A line without `split` is held out when a hash of its prompt falls below `test_fraction`: the same file
+always splits the same way, editing or adding a line moves no other, one prompt with two answers stays on one
+side, and a smaller fraction holds out a subset of what a larger one does. Evaluation's overlap check compares
+prompts here, not answers: short answers ("yes", "shadow") repeat across different questions.
+
+Prompt. The system message is the built-in tasks' format instructions (`FORMAT_INSTRUCTIONS`) or
+`system_prompt`, after the example's own system message when it has one; the trainer prefills `<think>`.
+
+Rule score. The format reward, and `exact_match` (the answer equals the gold, case and whitespace ignored),
+an extra part that is watched, never counted in the total: a free-text answer is rarely word for word the
+gold. Without a scoring function the total is the format reward alone, so `--reward rule` is refused (see
+grpo/config.py). A scoring function `(example, completion) -> number or dict of parts` (`--reward-fn`) makes
+the total (format + its score) / 2, as Countdown's (format + equation) / 2; a dict's score is the mean of its
+parts. It gets the line's fields (with `id` and `answer`) and the response from `<think>` on. One that raises
+or returns anything else scores 0 on that response, with a warning: a bug in it costs a reward, not a run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import io
+import json
+import math
+import numbers
+import os
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from grpo.tags import format_reward, parse_response
+from tasks.base import FORMAT_INSTRUCTIONS, Example, Reward, Task, json_type
+
+SPLITS = ("train", "test")
+TEST_FRACTION = 0.1
+ROLES = ("system", "user", "assistant")
+# a line's fields that are not kept as the example's data: its own, and those evaluation adds to a report's
+# records (a report's records are valid lines of a completions file, and are read back here)
+_NOT_DATA = frozenset({"prompt", "messages", "answer", "gold", "id", "split", "index", "completion", "total",
+                       "parts", "likelihood", "prompt_tokens", "completion_tokens", "finish_reason", "line"})  # fmt: skip
+# the part a scoring function's number is logged as; the names its dict of parts may not take
+FUNCTION_PART = "reward_fn"
+RESERVED_PARTS = ("format", "exact_match", "score", "total")
+
+RewardFunction = Callable[[dict[str, Any], str], Any]
+
+
+# ---------------------------------------------------------------- reading a file
+
+
+def read_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, fields) of every example of a JSONL file, or of a CSV file (by its suffix).
+
+    Raises FileNotFoundError for a missing file, ValueError naming the file and the line for one that
+    cannot be read: empty, not UTF-8, a line that is not a JSON object, a CSV without its columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} {'is not a file' if path.exists() else 'does not exist'}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty")
+    return _csv_records(path, text) if path.suffix.lower() == ".csv" else _jsonl_records(path, text)
+
+
+def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    numbered = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {json_type(record)}")
+        numbered.append((number, record))
+    return numbered
+
+
+def _csv_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), restval="")
+    columns = reader.fieldnames or []
+    missing = [name for name in ("prompt", "answer") if name not in columns]
+    if missing:
+        raise ValueError(f"{path}: missing CSV column(s) {', '.join(missing)} (found: {', '.join(columns)})")
+    numbered, ended = [], reader.line_num
+    for row in reader:
+        # a quoted field may span lines: the row starts on the line after the previous one ended
+        number, ended = ended + 1, reader.line_num
+        if None in row:
+            raise ValueError(f"{path}:{number}: more values than the {len(columns)} columns")
+        # an empty id or split cell is an absent one
+        numbered.append((number, {k: v for k, v in row.items() if not (k in ("id", "split") and v == "")}))
+    return numbered
+
+
+def _checked_messages(messages: Any) -> list[dict[str, str]]:
+    """role and content of each chat message; ValueError unless it is a chat the model can answer."""
+    if not isinstance(messages, list) or not messages:
+        got = "an empty list" if messages == [] else json_type(messages)
+        raise ValueError(f"'messages' must be a non-empty list of chat messages, got {got}")
+    checked = []
+    for i, message in enumerate(messages):
+        if not (
+            isinstance(message, dict)
+            and message.get("role") in ROLES
+            and isinstance(message.get("content"), str)
+        ):
+            shown = json.dumps(message, ensure_ascii=False)
+            raise ValueError(
+                f'messages[{i}] must be {{"role": "system", "user" or "assistant", "content": '
+                f"a string}}, got {shown[:60]}{'…' if len(shown) > 60 else ''}"
+            )
+        if message["role"] == "system" and i > 0:
+            raise ValueError(f"messages[{i}]: a system message may only come first")
+        checked.append({"role": message["role"], "content": message["content"]})
+    if checked[-1]["role"] != "user" or not checked[-1]["content"].strip():
+        raise ValueError("the last message must be the user's, with text: it is the turn the model answers")
+    return checked
+
+
+def prompt_key(data: Mapping[str, Any]) -> str:
+    """The text of an example's prompt: its `prompt`, or its `messages` as canonical JSON."""
+    if "prompt" in data:
+        return data["prompt"]
+    return json.dumps(data["messages"], ensure_ascii=False, sort_keys=True)
+
+
+def parse_record(record: Mapping[str, Any]) -> tuple[Example, str | None]:
+    """(example, its `split` or None) from one line's fields; ValueError with a one-line reason."""
+    if "prompt" in record and "messages" in record:
+        raise ValueError("has both 'prompt' and 'messages': give one of them")
+    if "prompt" in record:
+        if not isinstance(record["prompt"], str):
+            raise ValueError(f"'prompt' must be a string, got {json_type(record['prompt'])}")
+        if not record["prompt"].strip():
+            raise ValueError("'prompt' is empty")
+        data: dict[str, Any] = {"prompt": record["prompt"]}
+    elif "messages" in record:
+        data = {"messages": _checked_messages(record["messages"])}
+    else:
+        raise ValueError("needs 'prompt' (a string) or 'messages' (a list of chat messages)")
+    # `gold` is what a report's records call it (evaluate.py --completions reads them back)
+    name = "answer" if "answer" in record or "gold" not in record else "gold"
+    if name not in record:
+        raise ValueError("missing field 'answer'")
+    if not isinstance(record[name], str):
+        raise ValueError(f"'{name}' must be a string, got {json_type(record[name])}")
+    answer = record[name].strip()
+    if not answer:
+        raise ValueError(f"'{name}' is empty")
+    split = record.get("split")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"'split' must be 'train' or 'test', got {json.dumps(split)}")
+    example_id = record.get("id")
+    if example_id is None:
+        digest = hashlib.sha1(f"{prompt_key(data)}\x1f{answer}".encode()).hexdigest()
+        example_id = f"jsonl-{digest[:12]}"
+    elif isinstance(example_id, bool) or not isinstance(example_id, (str, int)) or example_id == "":
+        raise ValueError(f"'id' must be a non-empty string or a number, got {json.dumps(example_id)}")
+    data.update((key, value) for key, value in record.items() if key not in _NOT_DATA)
+    return Example(id=str(example_id), gold=answer, data=data), split
+
+
+def read_examples(path: str | os.PathLike) -> list[tuple[Example, str | None]]:
+    """Every example of a file with its given split (or None); ValueError naming the file and line."""
+    examples: list[tuple[Example, str | None]] = []
+    lines: dict[str, int] = {}  # id → the line it was first seen on
+    for number, record in read_records(path):
+        try:
+            example, split = parse_record(record)
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: {err}") from None
+        if example.id in lines:
+            raise ValueError(
+                f"{path}:{number}: id {example.id!r} is also on line {lines[example.id]}"
+                if "id" in record
+                else f"{path}:{number}: the same prompt and answer as line {lines[example.id]}; "
+                "remove one, or give each an id"
+            )
+        lines[example.id] = number
+        examples.append((example, split))
+    return examples
+
+
+def held_out(key: str, test_fraction: float) -> bool:
+    """Whether a prompt goes to the test split: its SHA-256, as a number in [0, 1), is below test_fraction.
+
+    Depends on the prompt alone, so no other line of the file moves it, and it is the same on every machine
+    and Python version (unlike `hash`, which is salted per process).
+    """
+    digest = hashlib.sha256(f"jsonl-split\x1f{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < test_fraction
+
+
+def build_splits(
+    examples: Sequence[tuple[Example, str | None]], test_fraction: float = TEST_FRACTION
+) -> dict[str, list[Example]]:
+    """Train and test examples in file order: a given split is kept, the others go by `held_out`."""
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    for example, split in examples:
+        if split is None:
+            split = "test" if held_out(prompt_key(example.data), test_fraction) else "train"
+        splits[split].append(example)
+    return splits
+
+
+# ---------------------------------------------------------------- a user's scoring function
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
+def load_reward_fn(spec: str) -> RewardFunction:
+    """The function of `module:function` or `path/to/file.py:function`; ValueError saying why it cannot be."""
+    module_name, colon, function_name = spec.rpartition(":")
+    if not (colon and module_name and function_name):
+        raise ValueError(f"--reward-fn {spec!r}: expected module:function or path/to/file.py:function")
+    from_file = module_name.endswith(".py") or "/" in module_name or os.sep in module_name
+    if from_file and not Path(module_name).is_file():
+        raise ValueError(f"--reward-fn {spec}: {module_name} does not exist")
+    try:
+        if from_file:
+            module_spec = importlib.util.spec_from_file_location(
+                f"reward_fn_{Path(module_name).stem}", module_name
+            )
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module  # as an import would: dataclasses and pickle look there
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except Exception as err:  # the user's module failed to import, for a reason of its own: name it
+        hint = "; a file is given as path/to/file.py:function" if isinstance(err, ModuleNotFoundError) else ""
+        raise ValueError(
+            f"--reward-fn {spec}: importing {module_name} failed ({_one_line(err)}){hint}"
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ValueError(f"--reward-fn {spec}: {module_name} has no function {function_name!r}")
+    try:
+        inspect.signature(function).bind(None, None)
+    except TypeError:
+        raise ValueError(
+            f"--reward-fn {spec}: {function_name} must take two arguments, (example, completion)"
+        ) from None
+    except ValueError:
+        pass  # no signature to read (a builtin): it is judged by what it returns
+    return function
+
+
+def exact_match(answer: str | None, gold: str) -> float:
+    """1.0 when the answer is the gold, with case and runs of whitespace ignored, else 0.0."""
+    if answer is None:
+        return 0.0
+    return float(" ".join(answer.casefold().split()) == " ".join(gold.casefold().split()))
+
+
+# ---------------------------------------------------------------- the task
+
+
+class JsonlTask(Task):
+    """Prompts and gold answers from a file (see the module docstring); `data` None: no examples, for
+    scoring the records of a completions file only.
+
+    reward_fn: a scoring function, or its `module:function` / `path/to/file.py:function`.
+    """
+
+    name = "jsonl"
+    overlap_field = "prompt"
+
+    def __init__(
+        self,
+        data: str | os.PathLike | None = None,
+        test_fraction: float = TEST_FRACTION,
+        system_prompt: str | None = None,
+        reward_fn: str | RewardFunction | None = None,
+    ):
+        if not 0 <= test_fraction < 1:
+            raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        self.data_path = None if data is None else Path(data)
+        self.test_fraction = test_fraction
+        self.system_prompt = FORMAT_INSTRUCTIONS if system_prompt is None else system_prompt
+        examples = [] if data is None else read_examples(data)  # the file's errors first, then the function's
+        self.reward_fn = load_reward_fn(reward_fn) if isinstance(reward_fn, str) else reward_fn
+        self._splits = build_splits(examples, test_fraction)
+        self.skipped_long_answers = 0
+        self._function_parts: dict[str, None] = {}  # names of the function's parts seen so far, in order
+        self._warned: set[str] = set()
+
+    def examples(self, split: str) -> list[Example]:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: choose 'train' or 'test'")
+        return self._splits[split]
+
+    def skip_long_answers(self, tokenizer, max_tokens: int) -> int:
+        """Drop the training examples whose answer is longer than `max_tokens` tokens; return how many.
+
+        The logprob reward scores every gold token after every completion, so one long answer sets the
+        width of a whole batch's scoring pass. Counted in the policy's tokens, as that reward encodes them.
+        """
+        train = self._splits["train"]
+        kept = [ex for ex in train if len(tokenizer.encode(ex.gold, add_special_tokens=False)) <= max_tokens]
+        self._splits["train"] = kept
+        self.skipped_long_answers += len(train) - len(kept)
+        return len(train) - len(kept)
+
+    def messages(self, example: Example) -> list[dict[str, str]]:
+        data = example.data
+        if "prompt" in data:
+            turns = [{"role": "user", "content": data["prompt"]}]
+        else:
+            turns = [dict(message) for message in data["messages"]]
+        system = self.system_prompt
+        if turns[0]["role"] == "system":
+            # the example's own system message, then the format instructions
+            own = turns.pop(0)["content"]
+            system = f"{own}\n\n{system}" if system else own
+        return ([{"role": "system", "content": system}] if system else []) + turns
+
+    def overlap_key(self, example: Example) -> str:
+        return prompt_key(example.data)
+
+    def score(self, example: Example, response: str) -> Reward:
+        return self.score_batch([example], [response])[0]
+
+    def score_batch(self, examples: Sequence[Example], responses: Sequence[str]) -> list[Reward]:
+        responses = [response if isinstance(response, str) else "" for response in responses]
+        scored = [self._function_parts_of(ex, r) for ex, r in zip(examples, responses, strict=True)]
+        for parts in scored:
+            self._function_parts.update(dict.fromkeys(parts or ()))
+        rewards = []
+        for example, response, parts in zip(examples, responses, scored, strict=True):
+            fmt = format_reward(response)
+            shown = {"format": fmt, "exact_match": exact_match(parse_response(response).answer, example.gold)}
+            if self.reward_fn is None:
+                rewards.append(Reward(total=fmt, parts=shown))
+                continue
+            # every response carries every part seen (metrics average parts by name): a missing one is 0
+            shown.update((name, (parts or {}).get(name, 0.0)) for name in self._function_parts)
+            function_score = math.fsum(parts.values()) / len(parts) if parts else 0.0
+            rewards.append(Reward(total=(fmt + function_score) / 2, parts=shown))
+        return rewards
+
+    def _function_parts_of(self, example: Example, response: str) -> dict[str, float] | None:
+        """The scoring function's parts for one response; None (it scores 0) when it raised or returned
+        something that is not a finite number or a dict of them."""
+        if self.reward_fn is None:
+            return None
+        fields = {
+            **example.data,
+            "id": example.id,
+            "answer": example.gold,
+        }  # a copy: the function may edit it
+        try:
+            value = self.reward_fn(fields, response)
+        except Exception as err:  # the user's code: any error scores 0, never stops a run
+            self._warn(f"--reward-fn raised {_one_line(err)}", example.id)
+            return None
+        parts = dict(value) if isinstance(value, Mapping) else {FUNCTION_PART: value}
+        usable = bool(parts) and all(
+            isinstance(name, str)
+            and name not in RESERVED_PARTS
+            and isinstance(number, numbers.Real)
+            and math.isfinite(number)
+            for name, number in parts.items()
+        )
+        if not usable:
+            shown = repr(value)
+            self._warn(
+                f"--reward-fn returned {shown[:80]}{'…' if len(shown) > 80 else ''}: expected a finite "
+                f"number or a dict of them (part names other than {', '.join(RESERVED_PARTS)})",
+                example.id,
+            )
+            return None
+        return {name: float(number) for name, number in parts.items()}
+
+    def _warn(self, problem: str, example_id: str) -> None:
+        # once per distinct problem: a function that always fails would otherwise warn on every response
+        if problem not in self._warned:
+            self._warned.add(problem)
+            message = f"{problem} on example {example_id!r}; scored 0 (the same problem is not warned again)"
+            warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+    @staticmethod
+    def example_from_record(record: dict[str, Any]) -> Example:
+        """An Example from a completions file's line (its fields, as in the data file); ValueError if unusable."""
+        return parse_record(record)[0]
