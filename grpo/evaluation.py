@@ -71,7 +71,7 @@ from grpo.rewards import gold_scores_of_completions
 from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_OPEN
 from tasks import RECORD_FIELDS, REQUIRED_FIELDS
-from tasks.base import Example, Task, json_type
+from tasks.base import Example, Task, json_object, json_type
 
 # ----------------------------------------------------------------------------------------------------
 # Options of evaluate.py: one flat dataclass, a docstring per field, the CLI generated from it
@@ -570,12 +570,7 @@ def example_from_record(task: Task, record: Mapping[str, Any]) -> Example:
 
 def parse_completion_line(task: Task, line: str) -> tuple[Example, str]:
     """(example, response) from one JSONL line; ValueError with a one-line reason if it is not usable."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {json_type(record)}")
+    record = json_object(line)
     other = _looks_like(record)
     if other is not None and other != task.name and other in RECORD_FIELDS:
         raise ValueError(

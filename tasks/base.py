@@ -5,6 +5,7 @@ To add a domain, subclass `Task` and implement three methods. The trainer knows 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,17 @@ class Task:
         with the train split). The gold answer by default; a task whose answers repeat across examples
         (one-word answers, labels) keys on its prompts instead."""
         return example.gold
+
+
+def json_object(line: str) -> dict[str, Any]:
+    """One line of a JSONL file as a dict; ValueError with a one-line reason when it is not a JSON object."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {json_type(record)}")
+    return record
 
 
 def json_type(value: Any) -> str:

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo.tags import format_reward, parse_response
-from tasks.base import FORMAT_INSTRUCTIONS, Example, Reward, Task, json_type
+from tasks.base import FORMAT_INSTRUCTIONS, Example, Reward, Task, json_object, json_type
 
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.1
@@ -91,12 +91,9 @@ def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {json_type(record)}")
-        numbered.append((number, record))
+            numbered.append((number, json_object(line)))
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: {err}") from None
     return numbered
 
 

@@ -80,6 +80,14 @@ def test_a_gpu_run_gets_the_poster_scale_unless_told_otherwise():
     assert parse_config(["--device", "cuda", "--preset", "poster"]).lr == 5e-7
 
 
+def test_poetry_on_a_cpu_trains_at_its_own_learning_rate():
+    assert parse_config(["--device", "cpu", "--task", "poetry"]).lr == 3e-5
+    assert parse_config(["--device", "cpu", "--task", "math"]).lr == 1e-5
+    assert parse_config(["--device", "cpu", "--task", "poetry", "--lr", "2e-6"]).lr == 2e-6
+    assert parse_config(["--device", "cuda", "--task", "poetry"]).lr == 1e-6
+    assert parse_config(["--device", "cpu", "--task", "poetry", "--preset", "poster"]).lr == 5e-7
+
+
 def test_flags_parse_into_their_fields():
     config = parse_config(
         [

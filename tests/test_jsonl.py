@@ -185,7 +185,7 @@ def test_evaluation_compares_prompts_not_the_short_answers_that_repeat(tmp_path,
 # Bad input: one line naming the file and the line, exit 2, before any model loads
 
 BAD_LINES = [
-    (['{"prompt": "q", "answer": "a"}', '{"prompt": "q2", "answer": '], 2, "not JSON (Expecting value"),
+    (['{"prompt": "q", "answer": "a"}', '{"prompt": "q2", "answer": '], 2, "not valid JSON (Expecting value"),
     (['["q", "a"]'], 1, "expected a JSON object, got an array"),
     ([{"prompt": "q"}], 1, "missing field 'answer'"),
     ([{"prompt": "q", "answer": "  "}], 1, "'answer' is empty"),
