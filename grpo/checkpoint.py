@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -39,22 +41,31 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
+@contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """A fresh temporary directory beside `target` to write into; on success it replaces `target` whole, in one
+    rename. A crash leaves `target` as it was, and never a half-written directory under its name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_checkpoint(run_dir: Path, step: int, policy, tokenizer, state: dict, keep: int) -> Path:
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".step-*"):  # left by a save that crashed
         shutil.rmtree(stale, ignore_errors=True)
     target = root / f"step-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}-"))
-    try:
+    with atomic_directory(target) as tmp:
         policy.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)
         tokenizer.save_pretrained(tmp / MODEL_DIR)
         torch.save(state, tmp / STATE_FILE)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     for _, old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target

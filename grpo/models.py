@@ -16,8 +16,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -125,14 +123,11 @@ def packaged_model_dir(name: str) -> Path:
     model.load_state_dict(dequantised.state_dict())
     model.generation_config = dequantised.generation_config
     # write to a temporary directory, then rename: a crash never leaves a half-written cache behind
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    try:
+    from grpo.checkpoint import atomic_directory
+
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

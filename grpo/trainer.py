@@ -21,7 +21,6 @@ import random
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 from grpo.advantages import group_advantages
-from grpo.checkpoint import MODEL_DIR, write_checkpoint
+from grpo.checkpoint import MODEL_DIR, atomic_directory, write_checkpoint
 from grpo.config import Config, UsageError, use_reasoning_mask
 from grpo.distributed import World, all_gather, all_sum, barrier, gather_objects
 from grpo.evaluation import evaluate_model
@@ -334,11 +333,12 @@ class Trainer:
         """bf16 autocast for the forward passes under mixed precision; a no-op otherwise."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision)
 
-    def step(self) -> dict:
+    def step(self) -> tuple[dict, list[dict]]:
+        """One GRPO step, under bf16 autocast when training in mixed precision: (metrics, a few samples)."""
         with self.autocast():
             return self._step()
 
-    def _step(self) -> dict:
+    def _step(self) -> tuple[dict, list[dict]]:
         c = self.config
         G = c.group_size
         # every rank draws the same global batch, then takes its share
@@ -645,10 +645,8 @@ class Trainer:
         `same_as`: a checkpoint of these very weights; its model files are hard-linked instead of written
         again (the weights then take their space once on disk; a copy where the filesystem cannot link).
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
         source = None if same_as is None else same_as / MODEL_DIR
-        try:
+        with atomic_directory(path) as tmp:
             if source is not None and source.is_dir():
                 for file in source.iterdir():
                     try:
@@ -658,11 +656,6 @@ class Trainer:
             else:
                 self.policy.save_pretrained(tmp, safe_serialization=True)
                 self.tokenizer.save_pretrained(tmp)
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def quiet_transformers() -> None:
