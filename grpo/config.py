@@ -13,17 +13,29 @@ import json
 import math
 import textwrap
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_type_hints
+from typing import Literal, Union, get_args, get_origin, get_type_hints
+
+from grpo.loss import Aggregation
+from grpo.rewards import BatchNorm, Unclosed
+
+# The choices of every option that takes one of a few words, stated once: argparse's choices come from these
+TaskName = Literal["math", "poetry", "jsonl"]
+RewardKind = Literal["rule", "logprob"]
+Preset = Literal["poster"]
+LrSchedule = Literal["constant", "cosine"]
+Scorer = Literal["reference", "policy"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 @dataclass
 class Config:
     # ---------------------------------------------------------------- what to train
-    task: str = "math"
+    task: TaskName = "math"
     """Domain: `math` (Countdown: 4 numbers, reach the target), `poetry` (write the ending of a poem) or `jsonl` (your own prompts and answers, from --data)."""
-    reward: str = "rule"
+    reward: RewardKind = "rule"
     """`rule`: the task's rule-based score. `logprob`: the teacher-forced log-prob of the gold answer after the model's own reasoning, plus the format reward."""
     model: str = "smollm2-135m"
     """Policy to train: `smollm2-135m` (SmolLM2-135M-Instruct, packaged, offline), a local Hugging Face directory, or a hub id such as Qwen/Qwen3-1.7B."""
@@ -35,13 +47,13 @@ class Config:
     """--task jsonl: a scoring function, `module:function` or `path/to/file.py:function`, called as function(example, completion) and returning a number or a dict of parts; with the format reward it is the rule reward (--reward rule), and it is logged in --reward logprob runs."""
     system_prompt: str | None = None
     """--task jsonl: the system message. Default: the built-in tasks' instructions to reason inside <think> </think> and then answer inside <answer> </answer>."""
-    preset: str | None = None
+    preset: Preset | None = None
     """`poster`: the poster's recipe (Qwen/Qwen3-1.7B, bf16 autocast over fp32 weights, lr 5e-7 cosine with 3% warm-up, β 0.001, G 4, 1,024 new tokens). Options given explicitly still win."""
 
     # ---------------------------------------------------------------- hardware
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
-    dtype: str = "auto"
+    dtype: DType = "auto"
     """Weights' dtype. `auto`: float32 weights, gradients and AdamW state everywhere; on a GPU with bf16 the forward passes then run under bf16 autocast (mixed precision, see --autocast). `bfloat16` or `float16`: pure half-precision weights, gradients and AdamW state, half the memory, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away."""
     autocast: bool | None = None
     """Run every forward pass (rollout, reference, logprob reward, update) under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision). Default: on for a CUDA GPU that supports bf16, off elsewhere. On CPUs it is faster only with AVX512-BF16 or AMX (`make bench` measures it)."""
@@ -75,7 +87,7 @@ class Config:
     # ---------------------------------------------------------------- the objective
     lr: float = 1e-5
     """AdamW learning rate (the poster: 5e-7 for Qwen3-1.7B; the default on a GPU: 1e-6; on a CPU, 3e-5 for poetry). The CPU defaults are high for a short run of a 135M model; the KL penalty and --min-reasoning-tokens hold it."""
-    lr_schedule: str = "constant"
+    lr_schedule: LrSchedule = "constant"
     """`constant` or `cosine` (decay to 0 over the run), after `warmup_ratio` of linear warm-up."""
     warmup_ratio: float = 0.0
     """Fraction of the optimiser steps spent warming the learning rate up from 0 (the poster: 0.03)."""
@@ -89,7 +101,7 @@ class Config:
     """ε: the ratio π_θ/π_old is clipped to [1−ε, 1+ε]."""
     mu: int = 1
     """μ: optimiser updates per rollout batch, each against the stored old log-probs."""
-    loss_aggregation: str = "token"
+    loss_aggregation: Aggregation = "token"
     """`token`: one mean over all kept tokens of the batch (DAPO), so a short reasoning's tokens weigh no more than a long one's. `sequence`: mean over each sequence's kept tokens, then over sequences (the poster's; it favours short reasonings, see the README's "Choices"). `constant`: sum / (batch × max_new_tokens) (Dr. GRPO)."""
     scale_advantages: bool = False
     """Divide each group's advantages by the group's reward std (DeepSeekMath) instead of only subtracting the mean (the poster)."""
@@ -105,11 +117,11 @@ class Config:
     """Divide the gold answer's log-prob by its number of tokens (the poster's most stable setting)."""
     exp_norm: bool = False
     """Exponentiate the (length-normalised) log-prob into (0, 1]."""
-    batch_norm: str = "minmax"
+    batch_norm: BatchNorm = "minmax"
     """Batch-level normalisation of the logprob reward over all completions of the step: none, zscore or minmax."""
-    scorer: str = "reference"
+    scorer: Scorer = "reference"
     """Which model scores the gold answer: `reference` (the frozen start: the yardstick stays fixed while the policy moves) or `policy` (the current one, the poster's)."""
-    unclosed: str = "score"
+    unclosed: Unclosed = "score"
     """A completion with no </think>: `score` it with its whole text as reasoning (dense signal), or give it the batch's lowest reward (`batch_min`)."""
     min_reasoning_tokens: int = 16
     """A completion whose reasoning (up to and including </think>) is shorter than this gets the batch's lowest logprob reward: the guard against the collapse to an empty <think></think> (see the README's "Choices"). 0 turns it off (--preset poster)."""
@@ -168,18 +180,6 @@ GPU_DEFAULTS = dict(steps=100, prompts_per_step=16, max_new_tokens=1024, lr=1e-6
 # policy still (KL 0.006 after 25 steps, no held-out change); at 3e-5 it learned (README, "Does it learn?")
 CPU_TASK_DEFAULTS = {"poetry": dict(lr=3e-5)}
 
-CHOICES = {
-    "task": ("math", "poetry", "jsonl"),
-    "reward": ("rule", "logprob"),
-    "preset": ("poster",),
-    "lr_schedule": ("constant", "cosine"),
-    "loss_aggregation": ("sequence", "token", "constant"),
-    "batch_norm": ("none", "zscore", "minmax"),
-    "scorer": ("policy", "reference"),
-    "unclosed": ("score", "batch_min"),
-    "dtype": ("auto", "float32", "bfloat16", "float16"),
-}
-
 
 class UsageError(ValueError):
     """Options that cannot work, or an input file that cannot be used: `error: …` and exit 2, no traceback."""
@@ -200,26 +200,44 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
+def add_options(
+    parser: argparse.ArgumentParser,
+    cls,
+    *,
+    metavars: dict | None = None,
+    nargs: dict | None = None,
+    default_in_help: bool = False,
+) -> None:
+    """One --flag per field of the dataclass `cls`: the string under the field is its help, its type says how
+    to parse it (a bool gets --x / --no-x, a list one or more values, a Literal its choices)."""
+    docs = field_docs(cls)
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if get_origin(hint) in (Union, types.UnionType):  # X | None → X
+            hint = next(t for t in get_args(hint) if t is not types.NoneType)
+        help_text = docs.get(f.name, "")
+        kwargs: dict = {"default": f.default}
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(hint) is list:
+            kwargs["nargs"] = (nargs or {}).get(f.name, "+")
+        elif get_origin(hint) is Literal:
+            kwargs["type"], kwargs["choices"] = str, get_args(hint)
+        else:
+            kwargs["type"] = hint
+        if default_in_help and hint is not bool and f.default is not None:
+            help_text += f" (default: {f.default})"
+        if f.name in (metavars or {}):
+            kwargs["metavar"] = metavars[f.name]
+        parser.add_argument("--" + f.name.replace("_", "-"), help=help_text.replace("%", "%%"), **kwargs)
+
+
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    docs = field_docs(Config)
-    hints = get_type_hints(Config)
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        kwargs: dict = {"default": f.default, "help": docs.get(f.name, "").replace("%", "%%")}
-        if hint is bool or hint == bool | None:
-            # --one-think / --no-one-think
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif hint in (int, float, str):
-            kwargs["type"] = hint
-        else:  # optional str
-            kwargs["type"] = str
-        if f.name in CHOICES:
-            kwargs["choices"] = CHOICES[f.name]
-        parser.add_argument(flag, **kwargs)
+    add_options(parser, Config)
     return parser
 
 

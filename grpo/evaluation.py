@@ -50,22 +50,20 @@ any other system (no policy model is loaded), `format_table` lays reports out as
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import re
 import time
-import types
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from grpo.config import field_docs
+from grpo.config import DType, TaskName, add_options
 from grpo.models import stop_token_ids
 from grpo.rewards import gold_scores_of_completions
 from grpo.rollout import Rollout, build_prompt, rollout
@@ -80,7 +78,7 @@ from tasks.base import Example, Task, json_object, json_type
 @dataclass
 class EvalConfig:
     # ---------------------------------------------------------------- what to evaluate (one of four modes)
-    task: str | None = None
+    task: TaskName | None = None
     """Domain: `math` (Countdown), `poetry` or `jsonl` (your own prompts and answers, from --data). Needed with --model and --completions."""
     model: str | None = None
     """Generate one completion per test example and score it. `smollm2-135m` (the packaged default policy), a local Hugging Face directory, a checkpoint written by train.py (runs/<run>/final), or a hub id such as Qwen/Qwen3-1.7B."""
@@ -108,7 +106,7 @@ class EvalConfig:
     """Test examples generated together (one completion each); lower it to save memory."""
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
-    dtype: str = "auto"
+    dtype: DType = "auto"
     """Weights' dtype: `auto` (bfloat16 on a GPU that supports it, float32 elsewhere), float32, bfloat16 or float16."""
     data: str | None = None
     """Poetry data (CSV or JSONL), whose test split is evaluated. Default: data/poetry.jsonl, else ../shared/data/public-domain-poems.csv. With --task jsonl: the examples' file, as in training."""
@@ -132,7 +130,6 @@ class EvalConfig:
     """Where to write: the JSON report (default: reports/<task>-<name>.json); with --table, the Markdown table, and with --compare, the comparison, as JSON if PATH ends in .json, else Markdown (default: only printed)."""
 
 
-EVAL_CHOICES = {"task": ("math", "poetry", "jsonl"), "dtype": ("auto", "float32", "bfloat16", "float16")}
 EVAL_METAVARS = {
     "table": "REPORT",
     "compare": ("A", "B"),
@@ -159,25 +156,7 @@ def build_parser(description: str = "", epilog: str = "", prog: str | None = Non
         epilog=epilog,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=28),
     )
-    docs = field_docs(EvalConfig)
-    hints = get_type_hints(EvalConfig)
-    for f in dataclasses.fields(EvalConfig):
-        hint = hints[f.name]
-        default = "" if f.default is None else f" (default: {f.default})"
-        kwargs: dict = {"default": f.default, "help": (docs[f.name] + default).replace("%", "%%")}
-        inner = [t for t in get_args(hint) if t is not types.NoneType] or [hint]  # X | None → X
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-            kwargs["help"] = docs[f.name].replace("%", "%%")
-        elif get_origin(inner[0]) is list:
-            kwargs["nargs"] = EVAL_NARGS.get(f.name, "+")
-        else:
-            kwargs["type"] = inner[0]
-        if f.name in EVAL_CHOICES:
-            kwargs["choices"] = EVAL_CHOICES[f.name]
-        if f.name in EVAL_METAVARS:
-            kwargs["metavar"] = EVAL_METAVARS[f.name]
-        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+    add_options(parser, EvalConfig, metavars=EVAL_METAVARS, nargs=EVAL_NARGS, default_in_help=True)
     return parser
 
 

@@ -26,10 +26,12 @@ consequences, so it is an explicit argument:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
-AGGREGATIONS = ("sequence", "token", "constant")
+Aggregation = Literal["sequence", "token", "constant"]
+AGGREGATIONS = get_args(Aggregation)
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

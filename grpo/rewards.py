@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
@@ -46,7 +47,9 @@ from grpo.reasoning import reasoning_ids, think_end
 from grpo.rollout import left_pad
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, ANSWER_SEPARATOR, THINK_CLOSE
 
-BATCH_NORMALISATIONS = ("none", "zscore", "minmax")
+BatchNorm = Literal["none", "zscore", "minmax"]
+BATCH_NORMALISATIONS = get_args(BatchNorm)
+Unclosed = Literal["score", "batch_min"]  # what a completion without </think> is scored as
 
 
 # ---------------------------------------------------------------- normalisations (pure torch)
@@ -219,7 +222,7 @@ def logprob_reward(
         rewards = length_normalise(rewards, scores.gold_tokens)
     if exp:
         rewards = exp_normalise(rewards)
-    if unclosed not in ("score", "batch_min"):
+    if unclosed not in get_args(Unclosed):
         raise ValueError(f"unknown unclosed policy {unclosed!r}; choose 'score' or 'batch_min'")
     barred = torch.zeros_like(closed) if too_short is None else too_short.clone()  # (N,) bool
     if unclosed == "batch_min":

@@ -197,3 +197,20 @@ def test_autocast_with_bf16_weights_is_refused():
     with pytest.raises(UsageError, match="--autocast keeps float32 weights"):
         parse_config(["--autocast", "--dtype", "bfloat16"])
     assert parse_config(["--autocast"]).autocast
+
+
+def test_the_choices_of_each_option_are_its_literal_type_and_every_task_name_builds_a_task():
+    from typing import get_args
+
+    from grpo.config import TaskName, build_parser
+    from tasks import RECORD_FIELDS, get_task
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    assert actions["loss_aggregation"].choices == ("sequence", "token", "constant")
+    assert actions["batch_norm"].choices == ("none", "zscore", "minmax")
+    assert actions["unclosed"].choices == ("score", "batch_min")
+    assert actions["preset"].choices == ("poster",) and actions["preset"].default is None
+    assert set(get_args(TaskName)) == set(RECORD_FIELDS)
+    assert get_task("math").name == "math"  # the others need a data file; an unknown name is refused:
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("chess")
