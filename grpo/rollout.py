@@ -31,8 +31,9 @@ class Rollout:
     prompt_mask: torch.Tensor  # (N, P) 1 for real prompt tokens
     completion_ids: torch.Tensor  # (N, C) right-padded with the pad id
     completion_mask: torch.Tensor  # (N, C) 1 for generated tokens, the final end-of-turn token included
-    group_ids: torch.Tensor  # (N,) index of the prompt each row answers
-    sample_logp: torch.Tensor  # (N, C) log π_old of each sampled token (0 where masked)
+    # (N, C) log-prob of each sampled token under the distribution it was drawn from (0 where masked). The
+    # update does not read it (its π_old comes from teacher forcing); the tests check the sampler against it
+    sample_logp: torch.Tensor
     texts: list[str]  # decoded completions, end-of-turn tokens left out
     finish_reasons: list[str]  # "eos" | "stop" (a stop string) | "second_think" | "length"
 
@@ -171,7 +172,6 @@ def rollout(
     unique_ids, unique_mask = left_pad(prompts, pad_id, device)  # (n_prompts, P)
     prompt_ids = unique_ids.repeat_interleave(G, dim=0)  # (N, P): G copies of each prompt, contiguous
     prompt_mask = unique_mask.repeat_interleave(G, dim=0)  # (N, P)
-    group_ids = torch.arange(len(prompts), device=device).repeat_interleave(G)  # (N,)
     n = prompt_ids.shape[0]
     stop_ids = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
 
@@ -257,7 +257,6 @@ def rollout(
         prompt_mask,
         completion_ids,
         completion_mask,
-        group_ids,
         sample_logp,
         texts,
         finish_reasons,

@@ -47,7 +47,11 @@ def test_sampling_logprobs_equal_a_teacher_forced_forward_pass(tokenizer, tiny_m
         stop_token_ids=[tokenizer.eos_token_id],
         generator=torch.Generator().manual_seed(0),
     )
-    assert out.completion_ids.shape[0] == 6 and out.group_ids.tolist() == [0, 0, 0, 1, 1, 1]
+    # G contiguous copies of each prompt: rows 0-2 answer the first, 3-5 the second
+    assert out.completion_ids.shape[0] == 6
+    assert all(torch.equal(out.prompt_ids[i], out.prompt_ids[0]) for i in (1, 2))
+    assert all(torch.equal(out.prompt_ids[i], out.prompt_ids[3]) for i in (4, 5))
+    assert not torch.equal(out.prompt_ids[0], out.prompt_ids[3])
     with torch.no_grad():
         forced = token_logprobs(
             tiny_model, out.input_ids, out.attention_mask, out.prompt_length, temperature=temperature
