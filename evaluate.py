@@ -91,14 +91,9 @@ def usage_problem(config: EvalConfig) -> str | None:
 
 def make_task(config: EvalConfig):
     from grpo.models import pick_device
-    from tasks import get_task
+    from tasks import task_for
 
-    if config.task == "poetry":
-        return get_task("poetry", data=config.data, device=str(pick_device(config.device)))
-    if config.task == "jsonl":
-        return get_task("jsonl", data=config.data, test_fraction=config.test_fraction,
-                        system_prompt=config.system_prompt, reward_fn=config.reward_fn)  # fmt: skip
-    return get_task(config.task)
+    return task_for(config, device=str(pick_device(config.device)))
 
 
 def out_path(config: EvalConfig, name: str) -> Path:

@@ -60,7 +60,7 @@ def run(argv: list[str] | None = None) -> Config:
     from grpo.distributed import barrier, setup
     from grpo.models import enable_activation_checkpointing, load_models, pick_device, training_precision
     from grpo.trainer import Trainer, prepare_out_dir, quiet_transformers
-    from tasks import get_task
+    from tasks import task_for
 
     world, device = setup(config.device)  # torchrun: join the process group; one process: a world of 1
     say = (lambda text: print(text, file=sys.stderr)) if world.is_main else (lambda text: None)
@@ -83,12 +83,8 @@ def run(argv: list[str] | None = None) -> Config:
     if not sys.stderr.isatty():
         quiet_transformers()  # no "Loading weights" bar redrawn with carriage returns in a log file
     # the data is read and checked before any model loads
-    options = {"data": config.data, "device": str(pick_device(device))} if config.task == "poetry" else {}
-    if config.task == "jsonl":
-        options = dict(data=config.data, test_fraction=config.test_fraction, system_prompt=config.system_prompt,
-                       reward_fn=config.reward_fn)  # fmt: skip
     try:
-        task = get_task(config.task, **options)
+        task = task_for(config, device=str(pick_device(device)))
         if not task.examples("train"):
             source = getattr(task, "data_path", None)
             if config.task == "jsonl":

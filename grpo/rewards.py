@@ -224,6 +224,7 @@ def logprob_reward(
         rewards = exp_normalise(rewards)
     if unclosed not in get_args(Unclosed):
         raise ValueError(f"unknown unclosed policy {unclosed!r}; choose 'score' or 'batch_min'")
+    # barred rows take the lowest reward of the rated ones: R_i ← min_{j rated} R_j, then the batch norm
     barred = torch.zeros_like(closed) if too_short is None else too_short.clone()  # (N,) bool
     if unclosed == "batch_min":
         barred |= ~closed

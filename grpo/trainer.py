@@ -237,6 +237,8 @@ class Trainer:
             think_ends=think_ends,
         )
         scores, closed_t = gold.scores, gold.closed
+        # the length guard: a reasoning shorter than this cannot win on its gold log-prob
+        too_short = gold.reasoning_tokens < c.min_reasoning_tokens  # (n,) bool
         # the batch-level normalisation sees every completion of the step, on every rank
         n, rank = len(examples), self.world.rank
         everyone = GoldScores(
@@ -252,7 +254,7 @@ class Trainer:
             batch_norm=c.batch_norm,
             debias=c.debias,
             unclosed=c.unclosed,
-            too_short=all_gather(gold.reasoning_tokens) < c.min_reasoning_tokens,
+            too_short=all_gather(too_short),
         )[rank * n : (rank + 1) * n].cpu()
         # total reward = w_lp · normalised logprob reward + w_fmt · format reward (the poster: 0.9 / 0.1)
         rewards = c.logprob_weight * logprob + c.format_weight * fmt
@@ -264,7 +266,7 @@ class Trainer:
             "gold_tokens": scores.gold_tokens.cpu(),
             "reasoning_tokens": gold.reasoning_tokens.cpu(),
             "think_closed": closed_t.float().cpu(),
-            "reasoning_too_short": (gold.reasoning_tokens < c.min_reasoning_tokens).float().cpu(),
+            "reasoning_too_short": too_short.float().cpu(),
         }
         if scores.empty_logp_sum is not None:
             parts["logprob_empty_reasoning"] = scores.empty_logp_sum.cpu()

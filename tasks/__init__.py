@@ -29,4 +29,15 @@ def get_task(name: str, **kwargs) -> Task:
     raise ValueError(f"unknown task {name!r}: choose 'math', 'poetry' or 'jsonl'")
 
 
-__all__ = ["Example", "Reward", "Task", "get_task"]
+def task_for(options, device: str = "cpu") -> Task:
+    """The task a train.py or evaluate.py config names, built from the options that task reads: --data, and
+    for jsonl --test-fraction, --system-prompt and --reward-fn. `device`: where poetry's embedding model runs."""
+    if options.task == "poetry":
+        return get_task("poetry", data=options.data, device=device)
+    if options.task == "jsonl":
+        return get_task("jsonl", data=options.data, test_fraction=options.test_fraction,
+                        system_prompt=options.system_prompt, reward_fn=options.reward_fn)  # fmt: skip
+    return get_task(options.task)
+
+
+__all__ = ["Example", "Reward", "Task", "get_task", "task_for"]
