@@ -37,7 +37,7 @@ test-fast:
 
 # the figures in the README's Performance section; the JSON report goes to reports/ (git-ignored)
 bench:
-	$(PY) -m grpo.bench --out reports/bench.json
+	$(PY) -m tools.bench --out reports/bench.json
 
 lint:
 	$(PY) -m ruff check .

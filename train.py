@@ -59,7 +59,8 @@ def run(argv: list[str] | None = None) -> Config:
     from grpo.checkpoint import MODEL_DIR, resumable_checkpoint, truncate_jsonl
     from grpo.distributed import barrier, setup
     from grpo.models import enable_activation_checkpointing, load_models, pick_device, training_precision
-    from grpo.trainer import Trainer, prepare_out_dir, quiet_transformers
+    from grpo.run import prepare_out_dir, quiet_transformers, train
+    from grpo.trainer import Trainer
     from tasks import task_for
 
     world, device = setup(config.device)  # torchrun: join the process group; one process: a world of 1
@@ -125,7 +126,7 @@ def run(argv: list[str] | None = None) -> Config:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 truncate_jsonl(out_dir / name, trainer.step_index)
         say(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})")
-    trainer.train(resumed=resume_from is not None)  # prints where the model is, or how to resume
+    train(trainer, resumed=resume_from is not None)  # prints where the model is, or how to resume
     if (out_dir / "final").is_dir():
         say(next_steps(config))
     return config

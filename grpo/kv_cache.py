@@ -2,7 +2,7 @@
 
 transformers' DynamicCache grows by `torch.cat([keys, new], dim=-2)` in every layer at every step, which
 copies the whole cache each time (15% of a decode step at batch 32 on a CPU, measured by
-`python -m grpo.bench`). Here each layer owns two buffers of shape (rows, heads, capacity, head_dim),
+`python -m tools.bench`). Here each layer owns two buffers of shape (rows, heads, capacity, head_dim),
 sized for the longest prompt plus `max_new_tokens`, and the attention reads a view of the first
 `length` columns of the first `batch_size` rows:
 

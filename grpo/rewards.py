@@ -12,6 +12,9 @@ boundary and change which tokens count as the answer), and only the ids of a are
 between `</think>` and `<answer>` is what a model following the format writes there (`ANSWER_SEPARATOR`).
 The closer is there for the shape of the sequence; causal attention means it cannot change the sum.
 
+`logprob_rewards` is the whole reward a `--reward logprob` step trains on: these scores, normalised, weighted
+and added to the format reward.
+
 Normalisations, applied in this order, each optional and each a pure function below:
 
     length:  R_i / |a|                 (mean log-prob per gold token; stops long answers dominating)
@@ -38,14 +41,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
+from grpo.distributed import all_gather
 from grpo.logprobs import token_logprobs
 from grpo.reasoning import reasoning_ids, think_end
 from grpo.rollout import left_pad
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, ANSWER_SEPARATOR, THINK_CLOSE
+
+if TYPE_CHECKING:  # config.py imports this module for its option types
+    from grpo.config import Config
 
 BatchNorm = Literal["none", "zscore", "minmax"]
 BATCH_NORMALISATIONS = get_args(BatchNorm)
@@ -287,3 +294,75 @@ def gold_scores_of_completions(
         torch.tensor(closed, device=device),
         torch.tensor([float(len(r)) for r in reasonings], device=device),
     )
+
+
+def logprob_rewards(
+    scorer,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],  # (N,) the prompt of each completion
+    completion_ids: torch.Tensor,  # (N, C) right-padded
+    completion_mask: torch.Tensor,  # (N, C)
+    golds: Sequence[str],  # (N,) the gold answer of each completion
+    formats: torch.Tensor,  # (N,) the format reward of each completion
+    config: Config,
+    *,
+    stop_token_ids: Sequence[int],
+    think_ends: Sequence[int | None],  # (N,) where each completion's </think> ends (grpo.reasoning)
+    rank: int = 0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The reward `--reward logprob` trains on, (N,) on the CPU, with its parts for the metrics:
+
+        R_i = w_lp · norm(log P(a | p, r_i)) + w_fmt · format_i          (the poster: w_lp 0.9, w_fmt 0.1)
+
+    log P(a | p, r_i) is scored by `scorer` (the frozen reference by default, so the target stays fixed);
+    norm is `logprob_reward`'s length → exp → batch normalisation, with the length guard. The batch statistics
+    are over every completion of the step on every rank (`all_gather`); this rank's rows come back.
+    """
+    c = config
+    scorer.eval()
+    # log P(gold | prompt, reasoning_i), the context built as evaluation builds it
+    gold = gold_scores_of_completions(
+        scorer,
+        tokenizer,
+        prompt_ids,
+        completion_ids,
+        completion_mask,
+        golds,
+        stop_token_ids=stop_token_ids,
+        micro_batch_size=c.micro_batch_size,
+        with_empty_reasoning=c.debias,
+        group_size=c.group_size,
+        think_ends=think_ends,
+    )
+    scores = gold.scores
+    too_short = gold.reasoning_tokens < c.min_reasoning_tokens  # (N,) bool: the length guard's rows
+    n = len(golds)
+    everyone = GoldScores(
+        all_gather(scores.logp_sum),
+        all_gather(scores.gold_tokens),
+        None if scores.empty_logp_sum is None else all_gather(scores.empty_logp_sum),
+    )
+    normalised = logprob_reward(
+        everyone,
+        all_gather(gold.closed),
+        length_norm=c.length_norm,
+        exp=c.exp_norm,
+        batch_norm=c.batch_norm,
+        debias=c.debias,
+        unclosed=c.unclosed,
+        too_short=all_gather(too_short),
+    )[rank * n : (rank + 1) * n].cpu()
+    rewards = c.logprob_weight * normalised + c.format_weight * formats
+    parts = {
+        "format": formats,
+        "logprob": normalised,
+        "logprob_raw": scores.logp_sum.cpu(),
+        "logprob_per_token": (scores.logp_sum / scores.gold_tokens).cpu(),
+        "gold_tokens": scores.gold_tokens.cpu(),
+        "reasoning_tokens": gold.reasoning_tokens.cpu(),
+        "think_closed": gold.closed.float().cpu(),
+        "reasoning_too_short": too_short.float().cpu(),
+    }
+    if scores.empty_logp_sum is not None:
+        parts["logprob_empty_reasoning"] = scores.empty_logp_sum.cpu()
+    return rewards, parts

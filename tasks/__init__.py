@@ -1,6 +1,6 @@
 """Tasks: where the examples, the prompts and the rule-based scores of a domain live."""
 
-from tasks.base import Example, Reward, Task
+from grpo.task import Example, Reward, Task
 
 # the fields by which a record (a line of a completions file) is recognised as an example of each task,
 # and those every record must have (poetry's and jsonl's are alternatives, which their own readers check)

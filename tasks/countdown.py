@@ -46,7 +46,8 @@ from functools import lru_cache
 from typing import Any
 
 from grpo.tags import format_reward, parse_response
-from tasks.base import FORMAT_INSTRUCTIONS, Example, Reward, Task
+from grpo.task import Example, Reward, Task
+from tasks.base import FORMAT_INSTRUCTIONS
 
 NUM_NUMBERS = 4
 NUMBER_RANGE = (1, 99)
@@ -251,21 +252,19 @@ class _Parser:
             raise _Reject  # trailing tokens, e.g. "1 2" or "(1))"
         return value
 
-    def expr(self, depth: int) -> Fraction | None:
-        value = self.term(depth)
-        while self.peek() in ("+", "-"):
-            op = self.tokens[self.pos]
-            self.pos += 1
-            right = self.term(depth)
-            value = None if value is None or right is None else _apply(op, value, right)
-        return value
+    def expr(self, depth: int) -> Fraction | None:  # expr := term (("+" | "-") term)*
+        return self.left_to_right(("+", "-"), self.term, depth)
 
-    def term(self, depth: int) -> Fraction | None:
-        value = self.factor(depth)
-        while self.peek() in ("*", "/"):
+    def term(self, depth: int) -> Fraction | None:  # term := factor (("*" | "/") factor)*
+        return self.left_to_right(("*", "/"), self.factor, depth)
+
+    def left_to_right(self, ops: tuple[str, str], operand, depth: int) -> Fraction | None:
+        """operand (op operand)*, applied left to right: 8 - 2 - 1 = (8 - 2) - 1."""
+        value = operand(depth)
+        while self.peek() in ops:
             op = self.tokens[self.pos]
             self.pos += 1
-            right = self.factor(depth)
+            right = operand(depth)
             value = None if value is None or right is None else _apply(op, value, right)
         return value
 

@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from grpo.tags import format_reward, parse_response
-from tasks.base import FORMAT_INSTRUCTIONS, Example, Reward, Task, json_object, json_type
+from grpo.task import Example, Reward, Task
+from tasks.base import FORMAT_INSTRUCTIONS, json_object, json_type
 
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.1

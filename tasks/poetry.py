@@ -32,7 +32,8 @@ from typing import Any
 import torch
 
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, format_reward, parse_response
-from tasks.base import Example, Reward, Task, json_type
+from grpo.task import Example, Reward, Task
+from tasks.base import json_type
 from tasks.poetry_scoring import (
     PARTS,
     MissingEmbeddingModel,

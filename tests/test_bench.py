@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from grpo import bench
 from grpo.tags import ANSWER_CLOSE
+from tools import bench
 
 
 def test_useful_lengths_stop_where_the_rollout_would(tokenizer):

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from grpo.checkpoint import MODEL_DIR, checkpoints, latest_checkpoint, read_state, truncate_jsonl
 from grpo.models import load_model
+from grpo.run import train
 from grpo.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_a_resumed_run_equals_one_never_interrupted(tmp_path, tokenizer):
         tokenizer,
         EchoTask(),
     )
-    straight.train(progress=False)
+    train(straight, progress=False)
 
     first = Trainer(
         config(tmp_path / "b", steps=2, save_every=1),
@@ -45,21 +46,21 @@ def test_a_resumed_run_equals_one_never_interrupted(tmp_path, tokenizer):
         tokenizer,
         EchoTask(),
     )
-    first.train(progress=False)
-    step, path = latest_checkpoint(first.out_dir)
-    assert step == 2 and [s for s, _ in checkpoints(first.out_dir)] == [1, 2]  # keep_checkpoints = 2
+    train(first, progress=False)
+    step, path = latest_checkpoint(tmp_path / "b")
+    assert step == 2 and [s for s, _ in checkpoints(tmp_path / "b")] == [1, 2]  # keep_checkpoints = 2
 
     policy = load_model(str(path / MODEL_DIR), torch.device("cpu"), torch.float32)
     resumed = Trainer(
         config(tmp_path / "b", steps=4, save_every=1), policy, make_model(tokenizer), tokenizer, EchoTask()
     )
     resumed.load_state_dict(read_state(path))
-    resumed.train(progress=False, resumed=True)
+    train(resumed, progress=False, resumed=True)
 
     for p, q in zip(straight.policy.parameters(), resumed.policy.parameters()):
         assert torch.equal(p, q)
-    a = (straight.out_dir / "metrics.jsonl").read_text().splitlines()
-    b = (resumed.out_dir / "metrics.jsonl").read_text().splitlines()
+    a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [stable(x) for x in a] == [stable(x) for x in b] and len(a) == 4
 
 

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from tasks.base import Example
+from grpo.task import Example
 from tasks.countdown import (
     CountdownTask,
     _random_tree,

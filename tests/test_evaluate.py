@@ -11,27 +11,29 @@ import pytest
 from conftest import make_model
 
 import evaluate
+from evaluate import (
+    EvalConfig,
+    build_parser,
+    default_run_name,
+    format_summary,
+    format_table,
+    score_completions_file,
+)
 from grpo.config import field_docs
 from grpo.evaluation import (
     LIKELIHOOD_FIGURES,
-    EvalConfig,
     SplitOverlapError,
-    build_parser,
     build_report,
-    default_run_name,
     evaluate_model,
-    format_summary,
-    format_table,
     mean_ci,
     paired_difference,
-    score_completions_file,
     task_score,
 )
 from grpo.models import stop_token_ids
 from grpo.rewards import gold_scores_of_completions
 from grpo.rollout import build_prompt, rollout
 from grpo.tags import THINK_OPEN
-from tasks.base import Example, Reward, Task
+from grpo.task import Example, Reward, Task
 from tasks.countdown import CountdownTask
 
 # ----------------------------------------------------------------------------------------------------
@@ -260,8 +262,10 @@ def test_likelihood_draws_nothing_from_the_sampler(tokenizer, tiny_model):
 def test_trainer_logs_the_held_out_likelihood(tmp_path, tokenizer):
     from test_trainer import EchoTask, config, make_trainer
 
+    from grpo.run import held_out_evaluation
+
     trainer = make_trainer(config(tmp_path, beta=0.0, eval_limit=2), tokenizer, make_model)
-    logged = trainer.evaluate()
+    logged = held_out_evaluation(trainer)
     c = trainer.config
     report = evaluate_model(
         trainer.policy,

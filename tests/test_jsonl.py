@@ -15,8 +15,9 @@ from conftest import make_model
 
 import evaluate
 import train
+from evaluate import score_completions_file
 from grpo.config import Config
-from grpo.evaluation import SplitOverlapError, evaluate_model, score_completions_file
+from grpo.evaluation import SplitOverlapError, evaluate_model
 from grpo.rollout import build_prompt
 from grpo.trainer import Trainer
 from tasks import get_task

@@ -28,9 +28,10 @@ from conftest import make_model, make_tokenizer
 import grpo.trainer as trainer_module
 from grpo.config import Config
 from grpo.rollout import build_prompt
+from grpo.run import train_step
 from grpo.tags import parse_response
+from grpo.task import Example, Reward, Task
 from grpo.trainer import Trainer
-from tasks.base import Example, Reward, Task
 
 LETTERS = "abcd"  # what the taught model reasons about, uniformly
 GOLD = "a"
@@ -107,7 +108,7 @@ def train_curve(taught, tmp_path, reward: str) -> list[float]:
     # the rule run's reward is its rule; the logprob run's is log P(gold | p, r) per gold token, read
     # before the batch's min-max (which rescales every batch to [0, 1] and so cannot rise)
     measure = "right_mean" if reward == "rule" else "logprob_per_token_mean"
-    return [trainer.step()[0][measure] for _ in range(STEPS)]
+    return [train_step(trainer)[0][measure] for _ in range(STEPS)]
 
 
 @pytest.mark.parametrize("reward, gain", [("rule", 0.4), ("logprob", 1.5)])

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from grpo import plot
+from tools import plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

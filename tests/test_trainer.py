@@ -12,8 +12,9 @@ from transformers import AutoModelForCausalLM
 from grpo.config import Config, UsageError
 from grpo.models import enable_activation_checkpointing
 from grpo.rollout import build_prompt
+from grpo.run import train, train_step
+from grpo.task import Example, Reward, Task
 from grpo.trainer import Trainer
-from tasks.base import Example, Reward, Task
 
 
 class EchoTask(Task):
@@ -69,7 +70,7 @@ def test_training_steps_change_parameters_and_write_metrics(tmp_path, tokenizer,
     cfg = config(tmp_path, reward=reward, mu=mu)
     trainer = make_trainer(cfg, tokenizer, model_factory)
     before = [p.detach().clone() for p in trainer.policy.parameters()]
-    history = trainer.train(progress=False)
+    history = train(trainer, progress=False)
     changed = sum(not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
     assert changed > 0
 
@@ -122,7 +123,7 @@ def test_training_steps_change_parameters_and_write_metrics(tmp_path, tokenizer,
 def test_zero_beta_runs_without_a_reference(tmp_path, tokenizer, model_factory):
     trainer = make_trainer(config(tmp_path, beta=0.0, steps=1), tokenizer, model_factory)
     assert trainer.reference is None
-    metrics, _ = trainer.step()
+    metrics, _ = train_step(trainer)
     assert metrics["kl"] == 0.0
 
 
@@ -134,7 +135,7 @@ def test_all_equal_groups_make_no_update(tmp_path, tokenizer, model_factory):
     cfg = config(tmp_path, beta=0.0, steps=1, max_grad_norm=0.0)
     trainer = Trainer(cfg, model_factory(tokenizer), None, tokenizer, Constant())
     before = [p.detach().clone() for p in trainer.policy.parameters()]
-    metrics, _ = trainer.step()
+    metrics, _ = train_step(trainer)
     assert metrics["zero_std_fraction"] == 1.0
     # every advantage is exactly 0 and β = 0, so the gradient is 0 and AdamW (no weight decay) leaves θ as it was
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters()))
@@ -166,21 +167,21 @@ def test_prompts_too_long_are_skipped_and_counted(tmp_path, tokenizer, model_fac
 
 def test_a_second_run_into_the_same_directory_is_refused_unless_overwrite(tmp_path, tokenizer, model_factory):
     cfg = config(tmp_path, beta=0.0, steps=1)
-    make_trainer(cfg, tokenizer, model_factory).train(progress=False)
+    train(make_trainer(cfg, tokenizer, model_factory), progress=False)
     with pytest.raises(UsageError, match="already holds a run"):
-        make_trainer(cfg, tokenizer, model_factory).train(progress=False)
+        train(make_trainer(cfg, tokenizer, model_factory), progress=False)
     cfg.overwrite = True
-    make_trainer(cfg, tokenizer, model_factory).train(progress=False)
+    train(make_trainer(cfg, tokenizer, model_factory), progress=False)
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
 
 
 def test_eval_every_logs_a_held_out_score_without_changing_training(tmp_path, tokenizer, model_factory):
     plain = make_trainer(config(tmp_path / "plain", beta=0.0, steps=2), tokenizer, model_factory)
-    plain.train(progress=False)
+    train(plain, progress=False)
     evaluated = make_trainer(
         config(tmp_path / "eval", beta=0.0, steps=2, eval_every=1, eval_limit=2), tokenizer, model_factory
     )
-    history = evaluated.train(progress=False)
+    history = train(evaluated, progress=False)
     assert all(0.0 <= m["eval_score"] <= 1.0 and "eval_share" in m for m in history)
     assert history[0]["eval_score_low"] <= history[0]["eval_score"] <= history[0]["eval_score_high"]
     for p, q in zip(plain.policy.parameters(), evaluated.policy.parameters()):
@@ -191,7 +192,7 @@ def test_gradient_checkpointing_leaves_the_update_unchanged(tmp_path, tokenizer)
     from conftest import make_float64_model  # float64 throughout: the comparison is not float32 rounding
 
     plain = make_trainer(config(tmp_path / "plain", steps=1), tokenizer, make_float64_model)
-    plain.train(progress=False)
+    train(plain, progress=False)
     saving = make_trainer(config(tmp_path / "saving", steps=1), tokenizer, make_float64_model)
     enable_activation_checkpointing(saving.policy)
     policy = saving.policy
@@ -201,7 +202,7 @@ def test_gradient_checkpointing_leaves_the_update_unchanged(tmp_path, tokenizer)
         else "is_gradient_checkpointing"
     )
     assert getattr(policy, active)
-    saving.train(progress=False)
+    train(saving, progress=False)
     # recomputing the activations repeats the same float64 arithmetic: the weights agree to float64
     # rounding (measured: exactly), far inside 1e-9, while AdamW moves the weights it updates by ~1e-2
     for p, q in zip(plain.policy.parameters(), saving.policy.parameters()):
@@ -218,7 +219,7 @@ def test_autocast_computes_in_bf16_and_keeps_fp32_weights(tmp_path, tokenizer, m
     trainer.policy.model.layers[0].mlp.down_proj.register_forward_hook(
         lambda m, i, out: seen.append(out.dtype)
     )
-    metrics, _ = trainer.step()
+    metrics, _ = train_step(trainer)
     assert seen and set(seen) == {torch.bfloat16}
     assert math.isfinite(metrics["loss"])
     assert all(
@@ -238,7 +239,7 @@ class SometimesNaNTask(EchoTask):
 def test_a_nan_reward_is_counted_and_never_reaches_the_weights(tmp_path, tokenizer, model_factory, capsys):
     policy = model_factory(tokenizer, seed=0)
     trainer = Trainer(config(tmp_path, steps=3, beta=0.0), policy, None, tokenizer, SometimesNaNTask())
-    history = trainer.train(progress=False)
+    history = train(trainer, progress=False)
     nan_steps = [m for m in history if m["nonfinite_rewards"] > 0]
     assert nan_steps, "the toy scorer should have broken on some response"
     assert "rewards are NaN or infinite" in capsys.readouterr().err
@@ -251,7 +252,7 @@ def test_output_to_a_file_is_one_line_per_step_and_final_shares_the_checkpoints_
 ):
     cfg = config(tmp_path, steps=2, beta=0.0, reward="logprob", scorer="policy")  # no reference at β = 0
     trainer = make_trainer(cfg, tokenizer, model_factory)
-    trainer.train(progress=True)  # stderr is captured here: not a terminal
+    train(trainer, progress=True)  # stderr is captured here: not a terminal
     err = capsys.readouterr().err
     assert "\r" not in err and "\x1b[" not in err  # no bar redrawn with carriage returns or escape codes
     steps = [line for line in err.splitlines() if line.startswith("step ")]
@@ -265,11 +266,11 @@ def test_output_to_a_file_is_one_line_per_step_and_final_shares_the_checkpoints_
 def test_min_reasoning_tokens_marks_the_short_reasonings_in_metrics_and_progress_line(
     tmp_path, tokenizer, model_factory
 ):
-    from grpo.trainer import progress_line
+    from grpo.run import progress_line
 
     # 12 new tokens at most: every reasoning is under 1,000 tokens and none is under 0
     for minimum, expected in ((1000, 1.0), (0, 0.0)):
         cfg = config(tmp_path / str(minimum), reward="logprob", steps=1, min_reasoning_tokens=minimum)
-        metrics, _ = make_trainer(cfg, tokenizer, model_factory).step()
+        metrics, _ = train_step(make_trainer(cfg, tokenizer, model_factory))
         assert metrics["reasoning_too_short_mean"] == expected
         assert f"short {expected:.2f}" in progress_line(metrics)

@@ -1,9 +1,9 @@
 """`make bench`: where a GRPO step's time goes, and this project's rollout against `model.generate`.
 
-    python -m grpo.bench                                  # packaged SmolLM2-135M, offline, < 10 min on 2 cores
-    python -m grpo.bench --random-init qwen3-1.7b         # Qwen3-1.7B's shape with random weights (no download)
-    python -m grpo.bench --random-init path/config.json   # any Hugging Face config
-    python -m grpo.bench --out reports/bench.json         # also write the JSON report
+    python -m tools.bench                                  # packaged SmolLM2-135M, offline, < 10 min on 2 cores
+    python -m tools.bench --random-init qwen3-1.7b         # Qwen3-1.7B's shape with random weights (no download)
+    python -m tools.bench --random-init path/config.json   # any Hugging Face config
+    python -m tools.bench --out reports/bench.json         # also write the JSON report
 
 Every comparison runs in one process, on one model, with the same prompts, batch, dtype and sampling
 settings, so the ratios hold even on a noisy machine; the seconds do not travel. Sections:
@@ -368,16 +368,16 @@ def bench_step(policy, tokenizer, *, prompts_per_step, group_size, max_new_token
     trainer = Trainer(config, model, reference, tokenizer, get_task("math"))
     trainer.stop_ids = []  # no end-of-turn stop: every completion runs max_new_tokens
     trainer.config.one_think = False
-    metrics, _ = trainer.step()
+    result = trainer.step()
     del trainer, model, reference
     gc.collect()
-    phases = {k: metrics[f"time_{k}"] for k in ("rollout", "reward", "reference", "update")}
+    phases = {k: result.seconds[k] for k in ("rollout", "reward", "reference", "update")}
     return {
         "prompts": prompts_per_step,
         "group_size": group_size,
         "max_new_tokens": max_new_tokens,
         "autocast_bf16": autocast,
-        "completion_tokens": round(metrics["completion_length_mean"] * prompts_per_step * group_size),
+        "completion_tokens": int(result.completion_tokens.sum()),
         "seconds": phases,
         "total_seconds": sum(phases.values()),
     }
@@ -456,7 +456,7 @@ def table(report: dict) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m grpo.bench",
+        prog="python -m tools.bench",
         description="Benchmark the rollout (vs model.generate), log-prob scoring (vs a naive log_softmax) and a "
         "GRPO step. Prints a table and a JSON report.",
     )

@@ -1,7 +1,7 @@
 """Plot a run's metrics.jsonl as PNG files: every reward part, and the signals that say how training goes.
 
-    python -m grpo.plot runs/math-rule-20250101-120000            # rewards.png and training.png, in the run
-    python -m grpo.plot runs/math-rule-20250101-120000 --out plots/
+    python -m tools.plot runs/math-rule-20250101-120000            # rewards.png and training.png, in the run
+    python -m tools.plot runs/math-rule-20250101-120000 --out plots/
 
 rewards.png has one panel per reward series: `reward` and every part the trainer logs as a `<part>_mean`
 with its `<part>_std` (format, equation, logprob, similarity, …), the mean as a line and mean ± std as a
@@ -177,7 +177,7 @@ def _save(plt, fig, path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grpo.plot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", help="a run directory written by train.py (or its metrics.jsonl)")
     parser.add_argument("--out", default=None, help="where the PNG files go (default: the run directory)")
     args = parser.parse_args(argv)

@@ -1,0 +1,333 @@
+"""The run around the steps: the loop, what it writes, checkpoints, stop signals, the progress line.
+
+    prepare_out_dir                 one run per directory (--overwrite empties it of a previous run's files)
+    train(trainer)                  until --steps: step, metrics line, samples, checkpoint every --save-every
+        train_step(trainer)         Trainer.step, then its metrics (over every rank) and a few samples
+        held_out_evaluation         every --eval-every steps, on the test split (grpo.evaluation)
+        checkpoint(trainer)         weights + Trainer.state_dict, written whole or not at all (grpo.checkpoint)
+    final/                          the policy in Hugging Face format, hard-linked from the last checkpoint
+
+Only rank 0 writes files; every rank takes part in the collectives of a step and a checkpoint. The algorithm
+itself is `grpo.trainer`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from grpo.checkpoint import MODEL_DIR, atomic_directory, write_checkpoint
+from grpo.config import UsageError
+from grpo.distributed import all_gather, all_sum, barrier, gather_objects
+from grpo.evaluation import evaluate_model
+from grpo.trainer import StepResult, Trainer
+
+# everything a run writes into its directory; --overwrite removes exactly these
+RUN_FILES = ("config.json", "metrics.jsonl", "samples.jsonl")
+RUN_DIRS = ("checkpoints", "final")
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Make `out_dir` hold one run: refuse a directory that holds another run, or with `overwrite` empty
+    it of everything a run writes (files, checkpoints, the final model) so nothing of the old run is left
+    for --resume to continue or for a reader to mistake for the new one."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out-dir {out_dir} is a file, not a directory")
+    found = [out_dir / name for name in RUN_FILES + RUN_DIRS if (out_dir / name).exists()]
+    found += list(out_dir.glob(".final-*")) if out_dir.is_dir() else []  # a save interrupted mid-write
+    if found:
+        if not overwrite:
+            raise UsageError(f"{out_dir} already holds a run; choose another --out-dir or pass --overwrite")
+        for path in found:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        print(f"--overwrite: removed the previous run's {', '.join(p.name for p in found)} from {out_dir}",
+              file=sys.stderr)  # fmt: skip
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out-dir {out_dir} cannot be written ({err.strerror})") from None
+
+
+class StopRequests:
+    """SIGINT / SIGTERM ask the run to stop after the current step (a second SIGINT stops it at once)."""
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal}: finishing the current step, then saving a checkpoint", file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(trainer: Trainer, progress: bool = True, resumed: bool = False) -> list[dict]:
+    """Run until `steps`; checkpoint every `save_every` steps, at the end, and on SIGINT / SIGTERM.
+    Returns the metrics of the steps run."""
+    from tqdm.auto import tqdm
+
+    config, out_dir = trainer.config, Path(trainer.config.out_dir)
+    main = trainer.world.is_main
+    # a terminal gets bars (steps, the rollout's tokens, the phase running); a file or a pipe gets one
+    # plain line per step, without carriage returns
+    interactive = progress and main and sys.stderr.isatty()
+    trainer.progress = interactive
+    if not interactive:
+        quiet_transformers()  # its own bars (e.g. "Writing model shards") would redraw with \r
+    if main:
+        if not resumed:
+            prepare_out_dir(out_dir, config.overwrite)
+        (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    barrier()
+    history = []
+    bar = tqdm(
+        total=config.steps,
+        initial=trainer.step_index,
+        desc=f"{trainer.task.name}/{config.reward}",
+        disable=not interactive,
+    )
+    if interactive:
+        trainer.show_phase = lambda name: bar.set_postfix_str(f"{name}…")
+    saved_at, stopping = None, False
+    with StopRequests() as stop:
+        while trainer.step_index < config.steps and not stopping:
+            metrics, samples = train_step(trainer)
+            if main and config.eval_every and trainer.step_index % config.eval_every == 0:
+                trainer.show_phase("held-out evaluation")
+                metrics.update(held_out_evaluation(trainer))
+            history.append(metrics)
+            if main:
+                with open(out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                with open(out_dir / "samples.jsonl", "a") as f:
+                    for s in samples:
+                        f.write(json.dumps(s) + "\n")
+            bar.update(1)
+            bar.set_postfix_str(progress_line(metrics))
+            if progress and main and not interactive:
+                print(f"step {trainer.step_index}/{config.steps}  {progress_line(metrics)}", file=sys.stderr)
+            # every rank stops after the same step, whichever of them the signal reached
+            stopping = all_sum(1.0 if stop.signal else 0.0) > 0
+            every = config.save_every
+            if (every and trainer.step_index % every == 0) or stopping:
+                checkpoint(trainer)
+                saved_at = trainer.step_index
+        bar.close()
+    if stopping:
+        if main:
+            print(
+                f"stopped by {stop.signal or 'a stop request'} after step {trainer.step_index}; checkpoint saved. "
+                f"Resume with: python train.py --resume {out_dir}",
+                file=sys.stderr,
+            )
+        return history
+    if saved_at != trainer.step_index:
+        checkpoint(trainer)
+    if main:
+        last = out_dir / "checkpoints" / f"step-{trainer.step_index:08d}"
+        save_model(trainer, out_dir / "final", same_as=last)
+        print(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final", file=sys.stderr)
+    barrier()
+    return history
+
+
+def train_step(trainer: Trainer) -> tuple[dict, list[dict]]:
+    """One step: its line of metrics.jsonl, over the global batch (every rank's completions), and the first
+    --samples-per-step completions of this rank, for samples.jsonl."""
+    result = trainer.step()
+    return step_metrics(trainer, result), step_samples(trainer, result)
+
+
+def step_metrics(trainer: Trainer, result: StepResult) -> dict:
+    world = trainer.world.size
+    lengths = all_gather(result.completion_tokens)  # (N_global,)
+    kept = all_gather(result.loss_tokens)  # (N_global,)
+    formats = all_gather(result.formats)  # (N_global,)
+    metrics = {"step": trainer.step_index}
+    all_rewards = all_gather(result.rewards)  # (N_global,)
+    # a non-finite reward is left out of the normalisation and the baselines (advantage 0); count it
+    metrics["nonfinite_rewards"] = int((~torch.isfinite(all_rewards)).sum())
+    if metrics["nonfinite_rewards"] and trainer.world.is_main:
+        print(
+            f"warning: step {trainer.step_index}: {metrics['nonfinite_rewards']} of {all_rewards.numel()} "
+            "rewards are NaN or infinite; they get no advantage (see nonfinite_rewards in metrics.jsonl)",
+            file=sys.stderr,
+        )
+    metrics["reward_mean"], metrics["reward_std"] = mean_std(all_rewards)
+    for name, values in result.parts.items():
+        metrics[f"{name}_mean"], metrics[f"{name}_std"] = mean_std(all_gather(values.float()))
+    finish_reasons = sum((Counter(r) for r in gather_objects(result.finish_reasons)), Counter())
+
+    def over_ranks(values: list[float]) -> float:  # the mean over this rank's values, then over the ranks
+        return all_sum(sum(values) / len(values)) / world
+
+    stats = result.loss_stats
+    t = result.seconds
+    metrics.update(
+        format_rate=float(formats.mean()),
+        loss=sum(result.losses) / len(result.losses),
+        kl=over_ranks([s.kl for s in stats]),
+        clip_fraction=over_ranks([s.clip_fraction for s in stats]),
+        ratio_mean=over_ranks([s.ratio_mean for s in stats]),
+        grad_norm=sum(result.grad_norms) / len(result.grad_norms) if result.grad_norms else None,
+        lr=trainer.scheduler.get_last_lr()[0],
+        zero_std_fraction=all_sum(result.zero_std_fraction) / world,
+        skipped_long_prompts=trainer.skipped_long_prompts,
+        skipped_long_answers=getattr(trainer.task, "skipped_long_answers", 0),  # tasks.jsonl drops them
+        completion_length_mean=float(lengths.mean()),
+        completion_length_max=float(lengths.max()),
+        loss_tokens_mean=float(kept.mean()),
+        finish_reasons=dict(finish_reasons),
+        time_rollout=t["rollout"],
+        time_reference=t["reference"],
+        time_reward=t["reward"],
+        time_update=t["update"],
+        rollout_tokens_per_s=float(lengths.sum()) / max(t["rollout"], 1e-9),  # all ranks' useful tokens
+    )
+    return metrics
+
+
+def step_samples(trainer: Trainer, result: StepResult) -> list[dict]:
+    return [
+        {
+            "step": trainer.step_index,
+            "example": result.examples[i].id,
+            "gold": result.examples[i].gold,
+            "response": result.responses[i],
+            "reward": float(result.rewards[i]),
+            "advantage": float(result.advantages[i]),
+            "parts": {k: float(v[i]) for k, v in result.parts.items()},
+        }
+        for i in range(min(trainer.config.samples_per_step, len(result.responses)))
+    ]
+
+
+def mean_std(values: torch.Tensor) -> tuple[float | None, float | None]:
+    """Mean and std of the finite values (NaN and ±inf are counted apart); None when there are none."""
+    values = values.double()
+    values = values[torch.isfinite(values)]
+    if values.numel() == 0:
+        return None, None
+    return float(values.mean()), float(values.std(unbiased=False)) if values.numel() > 1 else 0.0
+
+
+def held_out_evaluation(trainer: Trainer) -> dict:
+    """A small held-out evaluation: the poster's sampling (T 0.6, top-p 0.95) on the test split.
+
+    It samples with its own seeded generator, so it changes nothing of the training run's randomness
+    (a run with --eval-every and one without train identically). Besides the task's score and parts it
+    logs what --reward logprob optimises, scored by the policy: the gold answer's mean log-prob per
+    token after the sampled reasoning (with its 95% CI), after an empty reasoning, and their
+    difference, the reasoning gain (grpo.evaluation's module docstring defines them).
+    """
+    c = trainer.config
+    report = evaluate_model(
+        trainer.policy,
+        trainer.tokenizer,
+        trainer.task,
+        limit=c.eval_limit,
+        max_new_tokens=c.max_new_tokens,
+        batch_size=c.micro_batch_size,
+        seed=c.seed,
+        progress=False,
+    )
+    logged = {
+        "eval_score": report["score"],
+        "eval_score_low": report["total"]["low"],
+        "eval_score_high": report["total"]["high"],
+    }
+    logged.update({f"eval_{name}": ci["mean"] for name, ci in report["parts"].items()})
+    likelihood = report.get("likelihood")  # absent when no test example has a gold answer to score
+    if likelihood:
+        per_token = likelihood["gold_logprob_per_token"]  # log P(a | p, r) / |a|
+        logged.update(
+            eval_gold_logprob_per_token=per_token["mean"],
+            eval_gold_logprob_per_token_low=per_token["low"],
+            eval_gold_logprob_per_token_high=per_token["high"],
+            eval_gold_logprob_empty_per_token=likelihood["gold_logprob_empty_per_token"]["mean"],
+            eval_reasoning_gain_per_token=likelihood["reasoning_gain_per_token"]["mean"],
+        )
+    return logged
+
+
+def checkpoint(trainer: Trainer) -> None:
+    state = trainer.state_dict()  # every rank takes part: the RNG states are gathered
+    if trainer.world.is_main:
+        write_checkpoint(
+            Path(trainer.config.out_dir),
+            trainer.step_index,
+            trainer.policy,
+            trainer.tokenizer,
+            state,
+            trainer.config.keep_checkpoints,
+        )
+    barrier()
+
+
+def save_model(trainer: Trainer, path: Path, same_as: Path | None = None) -> None:
+    """The policy in Hugging Face format (safetensors), written to a temporary directory, then renamed.
+
+    `same_as`: a checkpoint of these very weights; its model files are hard-linked instead of written
+    again (the weights then take their space once on disk; a copy where the filesystem cannot link).
+    """
+    source = None if same_as is None else same_as / MODEL_DIR
+    with atomic_directory(path) as tmp:
+        if source is not None and source.is_dir():
+            for file in source.iterdir():
+                try:
+                    os.link(file, tmp / file.name)
+                except OSError:
+                    shutil.copy2(file, tmp / file.name)
+        else:
+            trainer.policy.save_pretrained(tmp, safe_serialization=True)
+            trainer.tokenizer.save_pretrained(tmp)
+
+
+def quiet_transformers() -> None:
+    """No transformers progress bars: output that is not a terminal gets plain lines only."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
+def progress_line(metrics: dict) -> str:
+    """One step in one line: the reward, the format rate, KL, and the signals that warn of a collapse
+    (reasoning shrinking, every completion closing </think> at once, reasonings under --min-reasoning-tokens,
+    groups without reward spread)."""
+
+    def number(key: str, digits: int) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    line = f"reward {number('reward_mean', 3)}  format {number('format_rate', 2)}  kl {number('kl', 4)}"
+    if "reasoning_tokens_mean" in metrics:
+        line += (
+            f"  reasoning {number('reasoning_tokens_mean', 0)} tok  closed {number('think_closed_mean', 2)}"
+            f"  short {number('reasoning_too_short_mean', 2)}"
+        )
+    line += f"  zero-std {number('zero_std_fraction', 2)}"
+    seconds = sum(metrics.get(f"time_{phase}", 0.0) for phase in ("rollout", "reward", "reference", "update"))
+    return line + f"  ({seconds:.0f} s)"
