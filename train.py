@@ -126,7 +126,7 @@ def run(argv: list[str] | None = None) -> Config:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 truncate_jsonl(out_dir / name, trainer.step_index)
         say(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})")
-    train(trainer, resumed=resume_from is not None)  # prints where the model is, or how to resume
+    train(trainer, prepare_dir=False)  # prepared above; prints where the model is, or how to resume
     if (out_dir / "final").is_dir():
         say(next_steps(config))
     return config

@@ -84,9 +84,13 @@ class StopRequests:
             signal.signal(sig, handler)
 
 
-def train(trainer: Trainer, progress: bool = True, resumed: bool = False) -> list[dict]:
+def train(trainer: Trainer, progress: bool = True, prepare_dir: bool = True) -> list[dict]:
     """Run until `steps`; checkpoint every `save_every` steps, at the end, and on SIGINT / SIGTERM.
-    Returns the metrics of the steps run."""
+    Returns the metrics of the steps run.
+
+    `prepare_dir`: first make the run directory hold only this run (`prepare_out_dir`). train.py does that
+    itself, before the models load, and a resumed run continues the files it finds, so both pass False.
+    """
     from tqdm.auto import tqdm
 
     config, out_dir = trainer.config, Path(trainer.config.out_dir)
@@ -98,7 +102,7 @@ def train(trainer: Trainer, progress: bool = True, resumed: bool = False) -> lis
     if not interactive:
         quiet_transformers()  # its own bars (e.g. "Writing model shards") would redraw with \r
     if main:
-        if not resumed:
+        if prepare_dir:
             prepare_out_dir(out_dir, config.overwrite)
         (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     barrier()

@@ -44,8 +44,6 @@ DEFAULT_WEIGHTS = {"format": 0.1, "similarity": 0.25, "form": 0.25, "rhyme": 0.1
 MAX_ANSWER_CHARS = 4_000
 MAX_ANSWER_LINES = 60
 
-UNKNOWN_RHYME = "?"  # scheme letter of a line whose last word is not in the CMU dictionary
-_SCHEME_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
 
@@ -157,23 +155,6 @@ def line_rhyme_keys(lines: Sequence[str]) -> list[str | None]:
 def _rhymes(a: str | None, b: str | None) -> bool:
     # an unknown key rhymes with nothing, not even with another unknown
     return a is not None and a == b
-
-
-def rhyme_scheme(lines: Sequence[str]) -> str:
-    """Letters by first appearance of each rhyme key, e.g. "ABAB"; "?" for a line with an unknown last word.
-
-    After 52 distinct rhymes (A–Z, a–z) every further new rhyme is written "*".
-    """
-    letters: dict[str, str] = {}
-    scheme = []
-    for key in line_rhyme_keys(lines):
-        if key is None:
-            scheme.append(UNKNOWN_RHYME)
-            continue
-        if key not in letters:
-            letters[key] = _SCHEME_LETTERS[len(letters)] if len(letters) < len(_SCHEME_LETTERS) else "*"
-        scheme.append(letters[key])
-    return "".join(scheme)
 
 
 def rhyme_part(ending: Sequence[str], gold: Sequence[str]) -> float:

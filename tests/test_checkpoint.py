@@ -47,20 +47,20 @@ def test_a_resumed_run_equals_one_never_interrupted(tmp_path, tokenizer):
         EchoTask(),
     )
     train(first, progress=False)
-    step, path = latest_checkpoint(tmp_path / "b")
-    assert step == 2 and [s for s, _ in checkpoints(tmp_path / "b")] == [1, 2]  # keep_checkpoints = 2
+    step, path = latest_checkpoint(first.config.out_dir)
+    assert step == 2 and [s for s, _ in checkpoints(first.config.out_dir)] == [1, 2]  # keep_checkpoints = 2
 
     policy = load_model(str(path / MODEL_DIR), torch.device("cpu"), torch.float32)
     resumed = Trainer(
         config(tmp_path / "b", steps=4, save_every=1), policy, make_model(tokenizer), tokenizer, EchoTask()
     )
     resumed.load_state_dict(read_state(path))
-    train(resumed, progress=False, resumed=True)
+    train(resumed, progress=False, prepare_dir=False)
 
     for p, q in zip(straight.policy.parameters(), resumed.policy.parameters()):
         assert torch.equal(p, q)
-    a = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
-    b = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    a = (Path(straight.config.out_dir) / "metrics.jsonl").read_text().splitlines()
+    b = (Path(resumed.config.out_dir) / "metrics.jsonl").read_text().splitlines()
     assert [stable(x) for x in a] == [stable(x) for x in b] and len(a) == 4
 
 

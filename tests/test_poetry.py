@@ -29,11 +29,11 @@ from tasks.poetry_scoring import (
     classify_form,
     count_syllables,
     form_part,
+    line_rhyme_keys,
     line_syllables,
     nonempty_lines,
     resolve_weights,
     rhyme_part,
-    rhyme_scheme,
     similarity_part,
     syllable_part,
     total_reward,
@@ -171,6 +171,16 @@ GOLD_ABAB = [
     "and found a stone upon the way",
     "that shone beside me clear and bright",
 ]
+
+
+def rhyme_scheme(lines: list[str]) -> str:
+    """Letters by first appearance of each line's rhyme key, e.g. "ABAB"; "?" for an unknown last word,
+    which rhymes with nothing: the scheme a reader checks the rhyme keys (`line_rhyme_keys`) against."""
+    letters: dict[str, str] = {}
+    return "".join(
+        "?" if key is None else letters.setdefault(key, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[len(letters)])
+        for key in line_rhyme_keys(lines)
+    )
 
 
 def test_rhyme_scheme_of_sonnets():
