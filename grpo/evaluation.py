@@ -126,7 +126,7 @@ def score_records(
 
     A record holds the example's index (counted from `start`), id, data fields and gold answer, the
     response as `completion`, the total and the parts. It is itself a valid line of a completions file,
-    so a report's records can be scored again by `score_completions_file`.
+    so a report's records can be scored again by `evaluate.py --completions`.
     """
     if not examples:
         return []

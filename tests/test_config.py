@@ -63,7 +63,8 @@ def test_parse_config_defaults_are_the_dataclass_defaults():
     # out_dir is the one default filled in at parse time: a fresh, dated directory per run
     assert config.out_dir.startswith("runs/math-rule-")
     config.out_dir = None
-    assert config == Config(device="cpu")
+    # and Countdown on a CPU runs without the length guard (CPU_TASK_DEFAULTS)
+    assert config == Config(device="cpu", min_reasoning_tokens=0)
     assert (config.task, config.reward, config.group_size, config.lr) == ("math", "rule", 4, 1e-5)
     assert config.one_think is True and config.reasoning_mask is None and config.preset is None
 
@@ -86,6 +87,15 @@ def test_poetry_on_a_cpu_trains_at_its_own_learning_rate():
     assert parse_config(["--device", "cpu", "--task", "poetry", "--lr", "2e-6"]).lr == 2e-6
     assert parse_config(["--device", "cuda", "--task", "poetry"]).lr == 1e-6
     assert parse_config(["--device", "cpu", "--task", "poetry", "--preset", "poster"]).lr == 5e-7
+
+
+def test_math_on_a_cpu_runs_without_the_length_guard():
+    assert parse_config(["--device", "cpu", "--task", "math"]).min_reasoning_tokens == 0
+    assert parse_config(["--device", "cpu", "--task", "poetry"]).min_reasoning_tokens == 16
+    jsonl = ["--device", "cpu", "--task", "jsonl", "--data", "d.jsonl", "--reward", "logprob"]
+    assert parse_config(jsonl).min_reasoning_tokens == 16
+    assert parse_config(["--device", "cuda", "--task", "math"]).min_reasoning_tokens == 16
+    assert parse_config(["--device", "cpu", "--min-reasoning-tokens", "16"]).min_reasoning_tokens == 16
 
 
 def test_flags_parse_into_their_fields():
