@@ -122,7 +122,7 @@ class Config:
     scorer: Scorer = "reference"
     """Which model scores the gold answer: `reference` (the frozen start: the yardstick stays fixed while the policy moves) or `policy` (the current one, the poster's)."""
     unclosed: Unclosed = "score"
-    """A completion with no </think>: `score` it with its whole text as reasoning (dense signal), or give it the batch's lowest reward (`batch_min`)."""
+    """A completion with no </think>: `score` it on its text before its own answer (a dense signal while a small model cannot yet close the tag); `bar_early_answer`: the same, except that one which wrote an answer tag without closing </think> (an empty reasoning the reward could not otherwise tell from a real one) gets the batch's lowest reward; `batch_min`: every unclosed completion gets the batch's lowest reward."""
     min_reasoning_tokens: int = 16
     """A completion whose reasoning (up to and including </think>) is shorter than this gets the batch's lowest logprob reward: the guard against the collapse to an empty <think></think> (see the README's "Choices"). 0 turns it off (--preset poster, and math on a CPU, where it held learning back)."""
     debias: bool = False

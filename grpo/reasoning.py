@@ -14,6 +14,7 @@ the mask silently covered the whole completion. tests/test_reasoning.py pins the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -44,46 +45,93 @@ def think_end(tokenizer, ids: Sequence[int]) -> int | None:
     return tag_end(tokenizer, ids, THINK_CLOSE)
 
 
-def ids_before(tokenizer, ids: Sequence[int], cut: int) -> list[int]:
-    """Token ids whose text is decode(ids)[:cut]: the model's own tokens that end before character `cut`,
-    then the text of the token that straddles it, re-encoded up to `cut`."""
+def tokens_before(tokenizer, ids: Sequence[int], cut: int) -> int:
+    """The largest k such that decode(ids[:k]) fits within the first `cut` characters of decode(ids)."""
     ids = list(ids)
-    text = tokenizer.decode(ids, skip_special_tokens=False)
 
     def length(k: int) -> int:
         return len(tokenizer.decode(ids[:k], skip_special_tokens=False))
 
-    lo, hi = 0, len(ids)  # largest k whose decoded prefix fits within `cut` lies in [lo, hi]
+    lo, hi = 0, len(ids)  # the largest k with length(k) ≤ cut lies in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if length(mid) <= cut:
             lo = mid
         else:
             hi = mid - 1
-    rest = text[length(lo) : cut]
-    return ids[:lo] + (tokenizer.encode(rest, add_special_tokens=False) if rest else [])
+    return lo
+
+
+def ids_before(tokenizer, ids: Sequence[int], cut: int) -> list[int]:
+    """Token ids whose text is decode(ids)[:cut]: the model's own tokens that end before character `cut`,
+    then the text of the token that straddles it, re-encoded up to `cut`."""
+    ids = list(ids)
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    k = tokens_before(tokenizer, ids, cut)
+    rest = text[len(tokenizer.decode(ids[:k], skip_special_tokens=False)) : cut]
+    return ids[:k] + (tokenizer.encode(rest, add_special_tokens=False) if rest else [])
+
+
+def answer_start(text: str) -> int | None:
+    """Offset of the first `<answer>` or `</answer>` in `text` (whichever comes first), or None."""
+    found = [at for at in (text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)) if at >= 0]
+    return min(found) if found else None
+
+
+@dataclass(frozen=True)
+class ReasoningSpan:
+    """Which tokens of one completion are its reasoning: what the logprob reward scores and the loss keeps.
+
+    Closed (a `</think>` was written): tokens 0..end, t_end included. Never closed: the tokens before its
+    first `<answer>` or `</answer>` (a model that skips `</think>` and answers has its answer cut off, so
+    the answer is never scored as reasoning nor trained as if it were), end-of-turn tokens left out.
+    """
+
+    end: int | None  # t_end: index of the token that completes the first </think>; None when never closed
+    kept: int  # the reasoning is completion tokens 0 .. kept − 1 (the loss mask's span)
+    answered: bool  # never closed, and yet it wrote an answer tag: the format broken, the reasoning cut short
+
+    @property
+    def closed(self) -> bool:
+        return self.end is not None
+
+
+def reasoning_span(tokenizer, ids: Sequence[int], stop_token_ids: Sequence[int] = ()) -> ReasoningSpan:
+    """The reasoning span of one completion's ids (no padding). Stop tokens end a row, so they come last."""
+    ids = list(ids)
+    end = think_end(tokenizer, ids)
+    if end is not None:
+        return ReasoningSpan(end, end + 1, False)
+    stop = set(stop_token_ids)
+    body = len(ids)
+    while body and ids[body - 1] in stop:
+        body -= 1
+    cut = answer_start(tokenizer.decode(ids[:body], skip_special_tokens=False))
+    if cut is None:
+        return ReasoningSpan(None, body, False)
+    return ReasoningSpan(None, tokens_before(tokenizer, ids[:body], cut), True)
 
 
 def reasoning_mask(
     tokenizer,
     completion_ids: torch.Tensor,  # (N, C)
     completion_mask: torch.Tensor,  # (N, C)
-) -> tuple[torch.Tensor, list[int | None]]:
-    """The loss mask of the reasoning span: tokens 0..t_end of each completion, and each row's t_end.
+    stop_token_ids: Sequence[int] = (),
+) -> tuple[torch.Tensor, list[ReasoningSpan]]:
+    """The loss mask of the reasoning span (`ReasoningSpan.kept` tokens of each row), and each row's span.
 
-    A completion with no `</think>` (never closed, or cut by the length limit) keeps its whole
-    completion as reasoning: it has no answer tokens to exclude, and masking it all would drop the only
-    signal such a completion carries.
+    A completion with no `</think>` keeps its reasoning, the text before its own answer if it wrote one:
+    it has no closed think block, but its reasoning is what the logprob reward scored, and masking it all
+    would drop the only signal such a completion carries. Its answer and its end-of-turn token get no
+    gradient, as after a `</think>`: the loss keeps exactly what the reward credited.
     """
-    mask = completion_mask.clone()  # (N, C)
-    ends: list[int | None] = []
+    mask = torch.zeros_like(completion_mask)  # (N, C)
+    spans: list[ReasoningSpan] = []
     for row, (ids, keep) in enumerate(zip(completion_ids.tolist(), completion_mask.tolist(), strict=True)):
-        length = sum(keep)
-        end = think_end(tokenizer, ids[:length])
-        ends.append(end)
-        if end is not None:
-            mask[row, end + 1 :] = 0
-    return mask, ends
+        span = reasoning_span(tokenizer, ids[: sum(keep)], stop_token_ids)
+        spans.append(span)
+        mask[row, : span.kept] = 1
+    return mask, spans
 
 
 def reasoning_ids(
@@ -101,9 +149,9 @@ def reasoning_ids(
     if end is None:
         body = [i for i in ids if i not in set(stop_token_ids)]
         text = tokenizer.decode(body, skip_special_tokens=False)
-        cuts = [at for at in (text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)) if at >= 0]
-        if cuts:
-            body = ids_before(tokenizer, body, min(cuts))
+        cut = answer_start(text)
+        if cut is not None:
+            body = ids_before(tokenizer, body, cut)
         return body + tokenizer.encode(THINK_CLOSE, add_special_tokens=False), False
     before = tokenizer.decode(ids[:end], skip_special_tokens=False)
     through = tokenizer.decode(ids[: end + 1], skip_special_tokens=False)

@@ -29,7 +29,9 @@ Departures from the poster's code, on purpose:
   here a more likely gold answer always gets a higher reward (tests/test_normalisations.py and tests/test_logprob_reward.py pin it);
 - a completion that never closes `</think>` is still scored, with its completion up to its first
   `<answer>` or `</answer>` as reasoning and `</think>` appended, so a small model that has not yet learned the tags gets a dense signal
-  (`unclosed="score"`); `unclosed="batch_min"` gives such completions the lowest reward of the batch instead;
+  (`unclosed="score"`); `unclosed="batch_min"` gives such completions the lowest reward of the batch instead,
+  and `unclosed="bar_early_answer"` only those that wrote an answer tag without closing `</think>` (their
+  reasoning is cut before the answer, so an `<answer>` written at once would otherwise score as no reasoning);
 - a completion whose reasoning is shorter than `min_reasoning_tokens` gets the lowest reward of the batch, a
   guard against the collapse to an empty `<think></think>` that a small model's unhelpful reasoning invites
   (the reward then prefers no reasoning to its reasoning; see the README's "Choices");
@@ -47,7 +49,7 @@ import torch
 
 from grpo.distributed import all_gather
 from grpo.logprobs import token_logprobs
-from grpo.reasoning import reasoning_ids, think_end
+from grpo.reasoning import ReasoningSpan, reasoning_ids, reasoning_span
 from grpo.rollout import left_pad
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, ANSWER_SEPARATOR, THINK_CLOSE
 
@@ -56,7 +58,10 @@ if TYPE_CHECKING:  # config.py imports this module for its option types
 
 BatchNorm = Literal["none", "zscore", "minmax"]
 BATCH_NORMALISATIONS = get_args(BatchNorm)
-Unclosed = Literal["score", "batch_min"]  # what a completion without </think> is scored as
+# what a completion without </think> is scored as: its text before its own answer (`score`); the batch's
+# lowest reward if it wrote an answer tag without closing </think> (`bar_early_answer`); always the lowest
+# (`batch_min`)
+Unclosed = Literal["score", "bar_early_answer", "batch_min"]
 
 
 # ---------------------------------------------------------------- normalisations (pure torch)
@@ -213,11 +218,13 @@ def logprob_reward(
     debias: bool = False,
     unclosed: str = "score",
     too_short: torch.Tensor | None = None,  # (N,) bool: reasoning shorter than the run's minimum
+    answered: torch.Tensor | None = None,  # (N,) bool: unclosed, but wrote an answer tag (bar_early_answer)
 ) -> torch.Tensor:
     """The normalised logprob reward (N,), in the order length → exp → batch (see the module docstring).
 
     Completions barred from competing on their score (too short a reasoning; with `unclosed="batch_min"`,
-    no `</think>`) get the lowest reward of the completions that may, before the batch normalisation.
+    no `</think>`; with `unclosed="bar_early_answer"`, an answer tag written before any `</think>`) get the
+    lowest reward of the completions that may, before the batch normalisation.
     """
     rewards = scores.logp_sum  # (N,) log P(a | p, r_i)
     if debias:
@@ -230,11 +237,15 @@ def logprob_reward(
     if exp:
         rewards = exp_normalise(rewards)
     if unclosed not in get_args(Unclosed):
-        raise ValueError(f"unknown unclosed policy {unclosed!r}; choose 'score' or 'batch_min'")
+        raise ValueError(f"unknown unclosed policy {unclosed!r}; choose one of {get_args(Unclosed)}")
     # barred rows take the lowest reward of the rated ones: R_i ← min_{j rated} R_j, then the batch norm
     barred = torch.zeros_like(closed) if too_short is None else too_short.clone()  # (N,) bool
     if unclosed == "batch_min":
         barred |= ~closed
+    if unclosed == "bar_early_answer":
+        if answered is None:
+            raise ValueError("unclosed='bar_early_answer' needs `answered`")
+        barred |= ~closed & answered
     rated = ~barred & torch.isfinite(rewards)
     if bool(barred.any()) and bool(rated.any()):
         rewards = torch.where(barred, rewards[rated].min(), rewards)
@@ -245,6 +256,7 @@ def logprob_reward(
 class CompletionGoldScores:
     scores: GoldScores  # log P(gold | prompt, reasoning) of every completion (and after an empty reasoning)
     closed: torch.Tensor  # (N,) bool: the completion closed its </think>
+    answered: torch.Tensor  # (N,) bool: never closed, but wrote an answer tag (its reasoning cut before it)
     reasoning_tokens: torch.Tensor  # (N,) tokens of the scored reasoning, </think> included
 
 
@@ -260,24 +272,23 @@ def gold_scores_of_completions(
     micro_batch_size: int,
     with_empty_reasoning: bool = False,
     group_size: int = 1,
-    think_ends: Sequence[int | None] | None = None,
+    spans: Sequence[ReasoningSpan] | None = None,
 ) -> CompletionGoldScores:
     """log P(gold | prompt, the reasoning of each sampled completion), the context built one way for all.
 
     The trainer's logprob reward and the held-out evaluation both call this, so what evaluation
     measures is exactly what training optimises: the reasoning cut after its first `</think>` (or, when
     never closed, before its own answer, with `</think>` appended; `grpo.reasoning.reasoning_ids`), then
-    `"\n<answer>" + gold + "</answer>"`.
+    `"\n<answer>" + gold + "</answer>"`. `spans` (from `grpo.reasoning.reasoning_mask`) saves finding
+    each reasoning's end again.
     """
     lengths = completion_mask.sum(1).tolist()
     rows = [ids[:n] for ids, n in zip(completion_ids.tolist(), lengths, strict=True)]
-    if think_ends is None:
-        think_ends = [think_end(tokenizer, ids) for ids in rows]
-    reasonings, closed = [], []
-    for ids, end in zip(rows, think_ends, strict=True):
-        r_ids, is_closed = reasoning_ids(tokenizer, ids, end, stop_token_ids)
-        reasonings.append(r_ids)
-        closed.append(is_closed)
+    if spans is None:
+        spans = [reasoning_span(tokenizer, ids, stop_token_ids) for ids in rows]
+    reasonings = [
+        reasoning_ids(tokenizer, ids, span.end, stop_token_ids)[0] for ids, span in zip(rows, spans, strict=True)
+    ]
     scores = gold_answer_logprobs(
         model,
         tokenizer,
@@ -291,7 +302,8 @@ def gold_scores_of_completions(
     device = scores.logp_sum.device
     return CompletionGoldScores(
         scores,
-        torch.tensor(closed, device=device),
+        torch.tensor([span.closed for span in spans], device=device),
+        torch.tensor([span.answered for span in spans], device=device),
         torch.tensor([float(len(r)) for r in reasonings], device=device),
     )
 
@@ -307,7 +319,7 @@ def logprob_rewards(
     config: Config,
     *,
     stop_token_ids: Sequence[int],
-    think_ends: Sequence[int | None],  # (N,) where each completion's </think> ends (grpo.reasoning)
+    spans: Sequence[ReasoningSpan],  # (N,) each completion's reasoning (grpo.reasoning.reasoning_mask)
     rank: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reward `--reward logprob` trains on, (N,) on the CPU, with its parts for the metrics:
@@ -332,7 +344,7 @@ def logprob_rewards(
         micro_batch_size=c.micro_batch_size,
         with_empty_reasoning=c.debias,
         group_size=c.group_size,
-        think_ends=think_ends,
+        spans=spans,
     )
     scores = gold.scores
     too_short = gold.reasoning_tokens < c.min_reasoning_tokens  # (N,) bool: the length guard's rows
@@ -351,6 +363,7 @@ def logprob_rewards(
         debias=c.debias,
         unclosed=c.unclosed,
         too_short=all_gather(too_short),
+        answered=all_gather(gold.answered),
     )[rank * n : (rank + 1) * n].cpu()
     rewards = c.logprob_weight * normalised + c.format_weight * formats
     parts = {
@@ -361,6 +374,7 @@ def logprob_rewards(
         "gold_tokens": scores.gold_tokens.cpu(),
         "reasoning_tokens": gold.reasoning_tokens.cpu(),
         "think_closed": gold.closed.float().cpu(),
+        "early_answer": gold.answered.float().cpu(),
         "reasoning_too_short": too_short.float().cpu(),
     }
     if scores.empty_logp_sum is not None:

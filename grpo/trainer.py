@@ -152,8 +152,8 @@ class Trainer:
 
             # 2. rewards R (N,) with their parts, and 3. advantages A_i = R_i − mean of i's group
             with self.phase("reward", seconds):
-                span_mask, think_ends = reasoning_mask(
-                    self.tokenizer, out.completion_ids, out.completion_mask
+                span_mask, spans = reasoning_mask(
+                    self.tokenizer, out.completion_ids, out.completion_mask, self.stop_ids
                 )
                 formats = torch.tensor([format_reward(r) for r in responses])  # (N,)
                 scored = self.task.score_batch(rows, responses)
@@ -171,7 +171,7 @@ class Trainer:
                         formats,
                         c,
                         stop_token_ids=self.stop_ids,
-                        think_ends=think_ends,
+                        spans=spans,
                         rank=self.world.rank,
                     )
                     parts.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on

@@ -218,7 +218,7 @@ def test_the_choices_of_each_option_are_its_literal_type_and_every_task_name_bui
     actions = {a.dest: a for a in build_parser()._actions}
     assert actions["loss_aggregation"].choices == ("sequence", "token", "constant")
     assert actions["batch_norm"].choices == ("none", "zscore", "minmax")
-    assert actions["unclosed"].choices == ("score", "batch_min")
+    assert actions["unclosed"].choices == ("score", "bar_early_answer", "batch_min")
     assert actions["preset"].choices == ("poster",) and actions["preset"].default is None
     assert set(get_args(TaskName)) == set(RECORD_FIELDS)
     assert get_task("math").name == "math"  # the others need a data file; an unknown name is refused:

@@ -159,6 +159,24 @@ def test_batch_min_gives_unclosed_the_lowest_closed_reward_before_batch_norm():
     torch.testing.assert_close(scored, torch.tensor([0.8, 0.0, 0.4, 1.0], dtype=torch.float64))
 
 
+def test_bar_early_answer_bars_only_the_unclosed_that_wrote_an_answer():
+    s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
+    closed = torch.tensor([True, True, False, False])
+    # row 3 wrote <answer> without closing </think>: its scored reasoning was cut before the answer, so an
+    # answer written at once would score as no reasoning at all; it takes the lowest rated reward, −3.
+    # Row 2, unclosed but with no answer (cut by the length limit), is rated on its own −2.
+    answered = torch.tensor([False, False, False, True])
+    rewards = logprob_reward(s, closed, batch_norm="none", unclosed="bar_early_answer", answered=answered)
+    assert rewards.tolist() == [-1.0, -3.0, -2.0, -3.0]
+    # a closed row is never barred by it, whatever `answered` says
+    rewards = logprob_reward(
+        s, all_closed(4), batch_norm="none", unclosed="bar_early_answer", answered=torch.ones(4, dtype=torch.bool)
+    )
+    assert rewards.tolist() == [-1.0, -3.0, -2.0, -0.5]
+    with pytest.raises(ValueError, match="needs `answered`"):
+        logprob_reward(s, closed, unclosed="bar_early_answer")
+
+
 def test_batch_min_leaves_values_when_none_is_closed():
     s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
     closed = torch.zeros(4, dtype=torch.bool)

@@ -48,20 +48,61 @@ def test_only_the_first_close_tag_counts(tokenizer):
     assert think_end(tokenizer, ids) == 7
 
 
-def test_reasoning_mask_ends_at_t_end_and_keeps_unclosed_rows_whole(tokenizer):
-    texts = ["ab</think><answer>3</answer>", "never closed", "x</think>"]
-    rows = [ids_of(tokenizer, t) for t in texts]
+def right_padded(tokenizer, rows):
     width = max(map(len, rows))
-    ids = torch.full((3, width), tokenizer.pad_token_id)
-    completion_mask = torch.zeros((3, width), dtype=torch.long)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
         completion_mask[i, : len(r)] = 1
-    mask, ends = reasoning_mask(tokenizer, ids, completion_mask)
-    assert ends == [8, None, 7]
+    return ids, completion_mask
+
+
+def test_reasoning_mask_ends_at_t_end_and_keeps_unclosed_rows_whole(tokenizer):
+    texts = ["ab</think><answer>3</answer>", "never closed", "x</think>"]
+    ids, completion_mask = right_padded(tokenizer, [ids_of(tokenizer, t) for t in texts])
+    width = ids.shape[1]
+    mask, spans = reasoning_mask(tokenizer, ids, completion_mask)
+    assert [s.end for s in spans] == [8, None, 7]
+    assert [s.closed for s in spans] == [True, False, True]
     assert mask[0].tolist() == [1] * 9 + [0] * (width - 9)
-    assert torch.equal(mask[1], completion_mask[1])  # unclosed: the whole completion is reasoning
+    assert torch.equal(mask[1], completion_mask[1])  # unclosed, no answer: the whole completion is reasoning
     assert mask[2].tolist() == [1] * 8 + [0] * (width - 8)
+
+
+@pytest.mark.parametrize("special_think", [False, True])
+def test_an_unclosed_completion_keeps_in_the_loss_only_what_the_reward_scored(special_think):
+    # never closed, then its own answer and the end of the turn: the reward scores "5+5 is 10" as its
+    # reasoning, so the loss keeps those 9 tokens and gives "<answer>10</answer>" and <eos> no gradient
+    from tests.conftest import make_tokenizer
+
+    tok = make_tokenizer(special_think=special_think)
+    eos = tok.eos_token_id
+    rows = [
+        ids_of(tok, "5+5 is 10<answer>10</answer>") + [eos],
+        ids_of(tok, "thinking on") + [eos],  # ended its turn without an answer: all but <eos>
+        ids_of(tok, "cut by the length limit"),  # no end-of-turn token: every token
+    ]
+    ids, completion_mask = right_padded(tok, rows)
+    mask, spans = reasoning_mask(tok, ids, completion_mask, stop_token_ids=[eos])
+    assert [s.kept for s in spans] == [9, 11, 23]
+    assert [s.answered for s in spans] == [True, False, False]
+    assert mask.sum(1).tolist() == [9, 11, 23]
+    for row, span in zip(rows, spans, strict=True):
+        scored, closed = reasoning_ids(tok, row, span.end, stop_token_ids=[eos])
+        assert not closed
+        # the scored reasoning is the kept tokens, then the appended </think>
+        assert scored[: span.kept] == row[: span.kept]
+        assert tok.decode(scored[span.kept :]) == "</think>"
+
+
+def test_a_shared_token_at_the_early_answer_is_left_out_of_the_loss(tokenizer):
+    # "x><answer>": ">" and the "<" of "<answer>" are one token; it straddles the cut, so the loss leaves
+    # it out (the reward re-encodes its ">" part), and keeps "x" alone
+    ids = ids_of(tokenizer, "x><answer>1</answer>")
+    mask, spans = reasoning_mask(tokenizer, torch.tensor([ids]), torch.ones((1, len(ids)), dtype=torch.long))
+    assert spans[0].kept == 1 and spans[0].answered
+    assert mask[0].tolist() == [1] + [0] * (len(ids) - 1)
 
 
 def test_tokens_after_t_end_get_zero_gradient(tokenizer):
