@@ -287,7 +287,8 @@ def gold_scores_of_completions(
     if spans is None:
         spans = [reasoning_span(tokenizer, ids, stop_token_ids) for ids in rows]
     reasonings = [
-        reasoning_ids(tokenizer, ids, span.end, stop_token_ids)[0] for ids, span in zip(rows, spans, strict=True)
+        reasoning_ids(tokenizer, ids, span.end, stop_token_ids)[0]
+        for ids, span in zip(rows, spans, strict=True)
     ]
     scores = gold_answer_logprobs(
         model,

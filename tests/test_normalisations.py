@@ -170,7 +170,11 @@ def test_bar_early_answer_bars_only_the_unclosed_that_wrote_an_answer():
     assert rewards.tolist() == [-1.0, -3.0, -2.0, -3.0]
     # a closed row is never barred by it, whatever `answered` says
     rewards = logprob_reward(
-        s, all_closed(4), batch_norm="none", unclosed="bar_early_answer", answered=torch.ones(4, dtype=torch.bool)
+        s,
+        all_closed(4),
+        batch_norm="none",
+        unclosed="bar_early_answer",
+        answered=torch.ones(4, dtype=torch.bool),
     )
     assert rewards.tolist() == [-1.0, -3.0, -2.0, -0.5]
     with pytest.raises(ValueError, match="needs `answered`"):
