@@ -74,7 +74,9 @@ class EvalConfig:
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
     dtype: DType = "auto"
-    """Weights' dtype: `auto` (bfloat16 on a GPU that supports it, float32 elsewhere), float32, bfloat16 or float16."""
+    """Weights' dtype. `auto`: as training computes (float32 weights; on a GPU with bf16, generation under bf16 autocast), so that a trained model is evaluated as it was trained, never through a bf16 copy that rounds away most of a small update. `float32`: float32 throughout. `bfloat16`, `float16`: half-precision copies of the weights (half the memory). The likelihood figures are scored in the weights' own precision, never under autocast."""
+    autocast: bool | None = None
+    """Generate under bf16 autocast over float32 weights. Default: on for --dtype auto on a CUDA GPU with bf16, as in training."""
     data: str | None = None
     """Poetry data (CSV or JSONL), whose test split is evaluated. Default: data/poetry.jsonl, else ../shared/data/public-domain-poems.csv. With --task jsonl: the examples' file, as in training."""
     test_fraction: float = 0.1
@@ -440,6 +442,10 @@ def usage_problem(config: EvalConfig) -> str | None:
         (config.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
         (0 < config.top_p <= 1, "--top-p must be in (0, 1]"),
         (0 <= config.test_fraction < 1, "--test-fraction must be in [0, 1)"),
+        (
+            not config.autocast or config.dtype in ("auto", "float32"),
+            "--autocast computes in bf16 over float32 weights: use it with --dtype auto or float32",
+        ),
     ]
     return next((message for ok, message in checks if not ok), None)
 
@@ -458,28 +464,34 @@ def out_path(config: EvalConfig, name: str) -> Path:
 def run_model(config: EvalConfig) -> tuple[dict, Path]:
     import torch
 
-    from grpo.models import load_models
+    from grpo.models import load_models, pick_device
+    from grpo.precision import evaluation_precision
 
     task = make_task(config)
     name = config.name or default_run_name(config.model)
     path = out_path(config, name)
     path.parent.mkdir(parents=True, exist_ok=True)  # fail before the slow part
     torch.manual_seed(config.seed)
-    policy, _, tokenizer = load_models(config.model, config.device, config.dtype, with_reference=False)
+    # float32 weights under bf16 autocast on a GPU, as training computes (grpo.precision)
+    weights, mixed_precision = evaluation_precision(config.dtype, config.autocast, pick_device(config.device))
+    policy, _, tokenizer = load_models(config.model, config.device, weights, with_reference=False)
     scorer = None
     if config.scorer is not None:
-        scorer, _, scorer_tokenizer = load_models(
-            config.scorer, config.device, config.dtype, with_reference=False
-        )
+        scorer, _, scorer_tokenizer = load_models(config.scorer, config.device, weights, with_reference=False)
         if scorer_tokenizer.get_vocab() != tokenizer.get_vocab():
             raise UsageError(f"--scorer {config.scorer} has another tokenizer than {config.model}")
-    print(f"evaluating {config.model} on {policy.device} in {policy.dtype}", file=sys.stderr)
+    print(
+        f"evaluating {config.model} on {policy.device} in {policy.dtype}"
+        f"{' with bf16 autocast' if mixed_precision else ''}",
+        file=sys.stderr,
+    )
     settings = {
         "name": name,
         "model": config.model,
         "scorer": config.scorer or config.model,
         "device": str(policy.device),
         "dtype": str(policy.dtype).removeprefix("torch."),
+        "autocast": mixed_precision,
     }
     if config.task in ("poetry", "jsonl"):
         settings["data"] = str(task.data_path)
@@ -500,6 +512,7 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
         settings=settings,
         likelihood=config.likelihood,
         scorer=scorer,
+        autocast=mixed_precision,
     )
     write_report(report, path)
     return report, path

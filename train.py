@@ -20,18 +20,23 @@ import torch
 from grpo.config import Config, UsageError, parse_config
 
 EXIT_USAGE = 2  # as argparse: options that cannot work, an input file that cannot be used
+EXIT_DIVERGED = 3  # the model's numbers broke (NaN or infinite logits): the run stopped, its checkpoints stay
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train; every usage or input error is one line `error: …` and exit code 2, a traceback only for a bug."""
     from grpo.checkpoint import DamagedCheckpoint
     from grpo.config import UsageError
+    from grpo.rollout import NonFiniteLogits
 
     try:
         run(argv)
     except (UsageError, DamagedCheckpoint) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except NonFiniteLogits as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
 
 
@@ -58,7 +63,8 @@ def run(argv: list[str] | None = None) -> Config:
 
     from grpo.checkpoint import MODEL_DIR, resumable_checkpoint, truncate_jsonl
     from grpo.distributed import barrier, setup
-    from grpo.models import enable_activation_checkpointing, load_models, pick_device, training_precision
+    from grpo.models import enable_activation_checkpointing, load_models, pick_device
+    from grpo.precision import training_precision
     from grpo.run import prepare_out_dir, quiet_transformers, train
     from grpo.trainer import Trainer
     from tasks import task_for
@@ -98,7 +104,7 @@ def run(argv: list[str] | None = None) -> Config:
     if config.task == "jsonl":
         skip_long_answers(task, config, say)
     needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
-    # float32 weights unless --dtype asks for half precision; bf16 autocast on a GPU (grpo.models)
+    # float32 weights unless --dtype asks for bf16; bf16 autocast on a GPU (grpo.precision)
     weights, mixed_precision = training_precision(config.dtype, config.autocast, pick_device(device))
     try:
         policy, reference, tokenizer = load_models(

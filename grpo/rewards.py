@@ -49,6 +49,7 @@ import torch
 
 from grpo.distributed import all_gather
 from grpo.logprobs import token_logprobs
+from grpo.precision import full_precision, model_device
 from grpo.reasoning import ReasoningSpan, reasoning_ids, reasoning_span
 from grpo.rollout import left_pad
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, ANSWER_SEPARATOR, THINK_CLOSE
@@ -155,7 +156,8 @@ def gold_answer_logprobs(
     with_empty_reasoning: bool = False,
     group_size: int = 1,
 ) -> GoldScores:
-    """Teacher-forced log P(gold | prompt, reasoning) for every completion, a micro-batch per forward.
+    """Teacher-forced log P(gold | prompt, reasoning) for every completion, a micro-batch per forward, in
+    the weights' own precision (float32 by default) whatever autocast block encloses it.
 
     With `with_empty_reasoning`, each distinct (prompt, gold) is also scored after an empty reasoning
     (`</think>` straight after the prompt's `<think>`), in the same batched passes. Each row is scored
@@ -184,19 +186,22 @@ def gold_answer_logprobs(
                 gold_lengths.append(len(gold_ids[g]))
 
     sums = []
-    for i in range(0, len(rests), micro_batch_size):
-        chunk = slice(i, i + micro_batch_size)
-        sums.append(
-            _score_rows(
-                model,
-                prompts[chunk],
-                rests[chunk],
-                gold_lengths[chunk],
-                len(closer),
-                tokenizer.pad_token_id,
-                group_size,
+    # float32 even inside a bf16 autocast block: bf16 moves these log-probs by as much as the reward's
+    # differences within a group (grpo.precision)
+    with full_precision(model_device(model)):
+        for i in range(0, len(rests), micro_batch_size):
+            chunk = slice(i, i + micro_batch_size)
+            sums.append(
+                _score_rows(
+                    model,
+                    prompts[chunk],
+                    rests[chunk],
+                    gold_lengths[chunk],
+                    len(closer),
+                    tokenizer.pad_token_id,
+                    group_size,
+                )
             )
-        )
     logp_sum = torch.cat(sums)  # (N + n_empty,)
     n = len(golds)
     empty = None

@@ -142,6 +142,22 @@ class StopWatcher:
         return None
 
 
+class NonFiniteLogits(RuntimeError):
+    """The policy's next-token logits are NaN or infinite in a row that holds a real sequence."""
+
+    def __init__(self, model, rows: list[int], step: int):
+        attention = getattr(getattr(model, "config", None), "_attn_implementation", "?")
+        dtype = next(model.parameters()).dtype
+        super().__init__(
+            f"the policy's logits are NaN or infinite in {len(rows)} row(s) (first: {rows[:5]}) at new token "
+            f"{step} (attention {attention!r}, weights {dtype}"
+            f"{', bf16 autocast' if torch.is_autocast_enabled(next(model.parameters()).device.type) else ''}). "
+            "Either the weights diverged (see grad_norm and kl in metrics.jsonl), or the attention kernel "
+            "mishandles the fully masked query rows of left padding: `python -m tools.gpu_check` tests each "
+            "attention implementation on them"
+        )
+
+
 @torch.no_grad()
 def rollout(
     model,
@@ -208,6 +224,7 @@ def rollout(
     steps = 0
     for t in range(max_new_tokens):
         bar.update(1)
+        broken = ~torch.isfinite(logits).all(dim=-1)  # (n_alive,) a NaN logit would sample the last id
         tokens, logp = sample_tokens(logits, temperature, top_p, generator)  # (n_alive,), (n_alive,)
         completion_ids[alive, t] = tokens
         completion_mask[alive, t] = 1
@@ -215,7 +232,10 @@ def rollout(
         steps = t + 1
 
         # which rows end with this token: an end-of-turn id, else a stop string in the decoded text
-        is_eos = torch.isin(tokens, stop_ids).tolist()
+        # (one transfer to the host for both checks)
+        is_eos, is_broken = torch.stack([torch.isin(tokens, stop_ids), broken]).tolist()
+        if any(is_broken):
+            raise NonFiniteLogits(model, [alive[i].item() for i, b in enumerate(is_broken) if b], t)
         pieces = tokenizer.batch_decode(tokens.unsqueeze(-1).tolist(), skip_special_tokens=False)
         keep = []
         for i, (row, piece) in enumerate(zip(alive.tolist(), pieces, strict=True)):

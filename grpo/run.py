@@ -257,6 +257,7 @@ def held_out_evaluation(trainer: Trainer) -> dict:
         batch_size=c.micro_batch_size,
         seed=c.seed,
         progress=False,
+        autocast=trainer.mixed_precision,  # as the rollout samples, and as evaluate.py --dtype auto does
     )
     logged = {
         "eval_score": report["score"],

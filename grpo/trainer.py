@@ -30,7 +30,8 @@ from grpo.config import Config, use_reasoning_mask
 from grpo.distributed import World, all_sum, gather_objects
 from grpo.logprobs import TokenLogprobs, batched_token_logprobs
 from grpo.loss import LossStats, grpo_loss, microbatch_weight
-from grpo.models import lost_update_fraction, stop_token_ids, training_precision
+from grpo.models import stop_token_ids
+from grpo.precision import autocast, lost_update_fraction, model_device, synchronize, training_precision
 from grpo.reasoning import reasoning_mask
 from grpo.rewards import logprob_rewards
 from grpo.rollout import Rollout, build_prompt, rollout
@@ -122,7 +123,11 @@ class Trainer:
     # ------------------------------------------------------------ one step
 
     def step(self) -> StepResult:
-        """One GRPO step on this rank's share of the batch, under bf16 autocast in mixed precision."""
+        """One GRPO step on this rank's share of the batch.
+
+        In mixed precision the rollout, the reference and each update run under bf16 autocast, each in its
+        own block, and the logprob reward in float32 (`grpo.precision` says why).
+        """
         c, G = self.config, self.config.group_size
         seconds: dict[str, float] = {}
         # every rank draws the same global batch, then takes its share
@@ -130,71 +135,71 @@ class Trainer:
         examples = self.next_examples()[self.world.rank * share : (self.world.rank + 1) * share]
         prompts = [self.prompt_ids(ex) for ex in examples]
         rows = [ex for ex in examples for _ in range(G)]  # (N,) completion i answers rows[i]
-        with self.autocast():
-            # 1. rollout: G completions per prompt, sampled from the current policy
-            with self.phase("rollout", seconds):
-                self.policy.eval()
-                out = rollout(
-                    self.policy,
+        # 1. rollout: G completions per prompt, sampled from the current policy
+        with self.phase("rollout", seconds), self.autocast(self.policy):
+            self.policy.eval()
+            out = rollout(
+                self.policy,
+                self.tokenizer,
+                prompts,
+                group_size=G,
+                max_new_tokens=c.max_new_tokens,
+                temperature=c.temperature,
+                top_p=c.top_p,
+                stop_token_ids=self.stop_ids,
+                one_think=c.one_think,
+                generator=self.generator,
+                progress=self.progress,
+            )
+        # what the model wrote from the prefilled <think> on: what the scorers read
+        responses = [THINK_OPEN + text for text in out.texts]
+
+        # 2. rewards R (N,) with their parts, and 3. advantages A_i = R_i − mean of i's group
+        with self.phase("reward", seconds):
+            span_mask, spans = reasoning_mask(
+                self.tokenizer, out.completion_ids, out.completion_mask, self.stop_ids
+            )
+            formats = torch.tensor([format_reward(r) for r in responses])  # (N,)
+            scored = self.task.score_batch(rows, responses)
+            rule_parts = {name: torch.tensor([r.parts[name] for r in scored]) for name in scored[0].parts}
+            if c.reward == "rule":
+                rewards, parts = torch.tensor([r.total for r in scored], dtype=torch.float32), rule_parts
+            else:  # R_i = w_lp · norm(log P(gold | prompt, reasoning_i)) + w_fmt · format_i, in float32
+                rewards, parts = logprob_rewards(
+                    self.scorer(),
                     self.tokenizer,
-                    prompts,
-                    group_size=G,
-                    max_new_tokens=c.max_new_tokens,
-                    temperature=c.temperature,
-                    top_p=c.top_p,
+                    [p for p in prompts for _ in range(G)],
+                    out.completion_ids,
+                    out.completion_mask,
+                    [ex.gold for ex in rows],
+                    formats,
+                    c,
                     stop_token_ids=self.stop_ids,
-                    one_think=c.one_think,
-                    generator=self.generator,
-                    progress=self.progress,
+                    spans=spans,
+                    rank=self.world.rank,
                 )
-            # what the model wrote from the prefilled <think> on: what the scorers read
-            responses = [THINK_OPEN + text for text in out.texts]
+                parts.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on
+            advantages, zero_std_fraction = group_advantages(rewards, G, scale=c.scale_advantages)
 
-            # 2. rewards R (N,) with their parts, and 3. advantages A_i = R_i − mean of i's group
-            with self.phase("reward", seconds):
-                span_mask, spans = reasoning_mask(
-                    self.tokenizer, out.completion_ids, out.completion_mask, self.stop_ids
-                )
-                formats = torch.tensor([format_reward(r) for r in responses])  # (N,)
-                scored = self.task.score_batch(rows, responses)
-                rule_parts = {name: torch.tensor([r.parts[name] for r in scored]) for name in scored[0].parts}
-                if c.reward == "rule":
-                    rewards, parts = torch.tensor([r.total for r in scored], dtype=torch.float32), rule_parts
-                else:  # R_i = w_lp · norm(log P(gold | prompt, reasoning_i)) + w_fmt · format_i
-                    rewards, parts = logprob_rewards(
-                        self.scorer(),
-                        self.tokenizer,
-                        [p for p in prompts for _ in range(G)],
-                        out.completion_ids,
-                        out.completion_mask,
-                        [ex.gold for ex in rows],
-                        formats,
-                        c,
-                        stop_token_ids=self.stop_ids,
-                        spans=spans,
-                        rank=self.world.rank,
-                    )
-                    parts.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on
-                advantages, zero_std_fraction = group_advantages(rewards, G, scale=c.scale_advantages)
+        # 4. log π_ref (and log π_old when μ > 1) of the sampled tokens, without gradient
+        with self.phase("reference", seconds):
+            # the loss keeps the reasoning span (up to </think>) or the whole completion
+            loss_mask = span_mask if use_reasoning_mask(c) else out.completion_mask  # (N, C)
+            ref_logp = self.sampled_logprobs(self.reference, out) if c.beta > 0 else None
+            old_logp = self.sampled_logprobs(self.policy, out) if c.mu > 1 else None
 
-            # 4. log π_ref (and log π_old when μ > 1) of the sampled tokens, without gradient
-            with self.phase("reference", seconds):
-                # the loss keeps the reasoning span (up to </think>) or the whole completion
-                loss_mask = span_mask if use_reasoning_mask(c) else out.completion_mask  # (N, C)
-                ref_logp = self.sampled_logprobs(self.reference, out) if c.beta > 0 else None
-                old_logp = self.sampled_logprobs(self.policy, out) if c.mu > 1 else None
-
-            # 5. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches
-            with self.phase("update", seconds):
-                losses, loss_stats, grad_norms = self.policy_update(
-                    out.input_ids,
-                    out.attention_mask,
-                    out.prompt_length,
-                    advantages,
-                    loss_mask,
-                    ref_logp,
-                    old_logp,
-                )
+        # 5. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches,
+        # each forward under its own autocast block (policy_update)
+        with self.phase("update", seconds):
+            losses, loss_stats, grad_norms = self.policy_update(
+                out.input_ids,
+                out.attention_mask,
+                out.prompt_length,
+                advantages,
+                loss_mask,
+                ref_logp,
+                old_logp,
+            )
         self.step_index += 1
         return StepResult(
             examples=rows,
@@ -232,33 +237,36 @@ class Trainer:
         for _ in range(c.mu):
             self.optimizer.zero_grad(set_to_none=True)
             total_loss = 0.0
-            for i in starts:
-                rows = slice(i, i + c.micro_batch_size)
-                # gradients are exchanged once, on the last micro-batch
-                sync = i == starts[-1] or self.world.size == 1
-                with contextlib.nullcontext() if sync else self.logprobs.no_sync():
-                    logp = self.logprobs(
-                        input_ids[rows], attention_mask[rows], start, temperature, group_size=c.group_size
-                    )  # (mb, C): each group's prompt runs once
-                    # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
-                    old = logp.detach() if old_logp is None else old_logp[rows]
-                    loss, stats = grpo_loss(
-                        logp,
-                        old,
-                        None if ref_logp is None else ref_logp[rows],
-                        advantages[rows],
-                        loss_mask[rows],
-                        clip_eps=c.clip_eps,
-                        beta=c.beta,
-                        aggregation=c.loss_aggregation,
-                        max_tokens=c.max_new_tokens,
-                    )
-                    weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation) * rescale
-                    # outside autocast: the backward follows the dtypes of the forward it retraces
-                    with torch.autocast(self.device.type, enabled=False):
-                        (loss * weight).backward()
-                total_loss += float(loss.detach()) * weight
-                stats_log.append(stats)
+            # one autocast block per update, closed before optimizer.step(): autocast keeps its bf16 copies
+            # of the weights until the block exits, and update u + 1 must see the weights update u made
+            with self.autocast(self.policy):
+                for i in starts:
+                    rows = slice(i, i + c.micro_batch_size)
+                    # gradients are exchanged once, on the last micro-batch
+                    sync = i == starts[-1] or self.world.size == 1
+                    with contextlib.nullcontext() if sync else self.logprobs.no_sync():
+                        logp = self.logprobs(
+                            input_ids[rows], attention_mask[rows], start, temperature, group_size=c.group_size
+                        )  # (mb, C): each group's prompt runs once
+                        # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
+                        old = logp.detach() if old_logp is None else old_logp[rows]
+                        loss, stats = grpo_loss(
+                            logp,
+                            old,
+                            None if ref_logp is None else ref_logp[rows],
+                            advantages[rows],
+                            loss_mask[rows],
+                            clip_eps=c.clip_eps,
+                            beta=c.beta,
+                            aggregation=c.loss_aggregation,
+                            max_tokens=c.max_new_tokens,
+                        )
+                        weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation) * rescale
+                        # outside autocast: the backward follows the dtypes of the forward it retraces
+                        with torch.autocast(self.device.type, enabled=False):
+                            (loss * weight).backward()
+                    total_loss += float(loss.detach()) * weight
+                    stats_log.append(stats)
             if c.max_grad_norm > 0:
                 grad_norms.append(
                     float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm))
@@ -280,27 +288,33 @@ class Trainer:
     def sampled_logprobs(self, model, out: Rollout) -> torch.Tensor:
         """(N, C) log π of the sampled tokens under `model`, without gradient; greedy rollouts are scored as
         the T = 1 distribution. The reference may live on another device (--reference-device)."""
-        on = next(model.parameters()).device
-        return batched_token_logprobs(
-            model,
-            out.input_ids.to(on),
-            out.attention_mask.to(on),
-            out.prompt_length,
-            micro_batch_size=self.config.micro_batch_size,
-            temperature=self.config.temperature or 1.0,
-            group_size=self.config.group_size,
-        ).to(self.device)
+        on = model_device(model)
+        with self.autocast(model):
+            logp = batched_token_logprobs(
+                model,
+                out.input_ids.to(on),
+                out.attention_mask.to(on),
+                out.prompt_length,
+                micro_batch_size=self.config.micro_batch_size,
+                temperature=self.config.temperature or 1.0,
+                group_size=self.config.group_size,
+            )
+        return logp.to(self.device)
 
-    def autocast(self):
-        """bf16 autocast for the forward passes under mixed precision; a no-op otherwise."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.mixed_precision)
+    def autocast(self, model):
+        """bf16 autocast for `model`'s forward passes under mixed precision, on the device it lives on; float32
+        for a model on another kind of device than the policy (a CPU reference beside a GPU policy)."""
+        on = model_device(model)
+        return autocast(on, self.mixed_precision and on.type == self.device.type)
 
     @contextlib.contextmanager
     def phase(self, name: str, seconds: dict[str, float]):
         """Time a phase of the step into `seconds[name]` and show its name on the terminal while it runs."""
         self.show_phase(name)
+        synchronize(self.device)  # on a GPU, the work queued before the phase is not the phase's
         start = time.perf_counter()
         yield
+        synchronize(self.device)
         seconds[name] = time.perf_counter() - start
 
     def next_examples(self) -> list[Example]:

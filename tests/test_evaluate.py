@@ -684,3 +684,32 @@ def test_a_damaged_model_is_an_input_error(tokenizer, tiny_model, tmp_path, caps
     )
     err = capsys.readouterr().err
     assert code == 2 and "is damaged" in err and "model.safetensors" in err
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_eval_every_and_evaluate_py_agree_on_the_same_examples_and_seeds(tmp_path, tiny_model_dir, autocast):
+    # the held-out figures a run logs (--eval-every, the fp32 policy in memory) and evaluate.py's of the
+    # same weights (loaded from disk as float32, never a bf16 copy) are the same numbers, under autocast too
+    import json
+
+    from grpo.config import Config
+    from grpo.models import load_models
+    from grpo.run import held_out_evaluation
+    from grpo.trainer import Trainer
+    from tasks import get_task
+
+    cfg = Config(task="math", reward="logprob", model=str(tiny_model_dir), eval_limit=3, max_new_tokens=6,
+                 micro_batch_size=3, seed=4, autocast=autocast, out_dir=str(tmp_path / "run"))  # fmt: skip
+    policy, reference, tokenizer = load_models(str(tiny_model_dir), "cpu", "auto")
+    trainer = Trainer(cfg, policy, reference, tokenizer, get_task("math"))
+    logged = held_out_evaluation(trainer)
+    out = tmp_path / "report.json"
+    flags = ["--limit", "3", "--max-new-tokens", "6", "--batch-size", "3", "--seed", "4"]
+    flags += ["--autocast"] if autocast else []
+    assert evaluate.main(["--task", "math", "--model", str(tiny_model_dir), *flags, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["settings"]["autocast"] is autocast and report["settings"]["dtype"] == "float32"
+    likelihood = report["likelihood"]
+    assert logged["eval_score"] == report["score"]
+    assert logged["eval_gold_logprob_per_token"] == likelihood["gold_logprob_per_token"]["mean"]
+    assert logged["eval_reasoning_gain_per_token"] == likelihood["reasoning_gain_per_token"]["mean"]

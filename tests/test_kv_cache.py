@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import assert_close_relative, make_float64_model
+from conftest import assert_close_relative, make_float64_model, make_qwen3_model
 from transformers import LlamaConfig
 from transformers.cache_utils import DynamicLayer
 
@@ -89,3 +89,22 @@ def test_rollout_samples_the_same_tokens_with_either_cache(tokenizer):
     # the sampler's log-softmax is float32 (grpo/rollout.py, sample_tokens), so the log-probs are compared
     # relative to their norm, with a wide margin over float32 rounding (measured: equal)
     assert_close_relative(ours.sample_logp, theirs.sample_logp, 1e-5, "sample_logp")
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_qwen3_keys_are_cached_in_the_values_dtype_under_autocast(qwen_like_tokenizer, attention):
+    # Qwen3's k_norm multiplies the bf16 keys by a float32 weight, so under autocast its keys come out
+    # float32 and its values bf16; the cache holds both in bf16, and the next token's logits are those of
+    # the whole sequence run at once, exactly (the attention computes in bf16 under autocast anyway)
+    from grpo.kv_cache import PreallocatedCache, cache_argument
+
+    model = make_qwen3_model(qwen_like_tokenizer)
+    model.config._attn_implementation = attention
+    ids = torch.randint(10, 90, (2, 12), generator=torch.Generator().manual_seed(0))
+    cache = PreallocatedCache(model.config.num_hidden_layers, rows=2, capacity=20)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids[:, :11], use_cache=True, **{cache_argument(model): cache})
+        assert all(layer.key_buffer.dtype == layer.value_buffer.dtype == torch.bfloat16 for layer in cache.layers)
+        step = model(input_ids=ids[:, 11:], use_cache=True, **{cache_argument(model): cache}).logits[:, -1]
+        whole = model(input_ids=ids).logits[:, -1]
+    assert torch.equal(step, whole)

@@ -12,7 +12,7 @@ import torch
 from conftest import make_model
 from test_trainer import EchoTask, config, make_trainer
 
-from grpo.models import lost_update_fraction, training_precision
+from grpo.precision import evaluation_precision, lost_update_fraction, training_precision
 from grpo.trainer import Trainer
 
 CUDA = torch.device("cuda")  # only its type is read; nothing runs on it
@@ -26,8 +26,32 @@ def test_the_gpu_default_is_float32_weights_with_bf16_autocast():
     # pure half precision only when asked for by name, and then without autocast
     assert training_precision("bfloat16", None, CUDA, has_bf16=True) == ("bfloat16", False)
     assert training_precision("auto", False, CUDA, has_bf16=True) == ("float32", False)
+    # asking for float32 by name means float32 compute too; --autocast still turns bf16 on
+    assert training_precision("float32", None, CUDA, has_bf16=True) == ("float32", False)
+    assert training_precision("float32", True, CUDA, has_bf16=True) == ("float32", True)
     with pytest.raises(ValueError, match="unknown dtype"):
         training_precision("float8", None, CUDA)
+
+
+def test_float16_weights_cannot_train_but_can_be_evaluated():
+    with pytest.raises(ValueError, match="float16 cannot train"):
+        training_precision("float16", None, CUDA, has_bf16=True)
+    assert evaluation_precision("float16", None, CUDA, has_bf16=True) == ("float16", False)
+
+
+def test_float16_adamw_is_what_the_refusal_prevents():
+    # the reason, shown: one AdamW step on float16 weights with a small gradient gives non-finite weights
+    w = torch.nn.Parameter(torch.full((4,), 0.02, dtype=torch.float16))
+    w.grad = torch.full((4,), 1e-4, dtype=torch.float16)  # its square, 1e-8, is 0 in float16
+    torch.optim.AdamW([w], lr=1e-5).step()
+    assert not torch.isfinite(w).all()
+
+
+def test_evaluation_computes_as_training_did():
+    # a trained run's float32 weights, never a bf16 copy: under autocast where training used it
+    assert evaluation_precision("auto", None, CUDA, has_bf16=True) == ("float32", True)
+    assert evaluation_precision("auto", None, torch.device("cpu")) == ("float32", False)
+    assert evaluation_precision("bfloat16", None, CUDA, has_bf16=True) == ("bfloat16", False)
 
 
 def test_lost_update_fraction_by_hand():
@@ -75,3 +99,86 @@ def test_pure_bf16_at_a_small_lr_warns(tmp_path, tokenizer):
     policy = make_model(tokenizer).to(torch.bfloat16)
     with pytest.warns(UserWarning, match=r"rounds away for \d+% of the torch.bfloat16 weights"):
         Trainer(cfg, policy, None, tokenizer, EchoTask())
+
+
+# --------------------------------------------------------------------------------------------------
+# Under autocast: what each phase computes in
+
+
+def test_the_second_update_computes_with_the_weights_the_first_one_made(tmp_path, tokenizer):
+    # autocast keeps a bf16 copy of every float32 weight it casts until its outermost block exits; one
+    # block around all μ updates made update 2 compute with update 1's weights (on the packaged model,
+    # μ 2 at lr 1e-3: ratio_mean 1.09 under autocast, 32.9 without). Here each update's log-probs are
+    # recorded with the weights each optimizer step started from, and recomputed in float32 from both.
+    import copy
+
+    from grpo.logprobs import token_logprobs
+
+    cfg = config(tmp_path, steps=1, mu=2, lr=1e-2, beta=0.0, autocast=True, micro_batch_size=8)
+    trainer = make_trainer(cfg, tokenizer, make_model)
+    calls, weights = [], []
+    forward = trainer.logprobs.forward
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        calls.append((args, kwargs, out.detach().float()))
+        return out
+
+    trainer.logprobs.forward = recording
+    trainer.optimizer.register_step_pre_hook(
+        lambda *_: weights.append(copy.deepcopy(trainer.policy.state_dict()))
+    )
+    trainer.step()
+    assert len(calls) == 2 and len(weights) == 2  # one micro-batch, two updates
+
+    def fp32_logprobs(state, call):
+        model = make_model(tokenizer)
+        model.load_state_dict(state)
+        (ids, mask, start, temperature), kwargs, _ = call
+        with torch.no_grad():
+            return token_logprobs(model, ids, mask, start, temperature=temperature, **kwargs)
+
+    mask = calls[1][0][1][:, calls[1][0][2] :].bool()  # the completion tokens
+    update_2 = calls[1][2][mask]
+    after_update_1 = fp32_logprobs(weights[1], calls[1])[mask]
+    before_it = fp32_logprobs(weights[0], calls[1])[mask]
+    moved = float((after_update_1 - before_it).abs().mean())
+    assert moved > 0.05  # lr 1e-2: update 1 changed the policy a lot
+    # update 2 computed with update 1's result, up to bf16 rounding, a fraction of how far it moved
+    assert float((update_2 - after_update_1).abs().mean()) < 0.25 * moved
+
+
+def test_a_model_on_another_kind_of_device_runs_without_autocast(tmp_path, tokenizer):
+    cfg = config(tmp_path, steps=1, beta=0.0, autocast=True)
+    trainer = make_trainer(cfg, tokenizer, make_model)
+    assert trainer.mixed_precision
+    with trainer.autocast(trainer.policy):
+        assert torch.is_autocast_enabled("cpu")
+    # a reference kept elsewhere (--reference-device) is not run in the policy device's autocast
+    elsewhere = torch.nn.Linear(2, 2, device="meta")
+    with torch.autocast("cpu", dtype=torch.bfloat16), trainer.autocast(elsewhere):
+        assert torch.is_autocast_enabled("cpu")  # untouched: that block is the caller's, not the trainer's
+    with trainer.autocast(elsewhere):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_the_gold_answer_is_scored_in_float32_inside_an_autocast_block(tokenizer):
+    from grpo.rewards import gold_answer_logprobs
+
+    model = make_model(tokenizer)
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    prompts = [encode("<|user|>make 24<|assistant|><think>"), encode("<|user|>make 10<|assistant|><think>")]
+    reasonings = [encode("try 4*6 </think>"), encode("2*5 </think>")]
+    options = dict(micro_batch_size=2, with_empty_reasoning=True)
+    plain = gold_answer_logprobs(model, tokenizer, prompts, reasonings, ["4*6", "2*5"], **options)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = gold_answer_logprobs(model, tokenizer, prompts, reasonings, ["4*6", "2*5"], **options)
+        # (what bf16 would have given: the same pass with autocast left on differs)
+        from grpo.rewards import _score_rows
+
+        bf16 = _score_rows(model, prompts, [r + encode("\n<answer>4*6</answer>") for r in reasonings[:1]] * 2,
+                           [3, 3], len(encode("</answer>")), tokenizer.pad_token_id, 1)  # fmt: skip
+    assert torch.equal(inside.logp_sum, plain.logp_sum)
+    assert torch.equal(inside.empty_logp_sum, plain.empty_logp_sum)
+    assert inside.logp_sum.dtype == torch.float32
+    assert not torch.equal(bf16[0], plain.logp_sum[0])
