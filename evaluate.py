@@ -12,8 +12,10 @@
 completion's reasoning and after an empty one (per gold token) and their difference, the reasoning gain: the
 quantity --reward logprob trains. --compare pairs two reports of one task by example id and prints, for the
 score, every rule part and every log-prob figure, mean(A), mean(B) and the paired difference mean(B − A)
-with its 95% CI. Every figure there is higher-is-better, without exception, so B − A > 0 means B is better;
-an interval that excludes 0 is a difference these examples support. Compare reports sampled with the same
+with its 95% CI. Every figure there is higher-is-better, so B − A > 0 means B is better (an interval that
+excludes 0 is a difference these examples support), except the rows marked "(not a score)": the scored
+reasoning's length, the share under 16 tokens and the share that answered before closing </think>, beside
+them because a likelihood gain that comes with shorter reasonings is the reasoning getting out of the way. Compare reports sampled with the same
 --seed, --temperature, --top-p and --max-new-tokens: the two runs then sample from one random stream, and
 the pairing removes more of the noise (different settings only warn).
 
@@ -231,6 +233,12 @@ SHOWN_LIKELIHOOD = {
     "gold_logprob_empty_per_token": "gold log-prob/token, empty reasoning",
     "reasoning_gain_per_token": "reasoning gain/token",
 }
+# what the likelihood figures are read by: a gain that comes with shorter reasonings is not elicited reasoning
+SHOWN_REASONING = {
+    "reasoning_tokens": "scored reasoning, tokens",
+    "reasoning_short": "reasoning under 16 tokens",
+    "early_answer": "answered before </think>",
+}
 
 
 def format_summary(report: Mapping[str, Any]) -> str:
@@ -252,8 +260,13 @@ def format_summary(report: Mapping[str, Any]) -> str:
     lines.append(line("total", report["total"]))
     if report.get("likelihood"):
         lines.append("  log P(gold | prompt, reasoning), teacher-forced, in nats:")
-        shown = {**SHOWN_LIKELIHOOD, "think_closed": "</think> closed"}
-        lines += [line(f"  {label}", report["likelihood"][name], 38, " ") for name, label in shown.items()]
+        shown = {**SHOWN_LIKELIHOOD, "think_closed": "</think> closed", **SHOWN_REASONING}
+        likelihood = report["likelihood"]
+        lines += [
+            line(f"  {label}", likelihood[name], 38, " ")
+            for name, label in shown.items()
+            if name in likelihood
+        ]
     for error in report.get("errors", [])[:5]:
         lines.append(f"  line {error['line']}: {error['message']}")
     return "\n".join(lines)
@@ -354,7 +367,8 @@ def format_comparison(comparison: Mapping[str, Any]) -> str:
     ]
     for row in comparison["figures"]:
         interval = f"[{signed(row['low'])}, {signed(row['high'])}]"
-        cells = [row["figure"], f"{row['mean_a']:.3f}", f"{row['mean_b']:.3f}", signed(row["difference"])]
+        figure = row["figure"] + (" (not a score)" if row.get("diagnostic") else "")
+        cells = [figure, f"{row['mean_a']:.3f}", f"{row['mean_b']:.3f}", signed(row["difference"])]
         lines.append("| " + " | ".join([*cells, interval, str(row["n"])]) + " |")
     return "\n".join(lines)
 

@@ -117,7 +117,12 @@ LIKELIHOOD_FIGURES = (
     "gold_tokens",
     "think_closed",
     "reasoning_tokens",
+    "reasoning_short",
+    "early_answer",
 )
+# a scored reasoning shorter than this (</think> included) counts as short: the length guard's default, under
+# which a reasoning barely says anything (a prompt's `<think>` then `</think>` alone is 4 tokens for SmolLM2)
+SHORT_REASONING_TOKENS = 16
 
 
 def score_records(
@@ -261,10 +266,11 @@ def likelihood_figures(
         gold.scores.empty_logp_sum.tolist(),  # log P(a | p, ∅)
         gold.scores.gold_tokens.tolist(),  # |a|
         gold.closed.tolist(),
+        gold.answered.tolist(),
         gold.reasoning_tokens.tolist(),
         strict=True,
     )
-    for i, logp, empty_logp, n_gold, closed, n_reasoning in columns:
+    for i, logp, empty_logp, n_gold, closed, answered, n_reasoning in columns:
         figures[i] = {
             "gold_logprob": logp,
             "gold_logprob_per_token": logp / n_gold,  # log P(a | p, r) / |a|
@@ -274,6 +280,10 @@ def likelihood_figures(
             "gold_tokens": int(n_gold),
             "think_closed": int(closed),
             "reasoning_tokens": int(n_reasoning),
+            # a reasoning that says (almost) nothing, and the format broken by answering inside <think>: a
+            # likelihood gain that comes with more of these is the reasoning getting out of the way
+            "reasoning_short": int(n_reasoning < SHORT_REASONING_TOKENS),
+            "early_answer": int(answered),
         }
     return figures
 
@@ -408,6 +418,9 @@ COMPARED_LIKELIHOOD = (
     "reasoning_gain_per_token",
     "think_closed",
 )
+# shown beside them, but not scores (neither direction is better in itself): how long the scored reasoning
+# is, the share under SHORT_REASONING_TOKENS, the share that answered before closing </think>
+COMPARED_DIAGNOSTICS = ("reasoning_tokens", "reasoning_short", "early_answer")
 
 
 class ComparisonError(ValueError):
@@ -449,7 +462,8 @@ def _figures_of(record: Mapping[str, Any]) -> dict[str, float]:
     """A record's compared figures: the score (its total), each rule part, each compared likelihood figure."""
     figures = {"score": record["total"], **record["parts"]}
     likelihood = record.get("likelihood") or {}
-    figures.update((name, likelihood[name]) for name in COMPARED_LIKELIHOOD if name in likelihood)
+    compared = (*COMPARED_LIKELIHOOD, *COMPARED_DIAGNOSTICS)
+    figures.update((name, likelihood[name]) for name in compared if name in likelihood)
     return figures
 
 
@@ -489,7 +503,8 @@ def compare_reports(
     """Pair two reports' records by example id and compare every figure: mean(A), mean(B), mean(B − A).
 
     The figures: `score` (each example's total, whose mean is the task score), each rule part, and each
-    COMPARED_LIKELIHOOD figure; every one is higher-is-better, so B − A > 0 favours B. A figure is compared
+    COMPARED_LIKELIHOOD figure; every one is higher-is-better, so B − A > 0 favours B. The COMPARED_DIAGNOSTICS
+    (reasoning length, short and early-answer shares) follow, marked `diagnostic`. A figure is compared
     over the examples where both records have it. Raises ComparisonError for reports of different tasks
     or of different examples; different sampling settings only add a warning to the result's `warnings`.
     """
@@ -522,6 +537,7 @@ def compare_reports(
                 "low": difference["low"],
                 "high": difference["high"],
                 "n": difference["n"],
+                "diagnostic": figure in COMPARED_DIAGNOSTICS,  # a length or a rate, not higher-is-better
             }
         )
     return {

@@ -9,7 +9,8 @@ answer a of |a| tokens, teacher-forced:
 The scored sequence is built from token ids, `prompt + reasoning + ids("\n") + ids("<answer>") + ids(a) +
 ids("</answer>")`, never by re-tokenising one joined string (a joined string can merge tokens across a
 boundary and change which tokens count as the answer), and only the ids of a are summed. The line break
-between `</think>` and `<answer>` is what a model following the format writes there (`ANSWER_SEPARATOR`).
+between `</think>` and `<answer>` is what a model following the format writes there (`answer_separator`: what
+the chat template writes after `</think>`, Qwen3's "\n\n", else "\n").
 The closer is there for the shape of the sequence; causal attention means it cannot change the sum.
 
 `logprob_rewards` is the whole reward a `--reward logprob` step trains on: these scores, normalised, weighted
@@ -41,6 +42,7 @@ Departures from the poster's code, on purpose:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
@@ -49,10 +51,11 @@ import torch
 
 from grpo.distributed import all_gather
 from grpo.logprobs import token_logprobs
-from grpo.precision import full_precision, model_device
+from grpo.precision import full_precision as precision_off
+from grpo.precision import model_device
 from grpo.reasoning import ReasoningSpan, reasoning_ids, reasoning_span
-from grpo.rollout import left_pad
-from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, ANSWER_SEPARATOR, THINK_CLOSE
+from grpo.rollout import answer_separator, left_pad
+from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
 
 if TYPE_CHECKING:  # config.py imports this module for its option types
     from grpo.config import Config
@@ -155,9 +158,11 @@ def gold_answer_logprobs(
     micro_batch_size: int,
     with_empty_reasoning: bool = False,
     group_size: int = 1,
+    full_precision: bool = True,
 ) -> GoldScores:
     """Teacher-forced log P(gold | prompt, reasoning) for every completion, a micro-batch per forward, in
-    the weights' own precision (float32 by default) whatever autocast block encloses it.
+    the weights' own precision (float32 by default) whatever autocast block encloses it
+    (`full_precision=False` leaves the caller's autocast on: tools.gpu_check measures what that would cost).
 
     With `with_empty_reasoning`, each distinct (prompt, gold) is also scored after an empty reasoning
     (`</think>` straight after the prompt's `<think>`), in the same batched passes. Each row is scored
@@ -165,8 +170,8 @@ def gold_answer_logprobs(
     consecutive rows come in groups of G with the same prompt (a rollout's layout), which then runs once.
     """
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    # "\n<answer>": what a model following the format writes after </think> (ANSWER_SEPARATOR)
-    opener = encode(ANSWER_SEPARATOR) + encode(ANSWER_OPEN)
+    # "\n<answer>": what a model following the format writes after </think> (its template's separator)
+    opener = encode(answer_separator(tokenizer)) + encode(ANSWER_OPEN)
     closer, close_think = encode(ANSWER_CLOSE), encode(THINK_CLOSE)
     gold_ids = {g: encode(g) for g in set(golds)}
     prompts = [list(p) for p in prompt_ids]
@@ -188,7 +193,7 @@ def gold_answer_logprobs(
     sums = []
     # float32 even inside a bf16 autocast block: bf16 moves these log-probs by as much as the reward's
     # differences within a group (grpo.precision)
-    with full_precision(model_device(model)):
+    with precision_off(model_device(model)) if full_precision else contextlib.nullcontext():
         for i in range(0, len(rests), micro_batch_size):
             chunk = slice(i, i + micro_batch_size)
             sums.append(

@@ -17,9 +17,10 @@ THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
-# What a model following the format writes between `</think>` and `<answer>`: a line break. The logprob
-# reward puts it there too, so the gold answer is scored in the context the model itself would write
-# (scoring `</think><answer>` with nothing between moved SmolLM2's per-token gold log-prob by 0.04–0.07 nats).
+# What a model following the format writes between `</think>` and `<answer>` when its chat template does not
+# say (`grpo.rollout.answer_separator`: Qwen3's template writes "\n\n"): a line break. The logprob reward puts
+# it there too, so the gold answer is scored in the context the model itself would write (scoring
+# `</think><answer>` with nothing between moved SmolLM2's per-token gold log-prob by 0.04–0.07 nats).
 ANSWER_SEPARATOR = "\n"
 
 # The assistant turn is prefilled with a short lead-in that ends in <think> (the poster did the same).

@@ -213,6 +213,8 @@ def test_likelihood_figures_are_the_gold_scores_of_the_same_completions(tokenize
     )
     assert [f["think_closed"] for f in figures] == [int(c) for c in gold.closed.tolist()]
     assert [f["reasoning_tokens"] for f in figures] == [int(n) for n in gold.reasoning_tokens.tolist()]
+    assert [f["reasoning_short"] for f in figures] == [int(n < 16) for n in gold.reasoning_tokens.tolist()]
+    assert [f["early_answer"] for f in figures] == [int(a) for a in gold.answered.tolist()]
     for f, example in zip(figures, examples):
         assert f["gold_tokens"] == len(example.gold)  # the test tokenizer: one token per character
         assert f["gold_logprob_per_token"] == f["gold_logprob"] / f["gold_tokens"]
@@ -491,6 +493,7 @@ def test_compare_command_pairs_examples_by_id(tmp_path, capsys):
         "low": pytest.approx(2 - 1.96 / 3**0.5),
         "high": pytest.approx(2 + 1.96 / 3**0.5),
         "n": 3,
+        "diagnostic": False,
     }
     markdown = tmp_path / "compare.md"
     assert evaluate.main(["--compare", *paths, "--names", "A", "B", "--out", str(markdown)]) == 0
@@ -713,3 +716,19 @@ def test_eval_every_and_evaluate_py_agree_on_the_same_examples_and_seeds(tmp_pat
     assert logged["eval_score"] == report["score"]
     assert logged["eval_gold_logprob_per_token"] == likelihood["gold_logprob_per_token"]["mean"]
     assert logged["eval_reasoning_gain_per_token"] == likelihood["reasoning_gain_per_token"]["mean"]
+
+
+def test_compare_shows_the_reasoning_length_and_short_share_as_diagnostics(tmp_path, capsys):
+    # a gain in the gold's likelihood that comes with reasonings falling under 16 tokens is the reasoning
+    # getting out of the way: the comparison shows both, the lengths marked as not scores
+    a, b = compare_report("start", A_ROWS), compare_report("trained", B_ROWS)
+    for report, lengths in ((a, {"e1": 60, "e2": 40, "e3": 50}), (b, {"e1": 10, "e2": 40, "e3": 20})):
+        for record in report["records"]:
+            n = lengths[record["id"]]
+            record["likelihood"].update(reasoning_tokens=n, reasoning_short=int(n < 16), early_answer=0)
+    assert evaluate.main(["--compare", *write_reports(tmp_path, a, b)]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    # lengths d = [−50, 0, −30]: d̄ = −80/3; the short share d = [1, 0, 0]: 1/3
+    assert lines[-3].startswith("| reasoning_tokens (not a score) | 50.000 | 23.333 | -26.667 |")
+    assert lines[-2].startswith("| reasoning_short (not a score) | 0.000 | 0.333 | +0.333 |")
+    assert lines[-1].startswith("| early_answer (not a score) | 0.000 | 0.000 | +0.000 |")

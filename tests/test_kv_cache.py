@@ -104,7 +104,9 @@ def test_qwen3_keys_are_cached_in_the_values_dtype_under_autocast(qwen_like_toke
     cache = PreallocatedCache(model.config.num_hidden_layers, rows=2, capacity=20)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model(input_ids=ids[:, :11], use_cache=True, **{cache_argument(model): cache})
-        assert all(layer.key_buffer.dtype == layer.value_buffer.dtype == torch.bfloat16 for layer in cache.layers)
+        assert all(
+            layer.key_buffer.dtype == layer.value_buffer.dtype == torch.bfloat16 for layer in cache.layers
+        )
         step = model(input_ids=ids[:, 11:], use_cache=True, **{cache_argument(model): cache}).logits[:, -1]
         whole = model(input_ids=ids).logits[:, -1]
     assert torch.equal(step, whole)

@@ -17,7 +17,11 @@ from conftest import make_qwen3_model
 
 from grpo.rollout import NonFiniteLogits, rollout
 
-IMPLEMENTATIONS = ["eager", "sdpa", pytest.param("flex_attention", marks=pytest.mark.slow)]  # flex: ~60 s to compile
+IMPLEMENTATIONS = [
+    "eager",
+    "sdpa",
+    pytest.param("flex_attention", marks=pytest.mark.slow),
+]  # flex: ~60 s to compile
 
 
 @pytest.mark.parametrize("attention", IMPLEMENTATIONS)
