@@ -144,3 +144,17 @@ def test_a_damaged_config_json_on_resume_is_named(tmp_path, model_dir, capsys):
     (out / "config.json").write_text('{"task": "ma')
     code, err = run(["--resume", out], capsys)
     assert code == 2 and f"{out / 'config.json'} is damaged" in err
+
+
+def test_non_finite_logits_stop_the_run_with_one_line_and_exit_3(tmp_path, model_dir, capsys):
+    from transformers import AutoModelForCausalLM
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    model = AutoModelForCausalLM.from_pretrained(broken)
+    with torch.no_grad():
+        model.lm_head.weight[5, 0] = float("nan")  # one vocabulary row's logit is NaN in every position
+    model.save_pretrained(broken)
+    code, err = run(train_args(broken, tmp_path / "run", "--steps", "1"), capsys)
+    assert code == train.EXIT_DIVERGED == 3
+    assert "error: the policy's logits are NaN or infinite" in err and "Traceback" not in err

@@ -141,3 +141,40 @@ def test_groups_sharing_a_prompt_score_it_once_with_the_same_result(tokenizer, m
     prompt_width = max(len(p) for p in prompts)
     # each of the two prompts ran once instead of twice, and no row fed its last token (it predicts nothing)
     assert plain_work - shared_work == 2 * prompt_width + 4
+
+
+def test_the_reward_scores_the_completions_own_text_after_the_prefilled_think(tokenizer, model64):
+    # The poster's code took the reasoning with the regex <think>(.*?)</think> over the completion; its
+    # prompt prefills <think>, so the completion has none, the regex finds nothing, and every sample of a
+    # group got the same reward. Here the reasoning is the completion's own tokens after the prefill.
+    import re
+
+    from grpo.rewards import gold_scores_of_completions
+    from grpo.rollout import build_prompt
+
+    prompt = build_prompt(tokenizer, [{"role": "user", "content": "make 10"}])
+    assert tokenizer.decode(prompt).endswith("<think>")  # the prefill
+    completions = ["5+5 makes 10</think>\n<answer>5+5</answer>", "7 then 3</think>\n<answer>5+5</answer>"]
+    assert all(
+        re.search(r"<think>(.*?)</think>", c, re.DOTALL) is None for c in completions
+    )  # the poster's miss
+    rows = [enc(tokenizer, c) for c in completions]
+    width = max(map(len, rows))
+    ids = torch.full((2, width), tokenizer.pad_token_id)
+    mask = torch.zeros((2, width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    gold = gold_scores_of_completions(
+        model64, tokenizer, [prompt, prompt], ids, mask, ["5+5", "5+5"], stop_token_ids=[], micro_batch_size=2
+    )
+    # the scored reasoning is each completion's text through </think>: 12 and 8 characters, then the 7 tokens
+    # of "</think>" ("</" is one)
+    assert gold.reasoning_tokens.tolist() == [19.0, 15.0] and gold.closed.all()
+    expected = [
+        naive_gold_logprob(model64, tokenizer, prompt, enc(tokenizer, c.split("\n")[0]), "5+5")
+        for c in completions
+    ]
+    torch.testing.assert_close(
+        gold.scores.logp_sum, torch.tensor(expected, dtype=torch.float64), atol=1e-9, rtol=0
+    )
+    assert abs(expected[0] - expected[1]) > 1e-3  # different reasonings, different rewards within the group

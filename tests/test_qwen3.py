@@ -49,7 +49,11 @@ def encode(tok, text):
 
 def test_known_ids(tok):
     assert encode(tok, "Hello world") == [9707, 1879]
-    assert encode(tok, "12345") == [16, 17, 18, 19, 20]  # one digit per token: \p{N}, not \p{N}{1,3}
+    assert encode(tok, "12345") == [16, 17, 18, 19, 20]  # one digit per token
+    # which the ranks alone would give too (they hold no ASCII number of 2+ digits); the split pattern's \p{N}
+    # (not the converter's default \p{N}{1,3}) shows on full-width numerals: "１０" is a token (77150), and
+    # yet each numeral is its own piece
+    assert encode(tok, "１０") == [20109, 26022]
     assert encode(tok, "<think>") == [THINK] and encode(tok, "</think>") == [THINK_END]
     assert encode(tok, "<|im_start|>assistant\n") == [IM_START, ASSISTANT, NEWLINE]
     assert (tok.eos_token, tok.eos_token_id) == ("<|im_end|>", IM_END)
@@ -94,7 +98,7 @@ def test_encoding_equals_the_packages_tiktoken_encoder(tok):
 
     reference = QwenTokenizer(q3.ranks_file())
     text = open("README.md", encoding="utf-8").read() + open("grpo/rewards.py", encoding="utf-8").read()
-    text += "héllo 世界 🙂 naïve café 12345 3.14159  \n\n\t x  y Ελληνικά русский 日本語のテキスト"
+    text += "héllo 世界 🙂 naïve café 12345 3.14159 １０ ２０ \n\n\t x  y Ελληνικά русский 日本語のテキスト"
     # its special tokens are Qwen1's (<|extra_0|>, …): Qwen3's added tags are plain text to it
     for token, _ in q3.ADDED_TOKENS:
         text = text.replace(token, "")

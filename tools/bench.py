@@ -48,23 +48,11 @@ from grpo.logprobs import batched_token_logprobs, position_ids_from_mask, token_
 from grpo.models import DEFAULT_MODEL, load_models, load_tokenizer, pick_device, stop_token_ids
 from grpo.rollout import StopWatcher, build_prompt, left_pad, rollout
 from grpo.tags import ANSWER_CLOSE
+from tools.qwen3_tokenizer import QWEN3_1_7B_SHAPE
 
 # Model shapes for --random-init, from the models' published config.json files (weights are never needed).
 SHAPES = {
-    "qwen3-1.7b": dict(
-        model_type="qwen3",
-        hidden_size=2048,
-        intermediate_size=6144,
-        num_hidden_layers=28,
-        num_attention_heads=16,
-        num_key_value_heads=8,
-        head_dim=128,
-        vocab_size=151936,
-        max_position_embeddings=40960,
-        rope_theta=1_000_000.0,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-    ),
+    "qwen3-1.7b": dict(model_type="qwen3", **QWEN3_1_7B_SHAPE),
     "smollm2-135m": dict(
         model_type="llama",
         hidden_size=576,

