@@ -183,7 +183,7 @@ class Trainer:
 
         # 4. log π_ref (and log π_old when μ > 1) of the sampled tokens, without gradient
         with self.phase("reference", seconds):
-            # the loss keeps the reasoning span (up to </think>) or the whole completion
+            # the loss keeps the reasoning span (up to </think>; unclosed: what the reward scored) or all of it
             loss_mask = span_mask if use_reasoning_mask(c) else out.completion_mask  # (N, C)
             ref_logp = self.sampled_logprobs(self.reference, out) if c.beta > 0 else None
             old_logp = self.sampled_logprobs(self.policy, out) if c.mu > 1 else None
