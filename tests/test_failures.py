@@ -41,6 +41,7 @@ def train_args(model_dir, out_dir, *extra):
         (["--data", "poems.csv"], "--data is read by --task poetry"),
         (["--device", "cuda"], "no CUDA GPU"),
         (["--device", "tpu-of-dreams"], "not a torch device"),
+        (["--dtype", "float16"], "--dtype float16 cannot train: AdamW's eps"),
     ],
 )
 def test_bad_settings_are_refused_before_a_model_loads(tmp_path, capsys, extra, cause):
