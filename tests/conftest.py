@@ -62,24 +62,9 @@ def make_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32) -> L
 
 def make_qwen3_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32):
     """A tiny random Qwen3ForCausalLM: Qwen3's q_norm/k_norm and tied embeddings, at a test's size."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from tools.qwen3_tokenizer import tiny_qwen3
 
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=hidden // 4,
-        max_position_embeddings=4096,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=True,
-    )
-    return Qwen3ForCausalLM(config).eval()
+    return tiny_qwen3(tokenizer, layers=layers, hidden=hidden, seed=seed)
 
 
 @pytest.fixture

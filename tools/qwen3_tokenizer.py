@@ -235,19 +235,19 @@ def qwen3_tokenizer(directory: Path | None = None):
 
 
 def tiny_qwen3(tokenizer, layers: int = 2, hidden: int = 64, seed: int = 0):
-    """A randomly initialised Qwen3ForCausalLM of Qwen3's vocabulary (151,936 rows, tied embeddings) at a
-    test's depth and width, with Qwen3's end-of-turn ids: eos <|im_end|>, and in its generation config both
-    <|im_end|> and <|endoftext|>, as Qwen3's generation_config.json lists them."""
+    """A randomly initialised Qwen3ForCausalLM (q_norm/k_norm, tied embeddings) at a test's depth and width.
+
+    For the Qwen3 tokenizer: Qwen3's vocabulary (151,936 rows) and end-of-turn ids, eos <|im_end|> and, in
+    its generation config, both <|im_end|> and <|endoftext|>, as Qwen3's generation_config.json lists them.
+    For another tokenizer (the tests' character-level one): its own size and ids.
+    """
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    if (tokenizer.eos_token_id, tokenizer.pad_token_id) != (IM_END_ID, ENDOFTEXT_ID) or len(
-        tokenizer
-    ) > QWEN3_VOCAB_SIZE:
-        raise ValueError("tiny_qwen3 needs the Qwen3 tokenizer (qwen3_tokenizer())")
+    qwen = (tokenizer.eos_token_id, tokenizer.pad_token_id) == (IM_END_ID, ENDOFTEXT_ID)
     torch.manual_seed(seed)
     config = Qwen3Config(
-        vocab_size=QWEN3_VOCAB_SIZE,
+        vocab_size=QWEN3_VOCAB_SIZE if qwen else len(tokenizer),
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
@@ -258,13 +258,13 @@ def tiny_qwen3(tokenizer, layers: int = 2, hidden: int = 64, seed: int = 0):
         rope_theta=QWEN3_1_7B_SHAPE["rope_theta"],
         rms_norm_eps=QWEN3_1_7B_SHAPE["rms_norm_eps"],
         tie_word_embeddings=True,
-        eos_token_id=IM_END_ID,
-        pad_token_id=ENDOFTEXT_ID,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
     )
     model = Qwen3ForCausalLM(config).eval()
-    model.generation_config.eos_token_id = [IM_END_ID, ENDOFTEXT_ID]
-    model.generation_config.pad_token_id = ENDOFTEXT_ID
+    model.generation_config.eos_token_id = [IM_END_ID, ENDOFTEXT_ID] if qwen else tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
 
 
