@@ -20,7 +20,9 @@ import torch
 from grpo.config import Config, UsageError, parse_config
 
 EXIT_USAGE = 2  # as argparse: options that cannot work, an input file that cannot be used
-EXIT_DIVERGED = 3  # the model's numbers broke (NaN or infinite logits): the run stopped, its checkpoints stay
+EXIT_DIVERGED = (
+    3  # the numbers broke (NaN/inf logits, or updates in a row): the run stopped, its checkpoints stay
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     from grpo.checkpoint import DamagedCheckpoint
     from grpo.config import UsageError
     from grpo.rollout import NonFiniteLogits
+    from grpo.trainer import NonFiniteUpdates
 
     try:
         run(argv)
     except (UsageError, DamagedCheckpoint) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except NonFiniteLogits as err:
+    except (NonFiniteLogits, NonFiniteUpdates) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
     return 0

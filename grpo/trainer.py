@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ from grpo.rewards import logprob_rewards
 from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_OPEN, format_reward
 from grpo.task import Example, Task
+
+MAX_SKIPPED_IN_A_ROW = 3  # non-finite updates in a row that stop the run
+
+
+class NonFiniteUpdates(RuntimeError):
+    """Several updates in a row had a non-finite loss or gradient: the run stops, its weights finite."""
 
 
 @dataclass
@@ -116,6 +123,8 @@ class Trainer:
         self.order: list[int] = []
         self.step_index = 0
         self.skipped_long_prompts = 0
+        self.skipped_updates = 0  # updates dropped for a non-finite loss or gradient (skip_update)
+        self.skipped_in_a_row = 0
         self._prompt_cache: dict[str, list[int]] = {}
         self.progress = False  # a bar per rollout, under the bar of steps
         self.show_phase = lambda name: None  # tells the terminal which phase of a step is running
@@ -267,14 +276,44 @@ class Trainer:
                             (loss * weight).backward()
                     total_loss += float(loss.detach()) * weight
                     stats_log.append(stats)
+            # the gradient's global norm (clipped to max_grad_norm when > 0; measured either way)
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm or math.inf)
+            )
             if c.max_grad_norm > 0:
-                grad_norms.append(
-                    float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm))
-                )
-            self.optimizer.step()
-            self.scheduler.step()
-            losses.append(all_sum(total_loss) / self.world.size)
+                grad_norms.append(grad_norm)
+            loss_value = all_sum(total_loss) / self.world.size
+            # a non-finite loss or gradient (a reward of 3e38, a broken kernel) would write NaN into every
+            # weight: skip this update on every rank alike, and stop after a few in a row
+            if all_sum(float(not (math.isfinite(loss_value) and math.isfinite(grad_norm)))) > 0:
+                self.skip_update(loss_value, grad_norm)
+            else:
+                self.optimizer.step()
+                self.skipped_in_a_row = 0
+            self.scheduler.step()  # the schedule counts updates planned, skipped or not
+            losses.append(loss_value)
         return losses, stats_log, grad_norms
+
+    def skip_update(self, loss: float, grad_norm: float) -> None:
+        """Drop this update's gradient, count it (`skipped_updates` in metrics.jsonl), warn; after
+        MAX_SKIPPED_IN_A_ROW in a row, stop: the run's inputs, not one unlucky batch, are broken."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_updates += 1
+        self.skipped_in_a_row += 1
+        if self.world.is_main:
+            print(
+                f"warning: step {self.step_index + 1}: the loss ({loss:g}) or the gradient norm ({grad_norm:g}) "
+                "is not finite; this update is skipped and the weights are unchanged (skipped_updates in "
+                "metrics.jsonl)",
+                file=sys.stderr,
+            )
+        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise NonFiniteUpdates(
+                f"{self.skipped_in_a_row} updates in a row had a non-finite loss or gradient (the last: loss "
+                f"{loss:g}, gradient norm {grad_norm:g}); the weights are unchanged since, and the run stops "
+                "here. Look at the rewards (reward_mean, reward_std, nonfinite_rewards in metrics.jsonl): a "
+                "reward function returning huge values is the usual cause"
+            )
 
     # ------------------------------------------------------------ what the step uses
 
@@ -357,6 +396,7 @@ class Trainer:
             "order": list(self.order),
             "data_rng": self.data_rng.getstate(),
             "skipped_long_prompts": self.skipped_long_prompts,
+            "skipped_updates": self.skipped_updates,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             # one entry per rank: each samples with its own generator
@@ -374,6 +414,7 @@ class Trainer:
         self.order = list(state["order"])
         self.data_rng.setstate(state["data_rng"])
         self.skipped_long_prompts = state["skipped_long_prompts"]
+        self.skipped_updates = state.get("skipped_updates", 0)  # (checkpoints written before it: 0)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if len(state["rank_rng"]) != self.world.size:

@@ -274,3 +274,34 @@ def test_min_reasoning_tokens_marks_the_short_reasonings_in_metrics_and_progress
         metrics, _ = train_step(make_trainer(cfg, tokenizer, model_factory))
         assert metrics["reasoning_too_short_mean"] == expected
         assert f"short {expected:.2f}" in progress_line(metrics)
+
+
+class HugeRewardTask(EchoTask):
+    """A broken scorer: finite rewards of ±3e38, whose loss overflows to ±inf."""
+
+    def score(self, example, response):
+        self.calls = getattr(self, "calls", 0) + 1
+        value = 3e38 if self.calls % 2 else -3e38
+        return Reward(total=value, parts={"huge": value})
+
+
+def test_a_non_finite_update_is_skipped_the_weights_stay_finite_and_three_in_a_row_stop(
+    tmp_path, tokenizer, capsys
+):
+    from conftest import make_model
+
+    from grpo.trainer import MAX_SKIPPED_IN_A_ROW, NonFiniteUpdates
+
+    cfg = config(tmp_path, steps=5, beta=0.0)
+    trainer = Trainer(cfg, make_model(tokenizer), None, tokenizer, HugeRewardTask())
+    before = [p.detach().clone() for p in trainer.policy.parameters()]
+    for step in range(1, MAX_SKIPPED_IN_A_ROW):
+        result = trainer.step()
+        assert not all(math.isfinite(x) for x in result.losses)  # the loss did overflow
+        assert trainer.skipped_updates == step
+    assert "this update is skipped and the weights are unchanged" in capsys.readouterr().err
+    with pytest.raises(NonFiniteUpdates, match="3 updates in a row had a non-finite loss or gradient"):
+        trainer.step()
+    for p, b in zip(trainer.policy.parameters(), before, strict=True):
+        assert torch.equal(p, b)  # never updated: finite, as it started
+    assert trainer.state_dict()["skipped_updates"] == 3
