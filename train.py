@@ -87,7 +87,8 @@ def run(argv: list[str] | None = None) -> Config:
     else:
         config.run_id = config.run_id or uuid.uuid4().hex[:12]
         if world.is_main:
-            prepare_out_dir(out_dir, config.overwrite)  # fail before the slow part
+            # fail before the slow part; an old run is removed (--overwrite) only once this one has loaded
+            prepare_out_dir(out_dir, config.overwrite, remove=False)
     barrier()
 
     if not sys.stderr.isatty():
@@ -135,7 +136,8 @@ def run(argv: list[str] | None = None) -> Config:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 truncate_jsonl(out_dir / name, trainer.step_index)
         say(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})")
-    train(trainer, prepare_dir=False)  # prepared above; prints where the model is, or how to resume
+    # a fresh run empties the directory of an old one now (--overwrite); prints where the model is, or how to resume
+    train(trainer, prepare_dir=resume_from is None)
     if (out_dir / "final").is_dir():
         say(next_steps(config))
     return config

@@ -36,10 +36,14 @@ RUN_FILES = ("config.json", "metrics.jsonl", "samples.jsonl")
 RUN_DIRS = ("checkpoints", "final")
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+def prepare_out_dir(out_dir: Path, overwrite: bool, remove: bool = True) -> None:
     """Make `out_dir` hold one run: refuse a directory that holds another run, or with `overwrite` empty
     it of everything a run writes (files, checkpoints, the final model) so nothing of the old run is left
-    for --resume to continue or for a reader to mistake for the new one."""
+    for --resume to continue or for a reader to mistake for the new one.
+
+    `remove=False` only checks (the directory can be written; a run there is refused unless `overwrite`):
+    train.py checks first and removes the old run only once the new one's data and models have loaded, so
+    that a typo in --model or an empty --data never costs the old run."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out-dir {out_dir} is a file, not a directory")
     found = [out_dir / name for name in RUN_FILES + RUN_DIRS if (out_dir / name).exists()]
@@ -47,6 +51,8 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if found:
         if not overwrite:
             raise UsageError(f"{out_dir} already holds a run; choose another --out-dir or pass --overwrite")
+        if not remove:
+            return
         for path in found:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         print(f"--overwrite: removed the previous run's {', '.join(p.name for p in found)} from {out_dir}",
@@ -88,8 +94,8 @@ def train(trainer: Trainer, progress: bool = True, prepare_dir: bool = True) -> 
     """Run until `steps`; checkpoint every `save_every` steps, at the end, and on SIGINT / SIGTERM.
     Returns the metrics of the steps run.
 
-    `prepare_dir`: first make the run directory hold only this run (`prepare_out_dir`). train.py does that
-    itself, before the models load, and a resumed run continues the files it finds, so both pass False.
+    `prepare_dir`: first make the run directory hold only this run (`prepare_out_dir`); a resumed run
+    continues the files it finds, so it passes False.
     """
     from tqdm.auto import tqdm
 

@@ -159,3 +159,16 @@ def test_non_finite_logits_stop_the_run_with_one_line_and_exit_3(tmp_path, model
     code, err = run(train_args(broken, tmp_path / "run", "--steps", "1"), capsys)
     assert code == train.EXIT_DIVERGED == 3
     assert "error: the policy's logits are NaN or infinite" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("bad", [["--model", "smollm2-135"], ["--task", "jsonl", "--data", "EMPTY"]])
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(tmp_path, model_dir, capsys, bad):
+    out = tmp_path / "run"
+    assert run(train_args(model_dir, out, "--steps", "1"), capsys)[0] == 0
+    before = sorted(p.name for p in out.iterdir())
+    (tmp_path / "empty.jsonl").write_text("")
+    bad = [str(tmp_path / "empty.jsonl") if a == "EMPTY" else a for a in bad]
+    args = train_args(model_dir, out, "--steps", "1", "--overwrite") + bad  # the last --model / --task wins
+    code, err = run(args, capsys)
+    assert code == 2 and err.startswith("error: ") and "removed" not in err
+    assert sorted(p.name for p in out.iterdir()) == before and (out / "final").is_dir()
