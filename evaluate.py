@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grpo.config import DType, TaskName, add_options
+from grpo.config import DType, OneLineErrorParser, TaskName, add_options
 from grpo.evaluation import ComparisonError, build_report, compare_reports, evaluate_model, score_records
 from grpo.task import Example, Task
 from tasks import RECORD_FIELDS, REQUIRED_FIELDS
@@ -112,16 +112,9 @@ EVAL_METAVARS = {
 EVAL_NARGS = {"compare": 2}  # list options take one or more values, unless named here
 
 
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the full usage of every flag would bury it)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser(description: str = "", epilog: str = "", prog: str | None = None) -> argparse.ArgumentParser:
     """`evaluate.py`'s parser, generated from EvalConfig as grpo.config.build_parser is from Config."""
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
         prog=prog,
         description=description,
         epilog=epilog,

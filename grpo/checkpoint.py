@@ -49,11 +49,23 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         yield tmp
+        as_umask_allows(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def as_umask_allows(root: Path) -> None:
+    """Give `root` and what it holds the modes a plain mkdir and open would have: mkdtemp makes the directory
+    0700, and transformers writes model.safetensors 0600 (through a temporary file), so a finished model
+    would be unreadable to the machine's other users whatever their umask says."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_checkpoint(run_dir: Path, step: int, policy, tokenizer, state: dict, keep: int) -> Path:

@@ -236,8 +236,15 @@ def add_options(
         parser.add_argument("--" + f.name.replace("_", "-"), help=help_text.replace("%", "%%"), **kwargs)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage of every flag would bury it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     add_options(parser, Config)

@@ -148,3 +148,23 @@ def test_sigterm_stops_cleanly_with_a_loadable_checkpoint(tmp_path, tiny_model_d
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == step
     model = load_model(str(path / MODEL_DIR), torch.device("cpu"), torch.float32)
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_a_written_directory_has_the_modes_the_umask_gives(tmp_path, tokenizer):
+    import os
+    import stat
+
+    from conftest import make_model
+
+    from grpo.checkpoint import atomic_directory
+
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "model") as tmp:
+            make_model(tokenizer).save_pretrained(tmp)  # its model.safetensors is written 0600
+    finally:
+        os.umask(old)
+    modes = {
+        p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "model", *(tmp_path / "model").iterdir()]
+    }
+    assert modes["model"] == 0o755 and modes["model.safetensors"] == 0o644 and modes["config.json"] == 0o644

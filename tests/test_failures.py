@@ -56,7 +56,9 @@ def test_bad_settings_are_refused_before_a_model_loads(tmp_path, capsys, extra, 
 def test_an_unknown_dtype_is_an_argparse_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--dtype", "foo", "--out-dir", str(tmp_path / "run")])
-    assert exit_info.value.code == 2 and "invalid choice: 'foo'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "invalid choice: 'foo'" in err
+    assert len(err.strip().splitlines()) == 1  # one line, not the usage of every flag before it
 
 
 @pytest.mark.parametrize("content, cause", [("", "missing CSV column"), ("author,title,text\n", "no poem"),
