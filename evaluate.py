@@ -359,7 +359,7 @@ def format_comparison(comparison: Mapping[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for row in comparison["figures"]:
-        interval = f"[{signed(row['low'])}, {signed(row['high'])}]"
+        interval = "n < 2" if row["low"] is None else f"[{signed(row['low'])}, {signed(row['high'])}]"
         figure = row["figure"] + (" (not a score)" if row.get("diagnostic") else "")
         cells = [figure, f"{row['mean_a']:.3f}", f"{row['mean_b']:.3f}", signed(row["difference"])]
         lines.append("| " + " | ".join([*cells, interval, str(row["n"])]) + " |")

@@ -42,24 +42,32 @@ from tasks.countdown import CountdownTask
 
 def test_mean_ci_of_a_bernoulli_sample_is_the_wald_interval():
     ci = mean_ci([1] * 30 + [0] * 70)
-    # 0.3 ± 1.96 · sqrt(0.3 · 0.7 / 100) = 0.3 ± 1.96 · 0.0458258 = 0.3 ± 0.0898185
+    # 0.3 ± t_{0.975, 99} · sqrt(0.3 · 0.7 / 100) = 0.3 ± 1.9842169 · 0.0458258 = 0.3 ± 0.0909282
     assert ci["n"] == 100
     assert ci["mean"] == pytest.approx(0.3, abs=1e-12)
-    assert ci["low"] == pytest.approx(0.2101815, abs=1e-6)
-    assert ci["high"] == pytest.approx(0.3898185, abs=1e-6)
+    assert ci["low"] == pytest.approx(0.2090718, abs=1e-6)
+    assert ci["high"] == pytest.approx(0.3909282, abs=1e-6)
 
 
 def test_mean_ci_of_other_values_uses_the_sample_std():
     ci = mean_ci([1.0, 2.0, 3.0, 4.0])
-    # s² = (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3; 1.96 · sqrt(5/3) / 2 = 1.2651739
+    # s² = (2.25 + 0.25 + 0.25 + 2.25) / 3 = 5/3; t_{0.975, 3} · sqrt(5/3) / 2 = 3.1824463 · 0.6454972 = 2.0542603
     assert ci["mean"] == 2.5
-    assert ci["low"] == pytest.approx(2.5 - 1.2651739, abs=1e-6)
-    assert ci["high"] == pytest.approx(2.5 + 1.2651739, abs=1e-6)
+    assert ci["low"] == pytest.approx(2.5 - 2.0542603, abs=1e-6)
+    assert ci["high"] == pytest.approx(2.5 + 2.0542603, abs=1e-6)
+
+
+@pytest.mark.parametrize("df, t", [(1, 12.7062), (2, 4.3027), (5, 2.5706), (30, 2.0423), (120, 1.9799)])
+def test_student_t_quantiles_are_the_tables(df, t):
+    from grpo.evaluation import student_t_quantile
+
+    assert student_t_quantile(0.975, df) == pytest.approx(t, abs=1e-4)  # any table of t_{0.975}
+    assert student_t_quantile(0.975, 10**6) == pytest.approx(1.95996, abs=1e-4)  # the normal's
 
 
 def test_mean_ci_edges():
     assert mean_ci([]) == {"mean": None, "low": None, "high": None, "n": 0}
-    assert mean_ci([0.4]) == {"mean": 0.4, "low": 0.4, "high": 0.4, "n": 1}
+    assert mean_ci([0.4]) == {"mean": 0.4, "low": None, "high": None, "n": 1}  # one value: no interval
     assert mean_ci([1, 1, 1]) == {"mean": 1.0, "low": 1.0, "high": 1.0, "n": 3}  # Wald: zero width at 1
 
 
@@ -106,9 +114,9 @@ def test_math_completions_file_scores(math_file):
     assert [r["total"] for r in report["records"]] == [1.0, 0.5, 0.0]
     fmt, equation = report["parts"]["format"], report["parts"]["equation"]
     assert fmt["mean"] == pytest.approx(1 / 3) and equation["mean"] == pytest.approx(2 / 3)
-    # Wald: 1.96 · sqrt((1/3)(2/3)/3) = 1.96 · 0.2721655 = 0.5334444
-    assert fmt["low"] == pytest.approx(1 / 3 - 0.5334444, abs=1e-6)
-    assert equation["high"] == pytest.approx(2 / 3 + 0.5334444, abs=1e-6)
+    # Wald: t_{0.975, 2} · sqrt((1/3)(2/3)/3) = 4.3026527 · 0.2721655 = 1.1710339
+    assert fmt["low"] == pytest.approx(1 / 3 - 1.1710339, abs=1e-6)
+    assert equation["high"] == pytest.approx(2 / 3 + 1.1710339, abs=1e-6)
     assert report["score"] == pytest.approx(0.5)  # (1/3 + 2/3) / 2
     assert report["total"]["mean"] == pytest.approx(0.5)  # the same number: total = (format + equation) / 2
     assert [e["line"] for e in report["errors"]] == [4, 6, 7]
@@ -415,8 +423,8 @@ def test_summary_shows_likelihood_figures_where_the_report_has_them():
         {"total": 0.5, "parts": {"format": 1.0}, "likelihood": dict.fromkeys(LIKELIHOOD_FIGURES, 0) | figures}
     ]
     summary = format_summary(build_report("math", records, {"name": "one"}))
-    assert "    gold log-prob/token                  -2.000  95% CI [-2.000, -2.000]" in summary
-    assert "    </think> closed                       1.000  95% CI [1.000, 1.000]" in summary
+    assert "    gold log-prob/token                  -2.000  95% CI [–, –]" in summary  # n = 1: no interval
+    assert "    </think> closed                       1.000  95% CI [–, –]" in summary
     assert "log P(gold" not in format_summary(build_report("math", [], {}))
 
 
@@ -425,15 +433,16 @@ def test_summary_shows_likelihood_figures_where_the_report_has_them():
 
 
 def test_paired_difference_by_hand():
-    # d = [1, 2, 3]: mean 2, s = 1, half-width 1.96 · 1 / sqrt(3) = 1.1316065
+    # d = [1, 2, 3]: mean 2, s = 1, half-width t_{0.975, 2} · 1 / sqrt(3) = 4.3026527 / 1.7320508 = 2.4841377
     d = paired_difference([0.0, 0.0, 0.0], [1.0, 2.0, 3.0])
     assert d["mean"] == 2.0 and d["n"] == 3
-    assert d["low"] == pytest.approx(2 - 1.1316065, abs=1e-6)
-    assert d["high"] == pytest.approx(2 + 1.1316065, abs=1e-6)
+    assert d["low"] == pytest.approx(2 - 2.4841377, abs=1e-6)
+    assert d["high"] == pytest.approx(2 + 2.4841377, abs=1e-6)
     # differences of 0/1 values use s too, never the Wald interval: d = [1, 0, 0], s = sqrt(1/3)
     d = paired_difference([0, 1, 1], [1, 1, 1])
-    assert d["high"] - d["mean"] == pytest.approx(1.96 / 3)
-    assert paired_difference([0.2], [0.5]) == pytest.approx({"mean": 0.3, "low": 0.3, "high": 0.3, "n": 1})
+    assert d["high"] - d["mean"] == pytest.approx(4.3026527 / 3, abs=1e-6)
+    # one pair says nothing of the spread: no interval (a zero-width one would read as "supported")
+    assert paired_difference([0.2], [0.5]) == {"mean": pytest.approx(0.3), "low": None, "high": None, "n": 1}
     assert paired_difference([], []) == {"mean": None, "low": None, "high": None, "n": 0}
 
 
@@ -454,12 +463,12 @@ B_ROWS = [("e3", 1.0, 1.0, -2.0), ("e1", 0.5, 1.0, -2.0), ("e2", 0.5, 1.0, -2.0)
 COMPARISON = [
     "| Figure (math) | A: Baseline | B: Logprob GRPO | B − A | 95% CI | n |",
     "|---|---:|---:|---:|---:|---:|",
-    # d̄ = 1/6, s/√3 = sqrt(1/12)/sqrt(3) = 1/6: 1/6 ± 1.96/6 = [−0.160, +0.493]
-    "| score | 0.500 | 0.667 | +0.167 | [-0.160, +0.493] | 3 |",
-    # d̄ = 1/3, s/√3 = sqrt(1/3)/sqrt(3) = 1/3: 1/3 ± 1.96/3 = [−0.320, +0.987]
-    "| format | 0.667 | 1.000 | +0.333 | [-0.320, +0.987] | 3 |",
-    # d̄ = 2, s = 1: 2 ± 1.96/√3 = [+0.868, +3.132]
-    "| gold_logprob_per_token | -4.000 | -2.000 | +2.000 | [+0.868, +3.132] | 3 |",
+    # d̄ = 1/6, s/√3 = sqrt(1/12)/sqrt(3) = 1/6: 1/6 ± t_{0.975, 2}/6 = 1/6 ± 0.7171088 = [−0.550, +0.884]
+    "| score | 0.500 | 0.667 | +0.167 | [-0.550, +0.884] | 3 |",
+    # d̄ = 1/3, s/√3 = sqrt(1/3)/sqrt(3) = 1/3: 1/3 ± t/3 = 1/3 ± 1.4342176 = [−1.101, +1.768]
+    "| format | 0.667 | 1.000 | +0.333 | [-1.101, +1.768] | 3 |",
+    # d̄ = 2, s = 1: 2 ± t/√3 = 2 ± 2.4841377 = [−0.484, +4.484]
+    "| gold_logprob_per_token | -4.000 | -2.000 | +2.000 | [-0.484, +4.484] | 3 |",
 ]
 
 
@@ -483,15 +492,16 @@ def test_compare_command_pairs_examples_by_id(tmp_path, capsys):
     assert comparison["n"] == 3 and comparison["a"] == {"name": "Baseline", "path": paths[0]}
     score, fmt, logp = comparison["figures"]
     assert (score["mean_a"], score["difference"]) == (pytest.approx(0.5), pytest.approx(1 / 6))
-    assert score["high"] == pytest.approx(1 / 6 + 1.96 / 6)
-    assert fmt["low"] == pytest.approx(1 / 3 - 1.96 / 3)
+    t = 4.3026527  # t_{0.975, 2}
+    assert score["high"] == pytest.approx(1 / 6 + t / 6)
+    assert fmt["low"] == pytest.approx(1 / 3 - t / 3)
     assert logp == {
         "figure": "gold_logprob_per_token",
         "mean_a": -4.0,
         "mean_b": -2.0,
         "difference": 2.0,
-        "low": pytest.approx(2 - 1.96 / 3**0.5),
-        "high": pytest.approx(2 + 1.96 / 3**0.5),
+        "low": pytest.approx(2 - t / 3**0.5),
+        "high": pytest.approx(2 + t / 3**0.5),
         "n": 3,
         "diagnostic": False,
     }
