@@ -359,7 +359,9 @@ class JsonlTask(Task):
                 continue
             # every response carries every part seen (metrics average parts by name): a missing one is 0
             shown.update((name, (parts or {}).get(name, 0.0)) for name in self._function_parts)
-            function_score = math.fsum(parts.values()) / len(parts) if parts else 0.0
+            # the mean of the parts, each divided first: a mean of finite numbers cannot overflow (their sum
+            # can: math.fsum raises OverflowError for 1e308 + 1e308)
+            function_score = math.fsum(v / len(parts) for v in parts.values()) if parts else 0.0
             rewards.append(Reward(total=(fmt + function_score) / 2, parts=shown))
         return rewards
 

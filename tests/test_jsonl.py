@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -366,6 +367,15 @@ def test_a_dict_of_parts_is_logged_and_averaged(riddles):
     # every response of a batch has every part (the trainer averages them by name); a missing one is 0
     assert miss.parts == {"format": 0.0, "exact_match": 0.0, "named": 0.0, "short": 0.0}
     assert miss.total == 0.0
+
+
+def test_parts_whose_sum_overflows_still_average(riddles):
+    # 1e308 + 1e308 overflows (math.fsum raises OverflowError); their mean does not
+    task = JsonlTask(
+        riddles, test_fraction=0.0, reward_fn=lambda example, completion: {"a": 1e308, "b": 1e308}
+    )
+    (reward,) = task.score_batch(task.examples("train")[:1], [WELL_FORMED.format("candle")])
+    assert reward.total == (1.0 + 1e308) / 2 and math.isfinite(reward.total)
 
 
 @pytest.mark.parametrize(
