@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from grpo.checkpoint import DamagedCheckpoint
     from grpo.config import UsageError
     from grpo.rollout import NonFiniteLogits
+    from grpo.run import release_out_dirs
     from grpo.trainer import NonFiniteUpdates
 
     try:
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     except (NonFiniteLogits, NonFiniteUpdates) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
+    finally:
+        release_out_dirs()  # the run directory is free again (the process may start another run)
     return 0
 
 
@@ -68,7 +71,7 @@ def run(argv: list[str] | None = None) -> Config:
     from grpo.distributed import barrier, setup
     from grpo.models import enable_activation_checkpointing, load_models, pick_device
     from grpo.precision import training_precision
-    from grpo.run import prepare_out_dir, quiet_transformers, train
+    from grpo.run import hold_out_dir, prepare_out_dir, quiet_transformers, train
     from grpo.trainer import Trainer
     from tasks import task_for
 
@@ -81,14 +84,16 @@ def run(argv: list[str] | None = None) -> Config:
         )
     out_dir = Path(config.out_dir)
     resume_from, state = None, None
+    if world.is_main:
+        if not config.resume:
+            # fail before the slow part; an old run is removed (--overwrite) only once this one has loaded
+            prepare_out_dir(out_dir, config.overwrite, remove=False)
+        hold_out_dir(out_dir)  # one run at a time in a directory, from now until this process ends
     if config.resume:
         # the newest checkpoint that reads whole (an older one if the newest is damaged), of this run only
         resume_from, state = resumable_checkpoint(out_dir, config.run_id)
     else:
         config.run_id = config.run_id or uuid.uuid4().hex[:12]
-        if world.is_main:
-            # fail before the slow part; an old run is removed (--overwrite) only once this one has loaded
-            prepare_out_dir(out_dir, config.overwrite, remove=False)
     barrier()
 
     if not sys.stderr.isatty():

@@ -36,6 +36,40 @@ RUN_FILES = ("config.json", "metrics.jsonl", "samples.jsonl")
 RUN_DIRS = ("checkpoints", "final")
 
 
+LOCK_FILE = ".lock"  # held (flock) by the process that runs in the directory, for as long as it runs
+_held_locks: list[int] = []  # the open descriptors of the locks this process holds: closing one frees it
+
+
+def hold_out_dir(out_dir: Path) -> None:
+    """Take `out_dir` for this process: an exclusive lock on OUT_DIR/.lock, held until the process ends (the
+    kernel frees it however it ends, SIGKILL included). A second run started there meanwhile, fresh or
+    --resume, is refused in one line naming the first one's pid: two runs never mix their files."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): no lock, as before
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise UsageError(
+            f"{out_dir} is in use by another run (pid {holder}); wait for it to end, or choose another --out-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    _held_locks.append(fd)
+
+
+def release_out_dirs() -> None:
+    """Free the directories this process holds (train.py's main, as it returns: a caller in the same process
+    may start another run there)."""
+    while _held_locks:
+        os.close(_held_locks.pop())
+
+
 def prepare_out_dir(out_dir: Path, overwrite: bool, remove: bool = True) -> None:
     """Make `out_dir` hold one run: refuse a directory that holds another run, or with `overwrite` empty
     it of everything a run writes (files, checkpoints, the final model) so nothing of the old run is left

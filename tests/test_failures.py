@@ -174,3 +174,25 @@ def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(tmp_path, mod
     code, err = run(args, capsys)
     assert code == 2 and err.startswith("error: ") and "removed" not in err
     assert sorted(p.name for p in out.iterdir()) == before and (out / "final").is_dir()
+
+
+def test_a_second_run_in_a_directory_in_use_is_refused(tmp_path, model_dir, capsys):
+    import fcntl
+    import os
+
+    from grpo.run import LOCK_FILE
+
+    out = tmp_path / "run"
+    out.mkdir()
+    # another process's run, as the kernel sees it: an exclusive flock on the directory's lock file
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242")
+    try:
+        for extra in ([], ["--overwrite"]):
+            code, err = run(train_args(model_dir, out, "--steps", "1", *extra), capsys)
+            assert code == 2 and "is in use by another run (pid 4242)" in err
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing written beside it
+    finally:
+        os.close(fd)  # the other run ends: the directory is free
+    assert run(train_args(model_dir, out, "--steps", "1"), capsys)[0] == 0
