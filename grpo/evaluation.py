@@ -63,7 +63,7 @@ from grpo.precision import autocast as autocast_block
 from grpo.rewards import gold_scores_of_completions
 from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_OPEN
-from grpo.task import Example, Task
+from grpo.task import Example, Task, text_key
 
 # ----------------------------------------------------------------------------------------------------
 # Statistics
@@ -242,10 +242,6 @@ class SplitOverlapError(ValueError):
     """The test split shares examples with the train split."""
 
 
-def _text_key(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def check_disjoint(
     test_examples: Sequence[Example],
     train_examples: Sequence[Example],
@@ -261,9 +257,9 @@ def check_disjoint(
     ending of the poem; the jsonl task's short answers repeat across examples, so it keys on the prompt.
     """
     ids = {ex.id for ex in train_examples} | set(train_ids)
-    golds = {_text_key(key(ex)) for ex in train_examples} - {""}
+    golds = {text_key(key(ex)) for ex in train_examples} - {""}
     shared_ids = [ex.id for ex in test_examples if ex.id in ids]
-    shared_golds = [ex.id for ex in test_examples if _text_key(key(ex)) in golds]
+    shared_golds = [ex.id for ex in test_examples if text_key(key(ex)) in golds]
     if shared_ids or shared_golds:
         found = []
         if shared_ids:

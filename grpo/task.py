@@ -57,3 +57,8 @@ class Task:
         with the train split). The gold answer by default; a task whose answers repeat across examples
         (one-word answers, labels) keys on its prompts instead."""
         return example.gold
+
+
+def text_key(text: str) -> str:
+    """What the split-overlap check compares (grpo.evaluation.check_disjoint): case and whitespace folded."""
+    return " ".join(text.lower().split())

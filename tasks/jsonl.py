@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from grpo.tags import format_reward, parse_response
-from grpo.task import Example, Reward, Task
+from grpo.task import Example, Reward, Task, text_key
 from tasks.base import FORMAT_INSTRUCTIONS, json_object, json_type
 
 SPLITS = ("train", "test")
@@ -208,9 +208,11 @@ def held_out(key: str, test_fraction: float) -> bool:
     """Whether a prompt goes to the test split: its SHA-256, as a number in [0, 1), is below test_fraction.
 
     Depends on the prompt alone, so no other line of the file moves it, and it is the same on every machine
-    and Python version (unlike `hash`, which is salted per process).
+    and Python version (unlike `hash`, which is salted per process). The prompt is hashed as the overlap
+    check compares it (`grpo.evaluation.text_key`: case and whitespace folded), so two prompts that differ
+    only there land on the same side, and evaluation never finds them on both.
     """
-    digest = hashlib.sha256(f"jsonl-split\x1f{key}".encode()).digest()
+    digest = hashlib.sha256(f"jsonl-split\x1f{text_key(key)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < test_fraction
 
 
@@ -223,6 +225,15 @@ def build_splits(
         if split is None:
             split = "test" if held_out(prompt_key(example.data), test_fraction) else "train"
         splits[split].append(example)
+    # a `split` given on a line can still put the same prompt on both sides: refused here, not mid-run
+    train_keys = {text_key(prompt_key(ex.data)) for ex in splits["train"]}
+    both = [ex.id for ex in splits["test"] if text_key(prompt_key(ex.data)) in train_keys]
+    if both:
+        raise ValueError(
+            f"{len(both)} test example(s) ({', '.join(map(repr, both[:3]))}) have the prompt of a training "
+            "example (case and whitespace aside), given by their `split` fields: the test score would measure "
+            "memory; drop one of each pair or give both the same split"
+        )
     return splits
 
 

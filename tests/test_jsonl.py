@@ -18,7 +18,7 @@ import evaluate
 import train
 from evaluate import score_completions_file
 from grpo.config import Config
-from grpo.evaluation import SplitOverlapError, evaluate_model
+from grpo.evaluation import evaluate_model
 from grpo.rollout import build_prompt
 from grpo.trainer import Trainer
 from tasks import get_task
@@ -112,8 +112,8 @@ def test_the_example_file_reads_and_every_riddle_has_a_one_or_two_word_answer():
     task = get_task("jsonl", data=REPO / "examples" / "riddles.jsonl")
     train_examples, test_examples = task.examples("train"), task.examples("test")
     assert len(train_examples) + len(test_examples) == 40
-    # 8 lines say "split": "test"; the hash holds out 2 of the other 32 at the default 10%
-    assert len(test_examples) == 10
+    # 8 lines say "split": "test"; the hash holds out 1 of the other 32 at the default 10%
+    assert len(test_examples) == 9
     assert all(1 <= len(ex.gold.split()) <= 2 for ex in train_examples + test_examples)
 
 
@@ -177,10 +177,23 @@ def test_evaluation_compares_prompts_not_the_short_answers_that_repeat(tmp_path,
     task = JsonlTask(write_lines(tmp_path / "d.jsonl", lines))
     report = evaluate_model(tiny_model, tokenizer, task, max_new_tokens=2, progress=False)
     assert report["n"] == 2  # "yes" and "no" are in both splits: not an overlap
-    lines.append({"prompt": "Is 2 even?", "answer": "yes", "split": "test", "id": "again"})
-    leaky = JsonlTask(write_lines(tmp_path / "leaky.jsonl", lines))
-    with pytest.raises(SplitOverlapError, match=re.escape("the prompt of 1 test example(s) ('again')")):
-        evaluate_model(tiny_model, tokenizer, leaky, max_new_tokens=2, progress=False)
+    # a line's own `split` that puts a training prompt (case and spacing aside) in the test split is refused
+    # when the file is read, not by evaluation in the middle of a run
+    lines.append({"prompt": "is 2  EVEN?", "answer": "yes", "split": "test", "id": "again"})
+    with pytest.raises(
+        ValueError, match=re.escape("1 test example(s) ('again') have the prompt of a training")
+    ):
+        JsonlTask(write_lines(tmp_path / "leaky.jsonl", lines))
+
+
+def test_prompts_that_differ_in_case_or_spacing_land_on_the_same_side():
+    from tasks.jsonl import held_out
+
+    prompts = [f"Riddle number {n}: what am I?" for n in range(200)]
+    sides = [held_out(p, 0.3) for p in prompts]
+    assert 20 < sum(sides) < 100  # the hash does split them
+    assert [held_out(p.upper(), 0.3) for p in prompts] == sides
+    assert [held_out("  " + p.replace(" ", "\t "), 0.3) for p in prompts] == sides
 
 
 # ----------------------------------------------------------------------------------------------------
