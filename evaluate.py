@@ -384,7 +384,30 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise ReportFileError(f"{path} is not JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(report, dict) or not {"task", "score", "parts"} <= report.keys():
         raise ReportFileError(f"{path} is not a report written by evaluate.py (no task, score and parts)")
+    for i, record in enumerate(report.get("records") or []):
+        problem = record_problem(record)
+        if problem:
+            raise ReportFileError(f"{path}: record {i} {problem}; it is not a record written by evaluate.py")
     return report
+
+
+def record_problem(record: Any) -> str | None:
+    """What makes a report's record unusable for a comparison or a table, or None."""
+    if not isinstance(record, dict):
+        return f"is {type(record).__name__} {str(record)[:40]!r}, not an object"
+    if "id" not in record:
+        return "has no id"
+    if not isinstance(record.get("parts", {}), dict) or not isinstance(record.get("likelihood") or {}, dict):
+        return "has parts or likelihood figures that are not an object"
+    numbers = {
+        "total": record.get("total"),
+        **(record.get("parts") or {}),
+        **(record.get("likelihood") or {}),
+    }
+    for name, value in numbers.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"has {name} = {str(value)[:40]!r}, not a number"
+    return None
 
 
 def write_report(report: Mapping[str, Any], path: str | Path) -> Path:

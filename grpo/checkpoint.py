@@ -146,8 +146,8 @@ def resumable_checkpoint(run_dir: Path, run_id: str | None) -> tuple[Path, dict]
 def truncate_jsonl(path: Path, last_step: int) -> None:
     """Drop the lines of steps after `last_step`: they are recomputed, identically, after a resume.
 
-    A line that is not a JSON object with a step (the torn last line of a crash mid-write) is dropped
-    too, with a warning: it belongs to a step that is recomputed.
+    A line that is not a JSON object with a whole-number step (the torn last line of a crash mid-write, a line
+    edited by hand) is dropped too, with a warning: it belongs to a step that is recomputed.
     """
     import json
     import sys
@@ -160,6 +160,8 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
             continue
         try:
             step = json.loads(line)["step"]
+            if not isinstance(step, int) or isinstance(step, bool):
+                raise TypeError(f"step {step!r} is not a whole number")
         except (json.JSONDecodeError, TypeError, KeyError):
             print(f"warning: {path}:{number} is not a whole line of a step (a crash mid-write?); dropped",
                   file=sys.stderr)  # fmt: skip

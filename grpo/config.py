@@ -308,6 +308,7 @@ def validate(config: Config) -> None:
         (config.group_size >= 2, "--group-size must be ≥ 2: a group of one has no baseline to compare with"),
         (config.micro_batch_size >= 1, "--micro-batch-size must be ≥ 1"),
         (config.max_new_tokens >= 1, "--max-new-tokens must be ≥ 1"),
+        (config.max_prompt_tokens >= 1, "--max-prompt-tokens must be ≥ 1"),
         (config.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
         (0 < config.top_p <= 1, "--top-p must be in (0, 1]"),
         (config.mu >= 1, "--mu must be ≥ 1"),

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from grpo.advantages import group_advantages
-from grpo.config import Config, use_reasoning_mask
+from grpo.config import Config, UsageError, use_reasoning_mask
 from grpo.distributed import World, all_sum, gather_objects
 from grpo.logprobs import TokenLogprobs, batched_token_logprobs
 from grpo.loss import LossStats, grpo_loss, microbatch_weight
@@ -373,8 +373,9 @@ class Trainer:
                 self.skipped_long_prompts += 1
                 skipped_in_a_row += 1
                 if skipped_in_a_row > 2 * len(self.train_examples):  # two whole passes: none fits
-                    raise ValueError(
-                        f"every prompt is longer than --max-prompt-tokens {self.config.max_prompt_tokens}"
+                    raise UsageError(
+                        f"every training prompt is longer than --max-prompt-tokens {self.config.max_prompt_tokens} "
+                        "tokens (prompts are skipped, not cut): raise it"
                     )
                 continue
             skipped_in_a_row = 0

@@ -99,7 +99,16 @@ def _jsonl_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _csv_records(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), restval="")
+    # a field may be as long as the file (a long prompt); the csv module refuses fields over 128 kB by default
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.DictReader(io.StringIO(text, newline=""), restval="", strict=True)
+    try:
+        return _csv_rows(path, reader)
+    except csv.Error as err:  # e.g. a quote never closed
+        raise ValueError(f"{path}: not valid CSV after line {reader.line_num} ({err})") from None
+
+
+def _csv_rows(path: Path, reader: csv.DictReader) -> list[tuple[int, dict[str, Any]]]:
     columns = reader.fieldnames or []
     missing = [name for name in ("prompt", "answer") if name not in columns]
     if missing:

@@ -168,3 +168,14 @@ def test_a_written_directory_has_the_modes_the_umask_gives(tmp_path, tokenizer):
         p.name: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "model", *(tmp_path / "model").iterdir()]
     }
     assert modes["model"] == 0o755 and modes["model.safetensors"] == 0o644 and modes["config.json"] == 0o644
+
+
+def test_a_metrics_line_with_a_step_that_is_not_a_number_is_dropped_with_a_warning(tmp_path, capsys):
+    from grpo.checkpoint import truncate_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": "2"}\n{"step": 2}\n{"step": true}\n{"step": 3}\n')
+    truncate_jsonl(path, last_step=2)  # used to raise TypeError ('<=' between str and int)
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+    err = capsys.readouterr().err
+    assert f"{path}:2 is not a whole line of a step" in err and f"{path}:4 is not a whole line" in err

@@ -742,3 +742,22 @@ def test_compare_shows_the_reasoning_length_and_short_share_as_diagnostics(tmp_p
     assert lines[-3].startswith("| reasoning_tokens (not a score) | 50.000 | 23.333 | -26.667 |")
     assert lines[-2].startswith("| reasoning_short (not a score) | 0.000 | 0.333 | +0.333 |")
     assert lines[-1].startswith("| early_answer (not a score) | 0.000 | 0.000 | +0.000 |")
+
+
+@pytest.mark.parametrize(
+    "records, said",
+    [
+        ([1, 2], "record 0 is int '1', not an object"),
+        ([{"id": "e1", "total": "high", "parts": {}}], "record 0 has total = 'high', not a number"),
+        (
+            [{"id": "e1", "total": 0.5, "parts": {"format": None}}],
+            "record 0 has format = 'None', not a number",
+        ),
+    ],
+)
+def test_compare_names_a_damaged_record_in_one_line(tmp_path, capsys, records, said):
+    good = compare_report("start", A_ROWS)
+    bad = dict(compare_report("trained", B_ROWS), records=records)
+    assert evaluate.main(["--compare", *write_reports(tmp_path, good, bad)]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

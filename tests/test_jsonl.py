@@ -625,3 +625,15 @@ def test_evaluate_usage_errors(argv, message, capsys):
     assert evaluate.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_a_csv_with_a_5_mb_field_reads_and_a_broken_one_is_one_line(tmp_path, capsys):
+    big = tmp_path / "big.csv"
+    big.write_text('prompt,answer\n"' + "long " * 1_000_000 + 'what am I?",candle\n')  # a 5 MB prompt
+    (example,) = JsonlTask(str(big), test_fraction=0.0).examples("train")
+    assert len(example.data["prompt"]) > 5_000_000
+    # a quote that never closes is named as bad CSV, not as an empty answer
+    broken = tmp_path / "broken.csv"
+    broken.write_text('prompt,answer\nq1,a1\n"q2 never closed,a2\n')
+    err = refused(tmp_path, capsys, broken)
+    assert "broken.csv: not valid CSV after line 2 (unexpected end of data)" in err

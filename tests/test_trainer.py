@@ -161,7 +161,7 @@ def test_prompts_too_long_are_skipped_and_counted(tmp_path, tokenizer, model_fac
     too_short = Trainer(
         config(tmp_path, beta=0.0, max_prompt_tokens=5), model_factory(tokenizer), None, tokenizer, Mixed()
     )
-    with pytest.raises(ValueError, match="every prompt is longer"):
+    with pytest.raises(UsageError, match="every training prompt is longer"):
         too_short.next_examples()
 
 
