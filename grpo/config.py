@@ -144,7 +144,7 @@ class Config:
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep under OUT_DIR/checkpoints."""
     resume: str | None = None
-    """Continue the run in this directory from its latest complete checkpoint, with its saved options (options given here override them; --steps can extend the run)."""
+    """Continue the run in this directory from its latest complete checkpoint, with the options it was started with. Only --steps (to extend it), --save-every, --keep-checkpoints, --samples-per-step, --eval-every, --eval-limit, --device and --reference-device may be given anew (config.json records them); another value of any other option is refused in one line naming it."""
     overwrite: bool = False
     """Replace the files of a run already in --out-dir instead of refusing to start."""
     samples_per_step: int = 4
@@ -182,6 +182,12 @@ GPU_DEFAULTS = dict(steps=100, prompts_per_step=16, max_new_tokens=1024, lr=1e-6
 # held-out gain, without it the same recipe gained in every seed tried; the token-level loss and the frozen
 # scorer are what hold the collapse off there (README, "Does it learn?" and "Choices")
 CPU_TASK_DEFAULTS = {"poetry": dict(lr=3e-5), "math": dict(min_reasoning_tokens=0)}
+
+
+# what --resume may change: how long the run goes on and what it writes or evaluates on the way, and where it
+# runs; everything else would make the resumed run another run than the one its checkpoints and metrics record
+CHANGEABLE_ON_RESUME = {"steps", "save_every", "keep_checkpoints", "samples_per_step", "eval_every", "eval_limit",
+                        "device", "reference_device", "overwrite", "resume", "out_dir"}  # fmt: skip
 
 
 class UsageError(ValueError):
@@ -271,6 +277,18 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> Config
         if unknown is None or unknown:
             raise UsageError(f"--resume: {saved} is not a config.json written by train.py")
         parser.set_defaults(**{**options, "resume": known.resume, "out_dir": known.resume})
+        given = vars(parser.parse_args(argv))
+        changed = {name: value for name, value in given.items() if name in options and value != options[name]}
+        refused = sorted(set(changed) - CHANGEABLE_ON_RESUME)
+        if refused:
+            listed = ", ".join(
+                f"--{n.replace('_', '-')} {changed[n]} (the run's: {options[n]})" for n in refused
+            )
+            raise UsageError(
+                f"--resume continues a run as it was started, and these options differ from its config.json: "
+                f"{listed}. Start a new run (another --out-dir) to train with them; only "
+                f"{', '.join('--' + n.replace('_', '-') for n in sorted(CHANGEABLE_ON_RESUME))} may change on resume"
+            )
     else:
         if on_gpu(known.device):
             parser.set_defaults(**GPU_DEFAULTS)

@@ -411,6 +411,11 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if any(i >= len(self.train_examples) for i in state["order"]):
+            raise UsageError(
+                f"the checkpoint's place in the data does not fit the {len(self.train_examples)} training examples "
+                "read now: the training data changed since the run started; start a new run to train on it"
+            )
         self.step_index = state["step"]
         self.order = list(state["order"])
         self.data_rng.setstate(state["data_rng"])

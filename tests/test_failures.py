@@ -196,3 +196,17 @@ def test_a_second_run_in_a_directory_in_use_is_refused(tmp_path, model_dir, caps
     finally:
         os.close(fd)  # the other run ends: the directory is free
     assert run(train_args(model_dir, out, "--steps", "1"), capsys)[0] == 0
+
+
+def test_resume_with_changed_options_refuses_them_by_name_or_applies_and_records_them(tmp_path, model_dir, capsys):
+    out = tmp_path / "run"
+    assert run(train_args(model_dir, out, "--steps", "1"), capsys)[0] == 0
+    code, err = run(["--resume", out, "--lr", "1e-4", "--group-size", "3", "--steps", "2"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "--group-size 3 (the run's: 2)" in err and "--lr 0.0001 (the run's: 0.001)" in err
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["steps"] == 1 and saved["group_size"] == 2  # the record of the run is untouched
+    # the same value as the run's is no change; --steps extends the run and is recorded
+    code, err = run(["--resume", out, "--group-size", "2", "--steps", "2"], capsys)
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["steps"] == 2
