@@ -87,6 +87,8 @@ class EvalConfig:
     """--task jsonl: the system message training used (default: the built-in format instructions)."""
     reward_fn: str | None = None
     """--task jsonl: a scoring function, `module:function` or `path/to/file.py:function`, as in training; its parts join the report's."""
+    reward_fn_timeout: float = 30.0
+    """--reward-fn: seconds one call may take; a call that takes longer scores 0 with a warning (it finishes on its own thread, and the run goes on). 0: no limit."""
     seed: int = 0
     """Seed of the sampler."""
     likelihood: bool = True
@@ -472,6 +474,7 @@ def usage_problem(config: EvalConfig) -> str | None:
         (config.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
         (0 < config.top_p <= 1, "--top-p must be in (0, 1]"),
         (0 <= config.test_fraction < 1, "--test-fraction must be in [0, 1)"),
+        (0 <= config.reward_fn_timeout < float("inf"), "--reward-fn-timeout must be a number of seconds ≥ 0"),
         (
             not config.autocast or config.dtype in ("auto", "float32"),
             "--autocast computes in bf16 over float32 weights: use it with --dtype auto or float32",

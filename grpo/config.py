@@ -45,6 +45,8 @@ class Config:
     """--task jsonl: the share of the examples without a `split` field that is held out for testing, picked by a hash of each prompt (the same file always splits the same way)."""
     reward_fn: str | None = None
     """--task jsonl: a scoring function, `module:function` or `path/to/file.py:function`, called as function(example, completion) and returning a number or a dict of parts; with the format reward it is the rule reward (--reward rule), and it is logged in --reward logprob runs."""
+    reward_fn_timeout: float = 30.0
+    """--reward-fn: seconds one call may take; a call that takes longer scores 0 with a warning (it finishes on its own thread, and the run goes on). 0: no limit."""
     system_prompt: str | None = None
     """--task jsonl: the system message. Default: the built-in tasks' instructions to reason inside <think> </think> and then answer inside <answer> </answer>."""
     preset: Preset | None = None
@@ -373,6 +375,10 @@ def validate(config: Config) -> None:
         ),
         (0 <= config.test_fraction < 1, "--test-fraction must be in [0, 1)"),
         (config.max_answer_tokens >= 1, "--max-answer-tokens must be ≥ 1"),
+        (
+            0 <= config.reward_fn_timeout < math.inf,
+            "--reward-fn-timeout must be a number of seconds ≥ 0 (0: no limit)",
+        ),
     ]
     for ok, message in checks:
         if not ok:

@@ -36,7 +36,8 @@ def task_for(options, device: str = "cpu") -> Task:
         return get_task("poetry", data=options.data, device=device)
     if options.task == "jsonl":
         return get_task("jsonl", data=options.data, test_fraction=options.test_fraction,
-                        system_prompt=options.system_prompt, reward_fn=options.reward_fn)  # fmt: skip
+                        system_prompt=options.system_prompt, reward_fn=options.reward_fn,
+                        reward_fn_timeout=options.reward_fn_timeout)  # fmt: skip
     return get_task(options.task)
 
 

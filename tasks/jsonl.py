@@ -31,6 +31,7 @@ or returns anything else scores 0 on that response, with a warning: a bug in it 
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import importlib
@@ -44,6 +45,8 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,7 @@ _NOT_DATA = frozenset({"prompt", "messages", "answer", "gold", "id", "split", "i
                        "parts", "likelihood", "prompt_tokens", "completion_tokens", "finish_reason", "line"})  # fmt: skip
 # the part a scoring function's number is logged as; the names its dict of parts may not take
 FUNCTION_PART = "reward_fn"
+REWARD_FN_TIMEOUT = 30.0  # seconds one call of a --reward-fn may take before it scores 0
 RESERVED_PARTS = ("format", "exact_match", "score", "total")
 
 RewardFunction = Callable[[dict[str, Any], str], Any]
@@ -316,11 +320,14 @@ class JsonlTask(Task):
         test_fraction: float = TEST_FRACTION,
         system_prompt: str | None = None,
         reward_fn: str | RewardFunction | None = None,
+        reward_fn_timeout: float = REWARD_FN_TIMEOUT,
     ):
         if not 0 <= test_fraction < 1:
             raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
         self.data_path = None if data is None else Path(data)
         self.test_fraction = test_fraction
+        self.reward_fn_timeout = reward_fn_timeout  # seconds a call may take (0: no limit)
+        self._caller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-fn")
         self.system_prompt = FORMAT_INSTRUCTIONS if system_prompt is None else system_prompt
         examples = [] if data is None else read_examples(data)  # the file's errors first, then the function's
         self.reward_fn = load_reward_fn(reward_fn) if isinstance(reward_fn, str) else reward_fn
@@ -390,13 +397,20 @@ class JsonlTask(Task):
         something that is not a finite number or a dict of them."""
         if self.reward_fn is None:
             return None
-        fields = {
-            **example.data,
-            "id": example.id,
-            "answer": example.gold,
-        }  # a copy: the function may edit it
+        # a deep copy: the function may edit it, nested messages included, without changing later prompts
+        fields = copy.deepcopy({**example.data, "id": example.id, "answer": example.gold})
+        call = self._caller.submit(self.reward_fn, fields, response)
         try:
-            value = self.reward_fn(fields, response)
+            value = call.result(timeout=self.reward_fn_timeout or None)
+        except FutureTimeout:
+            # a Python call cannot be stopped from outside: it is left to finish on its own thread, and the
+            # next calls go to a fresh one, so that one call that never returns cannot hang the run
+            self._caller.shutdown(wait=False)
+            self._caller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-fn")
+            self._warn(
+                f"--reward-fn took longer than --reward-fn-timeout {self.reward_fn_timeout:g} s", example.id
+            )
+            return None
         except Exception as err:  # the user's code: any error scores 0, never stops a run
             self._warn(f"--reward-fn raised {_one_line(err)}", example.id)
             return None

@@ -198,7 +198,9 @@ def test_a_second_run_in_a_directory_in_use_is_refused(tmp_path, model_dir, caps
     assert run(train_args(model_dir, out, "--steps", "1"), capsys)[0] == 0
 
 
-def test_resume_with_changed_options_refuses_them_by_name_or_applies_and_records_them(tmp_path, model_dir, capsys):
+def test_resume_with_changed_options_refuses_them_by_name_or_applies_and_records_them(
+    tmp_path, model_dir, capsys
+):
     out = tmp_path / "run"
     assert run(train_args(model_dir, out, "--steps", "1"), capsys)[0] == 0
     code, err = run(["--resume", out, "--lr", "1e-4", "--group-size", "3", "--steps", "2"], capsys)

@@ -637,3 +637,34 @@ def test_a_csv_with_a_5_mb_field_reads_and_a_broken_one_is_one_line(tmp_path, ca
     broken.write_text('prompt,answer\nq1,a1\n"q2 never closed,a2\n')
     err = refused(tmp_path, capsys, broken)
     assert "broken.csv: not valid CSV after line 2 (unexpected end of data)" in err
+
+
+def test_a_reward_function_past_its_time_limit_scores_0_with_a_warning_and_the_run_goes_on(riddles):
+    import time
+
+    def slow(example, completion):
+        time.sleep(5 if "snow" in completion else 0)
+        return 1.0
+
+    task = JsonlTask(riddles, test_fraction=0.0, reward_fn=slow, reward_fn_timeout=0.2)
+    candle = task.examples("train")[0]
+    started = time.perf_counter()
+    with pytest.warns(RuntimeWarning, match=r"took longer than --reward-fn-timeout 0.2 s"):
+        stuck, fine = task.score_batch([candle, candle], ["<think>snow", WELL_FORMED.format("candle")])
+    assert time.perf_counter() - started < 3  # not the 5 s the stuck call takes
+    assert stuck.parts["reward_fn"] == 0.0 and fine.parts["reward_fn"] == 1.0  # the next call ran on
+
+
+def test_a_reward_function_that_edits_the_example_changes_no_later_prompt(tmp_path):
+    chat = [{"role": "user", "content": "What has a neck but no head?"}]
+    data = write_lines(tmp_path / "d.jsonl", [{"messages": chat, "answer": "bottle"}])
+
+    def vandal(example, completion):
+        example["messages"][-1]["content"] = "edited"  # a nested edit: a shallow copy would pass it on
+        return 0.0
+
+    task = JsonlTask(data, test_fraction=0.0, reward_fn=vandal)
+    (bottle,) = task.examples("train")
+    before = task.messages(bottle)
+    task.score_batch([bottle], ["<think>x"])
+    assert task.messages(bottle) == before and before[-1]["content"] == "What has a neck but no head?"
