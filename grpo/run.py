@@ -180,20 +180,22 @@ def train(trainer: Trainer, progress: bool = True, prepare_dir: bool = True) -> 
                 checkpoint(trainer)
                 saved_at = trainer.step_index
         bar.close()
-    if stopping:
+        if stopping:
+            if main:
+                print(
+                    f"stopped by {stop.signal or 'a stop request'} after step {trainer.step_index}; checkpoint "
+                    f"saved. Resume with: python train.py --resume {out_dir}",
+                    file=sys.stderr,
+                )
+            return history
+        # still inside StopRequests: a SIGTERM now is noted, not fatal, and the last checkpoint and final/
+        # are written whole (a signal here used to kill the save and leave no complete checkpoint)
+        if saved_at != trainer.step_index:
+            checkpoint(trainer)
         if main:
-            print(
-                f"stopped by {stop.signal or 'a stop request'} after step {trainer.step_index}; checkpoint saved. "
-                f"Resume with: python train.py --resume {out_dir}",
-                file=sys.stderr,
-            )
-        return history
-    if saved_at != trainer.step_index:
-        checkpoint(trainer)
-    if main:
-        last = out_dir / "checkpoints" / f"step-{trainer.step_index:08d}"
-        save_model(trainer, out_dir / "final", same_as=last)
-        print(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final", file=sys.stderr)
+            last = out_dir / "checkpoints" / f"step-{trainer.step_index:08d}"
+            save_model(trainer, out_dir / "final", same_as=last)
+            print(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final", file=sys.stderr)
     barrier()
     return history
 

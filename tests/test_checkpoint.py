@@ -179,3 +179,28 @@ def test_a_metrics_line_with_a_step_that_is_not_a_number_is_dropped_with_a_warni
     assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
     err = capsys.readouterr().err
     assert f"{path}:2 is not a whole line of a step" in err and f"{path}:4 is not a whole line" in err
+
+
+# train.py, with the last checkpoint's save sending SIGTERM to its own process halfway through
+SIGTERM_MID_SAVE = """
+import os, signal, sys
+import grpo.checkpoint, grpo.run, train
+write = grpo.checkpoint.write_checkpoint
+def write_and_be_stopped(run_dir, step, policy, tokenizer, state, keep):
+    os.kill(os.getpid(), signal.SIGTERM)  # arrives while the last checkpoint is being written
+    return write(run_dir, step, policy, tokenizer, state, keep)
+grpo.run.write_checkpoint = write_and_be_stopped
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_while_the_last_checkpoint_is_written_loses_nothing(tmp_path, tiny_model_dir):
+    command = train_command(tiny_model_dir, tmp_path / "run", "--steps", "1", "--save-every", "0")
+    process = start([sys.executable, "-c", SIGTERM_MID_SAVE, *command[2:]])
+    output = process.communicate(timeout=300)[0]
+    # it used to die there (exit 143) with a half-written .step-* directory and nothing to resume
+    assert process.returncode == 0, output
+    step, path = latest_checkpoint(tmp_path / "run")
+    assert step == 1 and read_state(path)["step"] == 1
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    assert not list((tmp_path / "run" / "checkpoints").glob(".step-*"))
