@@ -559,6 +559,12 @@ def run_completions(config: EvalConfig) -> tuple[dict, Path]:
     name = config.name or completions.stem
     path = out_path(config, name)
     report = score_completions_file(task, completions, settings={"name": name})
+    if report["n"] == 0:  # no report of nothing: --table would show it as a row of dashes
+        details = [f"line {e['line']}: {e['message']}" for e in report.get("errors", [])[:3]]
+        raise CompletionsFileError(
+            f"no example of {completions} could be scored ({report['n_errors']} unusable lines"
+            f"{': ' + '; '.join(details) if details else ', the file is empty'}); no report written"
+        )
     write_report(report, path)
     return report, path
 
@@ -635,5 +641,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """A warning as one line, `warning: …`, without the source line Python prints under it."""
+    return f"warning: {message}\n"
+
+
 if __name__ == "__main__":
+    import warnings
+
+    warnings.formatwarning = one_line_warning
     sys.exit(main())

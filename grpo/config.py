@@ -280,6 +280,11 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> Config
             raise UsageError(f"--resume: {saved} is not a config.json written by train.py")
         parser.set_defaults(**{**options, "resume": known.resume, "out_dir": known.resume})
         given = vars(parser.parse_args(argv))
+        if Path(given["out_dir"]).resolve() != Path(known.resume).resolve():
+            raise UsageError(
+                f"--resume {known.resume} continues the run in {known.resume}; --out-dir {given['out_dir']} names "
+                "another directory (drop --out-dir, or copy the run there and resume it there)"
+            )
         changed = {name: value for name, value in given.items() if name in options and value != options[name]}
         refused = sorted(set(changed) - CHANGEABLE_ON_RESUME)
         if refused:

@@ -677,7 +677,18 @@ def test_a_file_where_no_line_is_usable_is_an_error(tmp_path, capsys):
     useless = tmp_path / "useless.jsonl"
     useless.write_text('not json\n{"nums": [1, 2, 3, 4]}\n')
     code = evaluate.main(["--task", "math", "--completions", str(useless), "--out", str(tmp_path / "r.json")])
-    assert code == 2 and "no example was scored (2 unusable lines)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "could be scored (2 unusable lines: line 1: not valid JSON" in err
+    assert not (tmp_path / "r.json").exists()  # no report of nothing (--table would show a row of dashes)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert (
+        evaluate.main(["--task", "math", "--completions", str(empty), "--out", str(tmp_path / "e.json")]) == 2
+    )
+    assert (
+        "the file is empty); no report written" in capsys.readouterr().err
+        and not (tmp_path / "e.json").exists()
+    )
 
 
 def test_the_table_marks_a_report_that_skipped_lines(math_file, tmp_path):

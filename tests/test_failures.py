@@ -212,3 +212,12 @@ def test_resume_with_changed_options_refuses_them_by_name_or_applies_and_records
     code, err = run(["--resume", out, "--group-size", "2", "--steps", "2"], capsys)
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["steps"] == 2
+
+
+def test_resume_with_another_out_dir_names_both(tmp_path, model_dir, capsys):
+    out = tmp_path / "run"
+    assert run(train_args(model_dir, out, "--steps", "1"), capsys)[0] == 0
+    code, err = run(["--resume", out, "--out-dir", tmp_path / "elsewhere", "--steps", "2"], capsys)
+    assert (
+        code == 2 and f"--resume {out} continues the run in {out}; --out-dir {tmp_path / 'elsewhere'}" in err
+    )
