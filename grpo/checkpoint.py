@@ -125,8 +125,16 @@ def resumable_checkpoint(run_dir: Path, run_id: str | None) -> tuple[Path, dict]
     import sys
 
     found = checkpoints(run_dir)
+    complete = {path for _, path in found}
+    root = Path(run_dir) / "checkpoints"
+    for path in sorted(root.glob("step-*")) if root.is_dir() else []:  # named, not skipped in silence
+        if _NAME.fullmatch(path.name) and path not in complete:
+            missing = [
+                name for name in (STATE_FILE, f"{MODEL_DIR}/config.json") if not (path / name).is_file()
+            ]
+            print(f"warning: {path} is incomplete (no {' and no '.join(missing)}); skipped", file=sys.stderr)
     if not found:
-        raise DamagedCheckpoint(f"no complete checkpoint under {Path(run_dir) / 'checkpoints'}")
+        raise DamagedCheckpoint(f"no complete checkpoint under {root}")
     for _, path in reversed(found):
         try:
             check_model_files(path / MODEL_DIR)

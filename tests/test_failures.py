@@ -221,3 +221,13 @@ def test_resume_with_another_out_dir_names_both(tmp_path, model_dir, capsys):
     assert (
         code == 2 and f"--resume {out} continues the run in {out}; --out-dir {tmp_path / 'elsewhere'}" in err
     )
+
+
+def test_a_newest_checkpoint_without_its_trainer_state_is_named_and_skipped(tmp_path, model_dir, capsys):
+    out = tmp_path / "run"
+    assert run(train_args(model_dir, out, "--steps", "2"), capsys)[0] == 0
+    newest = checkpoints(out)[-1][1]
+    (newest / STATE_FILE).unlink()
+    code, err = run(["--resume", out, "--steps", "3"], capsys)
+    assert code == 0, err
+    assert f"warning: {newest} is incomplete (no {STATE_FILE}); skipped" in err and "step-00000001" in err
