@@ -286,11 +286,11 @@ class Trainer:
             # a non-finite loss or gradient (a reward of 3e38, a broken kernel) would write NaN into every
             # weight: skip this update on every rank alike, and stop after a few in a row
             if all_sum(float(not (math.isfinite(loss_value) and math.isfinite(grad_norm)))) > 0:
-                self.skip_update(loss_value, grad_norm)
+                self.skip_update(loss_value, grad_norm)  # (the schedule counts the updates applied)
             else:
                 self.optimizer.step()
+                self.scheduler.step()
                 self.skipped_in_a_row = 0
-            self.scheduler.step()  # the schedule counts updates planned, skipped or not
             losses.append(loss_value)
         return losses, stats_log, grad_norms
 
