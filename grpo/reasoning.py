@@ -62,16 +62,6 @@ def tokens_before(tokenizer, ids: Sequence[int], cut: int) -> int:
     return lo
 
 
-def ids_before(tokenizer, ids: Sequence[int], cut: int) -> list[int]:
-    """Token ids whose text is decode(ids)[:cut]: the model's own tokens that end before character `cut`,
-    then the text of the token that straddles it, re-encoded up to `cut`."""
-    ids = list(ids)
-    text = tokenizer.decode(ids, skip_special_tokens=False)
-    k = tokens_before(tokenizer, ids, cut)
-    rest = text[len(tokenizer.decode(ids[:k], skip_special_tokens=False)) : cut]
-    return ids[:k] + (tokenizer.encode(rest, add_special_tokens=False) if rest else [])
-
-
 def answer_start(text: str) -> int | None:
     """Offset of the first `<answer>` or `</answer>` in `text` (whichever comes first), or None."""
     found = [at for at in (text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)) if at >= 0]
@@ -89,7 +79,14 @@ class ReasoningSpan:
 
     end: int | None  # t_end: index of the token that completes the first </think>; None when never closed
     kept: int  # the reasoning is completion tokens 0 .. kept − 1 (the loss mask's span)
-    answered: bool  # never closed, and yet it wrote an answer tag: the format broken, the reasoning cut short
+    answer_at: int | None = (
+        None  # never closed: the character offset of its first answer tag, if it wrote one
+    )
+
+    @property
+    def answered(self) -> bool:
+        """Never closed, and yet it wrote an answer tag: the format broken, the reasoning cut short."""
+        return self.answer_at is not None
 
     @property
     def closed(self) -> bool:
@@ -101,15 +98,15 @@ def reasoning_span(tokenizer, ids: Sequence[int], stop_token_ids: Sequence[int] 
     ids = list(ids)
     end = think_end(tokenizer, ids)
     if end is not None:
-        return ReasoningSpan(end, end + 1, False)
+        return ReasoningSpan(end, end + 1)
     stop = set(stop_token_ids)
     body = len(ids)
     while body and ids[body - 1] in stop:
         body -= 1
     cut = answer_start(tokenizer.decode(ids[:body], skip_special_tokens=False))
     if cut is None:
-        return ReasoningSpan(None, body, False)
-    return ReasoningSpan(None, tokens_before(tokenizer, ids[:body], cut), True)
+        return ReasoningSpan(None, body)
+    return ReasoningSpan(None, tokens_before(tokenizer, ids[:body], cut), cut)
 
 
 def reasoning_mask(
@@ -134,28 +131,26 @@ def reasoning_mask(
     return mask, spans
 
 
-def reasoning_ids(
-    tokenizer, ids: Sequence[int], end: int | None, stop_token_ids: Sequence[int] = ()
-) -> tuple[list[int], bool]:
-    """Token ids of the reasoning cut right after its first `</think>`, and whether it was closed.
+def reasoning_ids(tokenizer, ids: Sequence[int], span: ReasoningSpan) -> list[int]:
+    """Token ids of the scored reasoning of a completion whose span is `span` (`reasoning_span`).
 
-    When the last token also carries text after `</think>` (SmolLM2's `><`), only that token is
-    re-encoded, up to the end of `</think>`, so the answer that follows starts on a clean boundary.
-    When there is no `</think>`, the reasoning is the completion (end-of-turn tokens left out) up to its
-    first `<answer>` or `</answer>`, and `</think>` is appended: the scored context is then what a model
-    following the format would have written, and the completion's own answer never sits before the gold.
+    Closed: the tokens through t_end; when the last one also carries text after `</think>` (SmolLM2's `><`),
+    only that token is re-encoded, up to the end of `</think>`, so the answer that follows starts on a clean
+    boundary. Never closed: the span's tokens (end-of-turn tokens left out, and the completion's own answer,
+    the text of a token that straddles its tag re-encoded up to the tag), then `</think>`: the scored context
+    is what a model following the format would have written, and its own answer never sits before the gold.
     """
     ids = list(ids)
-    if end is None:
-        body = [i for i in ids if i not in set(stop_token_ids)]
-        text = tokenizer.decode(body, skip_special_tokens=False)
-        cut = answer_start(text)
-        if cut is not None:
-            body = ids_before(tokenizer, body, cut)
-        return body + tokenizer.encode(THINK_CLOSE, add_special_tokens=False), False
-    before = tokenizer.decode(ids[:end], skip_special_tokens=False)
-    through = tokenizer.decode(ids[: end + 1], skip_special_tokens=False)
+    decode = lambda k: tokenizer.decode(ids[:k], skip_special_tokens=False)  # noqa: E731
+    if not span.closed:
+        body = ids[: span.kept]
+        if span.answered:  # the token straddling the tag: its text before the tag
+            rest = decode(span.kept + 1)[len(decode(span.kept)) : span.answer_at]
+            body += tokenizer.encode(rest, add_special_tokens=False) if rest else []
+        return body + tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
+    end = span.end
+    before, through = decode(end), decode(end + 1)
     cut = through.find(THINK_CLOSE) + len(THINK_CLOSE)
     if cut == len(through):
-        return ids[: end + 1], True
-    return ids[:end] + tokenizer.encode(through[len(before) : cut], add_special_tokens=False), True
+        return ids[: end + 1]
+    return ids[:end] + tokenizer.encode(through[len(before) : cut], add_special_tokens=False)

@@ -283,6 +283,7 @@ def gold_scores_of_completions(
     with_empty_reasoning: bool = False,
     group_size: int = 1,
     spans: Sequence[ReasoningSpan] | None = None,
+    full_precision: bool = True,
 ) -> CompletionGoldScores:
     """log P(gold | prompt, the reasoning of each sampled completion), the context built one way for all.
 
@@ -296,10 +297,7 @@ def gold_scores_of_completions(
     rows = [ids[:n] for ids, n in zip(completion_ids.tolist(), lengths, strict=True)]
     if spans is None:
         spans = [reasoning_span(tokenizer, ids, stop_token_ids) for ids in rows]
-    reasonings = [
-        reasoning_ids(tokenizer, ids, span.end, stop_token_ids)[0]
-        for ids, span in zip(rows, spans, strict=True)
-    ]
+    reasonings = [reasoning_ids(tokenizer, ids, span) for ids, span in zip(rows, spans, strict=True)]
     scores = gold_answer_logprobs(
         model,
         tokenizer,
@@ -309,6 +307,7 @@ def gold_scores_of_completions(
         micro_batch_size=micro_batch_size,
         with_empty_reasoning=with_empty_reasoning,
         group_size=group_size,
+        full_precision=full_precision,
     )
     device = scores.logp_sum.device
     return CompletionGoldScores(

@@ -16,7 +16,7 @@ from grpo.models import (
     pick_dtype,
     stop_token_ids,
 )
-from grpo.reasoning import reasoning_ids, think_end
+from grpo.reasoning import reasoning_ids, reasoning_span, think_end
 from grpo.rollout import rollout
 from grpo.tags import ASSISTANT_PREFILL
 
@@ -65,7 +65,8 @@ def test_the_packaged_default_model_loads_samples_and_scores_consistently():
     ids = tokenizer.encode("x</think><answer>5</answer>", add_special_tokens=False)
     assert tokenizer.convert_ids_to_tokens(ids)[:4] == ["x", "</", "think", "><"]
     assert think_end(tokenizer, ids) == 3
-    cut, closed = reasoning_ids(tokenizer, ids, 3)
+    span = reasoning_span(tokenizer, ids)
+    cut, closed = reasoning_ids(tokenizer, ids, span), span.closed
     assert closed and tokenizer.decode(cut) == "x</think>"
 
     messages = [{"role": "user", "content": "What is 2 + 3?"}]

@@ -6,11 +6,17 @@ import pytest
 import torch
 
 from grpo.loss import grpo_loss
-from grpo.reasoning import reasoning_ids, reasoning_mask, think_end
+from grpo.reasoning import reasoning_ids, reasoning_mask, reasoning_span, think_end
 
 
 def ids_of(tokenizer, text):
     return tokenizer.encode(text, add_special_tokens=False)
+
+
+def scored_reasoning(tokenizer, ids, stop_token_ids=()):
+    """(the scored reasoning's ids, whether it was closed), as the logprob reward finds them."""
+    span = reasoning_span(tokenizer, ids, stop_token_ids)
+    return reasoning_ids(tokenizer, ids, span), span.closed
 
 
 def test_think_end_is_the_last_piece_of_a_split_close_tag(tokenizer):
@@ -89,7 +95,7 @@ def test_an_unclosed_completion_keeps_in_the_loss_only_what_the_reward_scored(sp
     assert [s.answered for s in spans] == [True, False, False]
     assert mask.sum(1).tolist() == [9, 11, 23]
     for row, span in zip(rows, spans, strict=True):
-        scored, closed = reasoning_ids(tok, row, span.end, stop_token_ids=[eos])
+        scored, closed = reasoning_ids(tok, row, span), span.closed
         assert not closed
         # the scored reasoning is the kept tokens, then the appended </think>
         assert scored[: span.kept] == row[: span.kept]
@@ -118,7 +124,7 @@ def test_tokens_after_t_end_get_zero_gradient(tokenizer):
 
 def test_reasoning_ids_cut_a_shared_token_at_the_end_of_the_tag(tokenizer):
     ids = ids_of(tokenizer, "ab</think><answer>3</answer>")
-    cut, closed = reasoning_ids(tokenizer, ids, think_end(tokenizer, ids))
+    cut, closed = scored_reasoning(tokenizer, ids)
     assert closed and tokenizer.decode(cut) == "ab</think>"
     assert cut[:8] == ids[:8]  # the model's own tokens up to the shared one are kept as they were
 
@@ -126,13 +132,13 @@ def test_reasoning_ids_cut_a_shared_token_at_the_end_of_the_tag(tokenizer):
 def test_reasoning_ids_of_a_clean_boundary_are_the_models_own(tokenizer, qwen_like_tokenizer):
     for tok in (tokenizer, qwen_like_tokenizer):
         ids = ids_of(tok, "ab</think>\n<answer>3</answer>")
-        cut, closed = reasoning_ids(tok, ids, think_end(tok, ids))
+        cut, closed = scored_reasoning(tok, ids)
         assert closed and cut == ids[: think_end(tok, ids) + 1]
 
 
 def test_reasoning_ids_of_an_unclosed_completion_append_the_tag_and_drop_eos(tokenizer):
     ids = ids_of(tokenizer, "still thinking") + [tokenizer.eos_token_id]
-    cut, closed = reasoning_ids(tokenizer, ids, None, stop_token_ids=[tokenizer.eos_token_id])
+    cut, closed = scored_reasoning(tokenizer, ids, stop_token_ids=[tokenizer.eos_token_id])
     assert not closed and tokenizer.decode(cut) == "still thinking</think>"
 
 
@@ -147,7 +153,7 @@ def test_reasoning_ids_of_an_unclosed_completion_append_the_tag_and_drop_eos(tok
 def test_an_unclosed_completion_is_cut_before_its_own_answer(tokenizer, qwen_like_tokenizer, text, reasoning):
     for tok in (tokenizer, qwen_like_tokenizer):
         ids = ids_of(tok, text) + [tok.eos_token_id]
-        cut, closed = reasoning_ids(tok, ids, None, stop_token_ids=[tok.eos_token_id])
+        cut, closed = scored_reasoning(tok, ids, stop_token_ids=[tok.eos_token_id])
         assert not closed and tok.decode(cut) == reasoning
 
 
@@ -155,5 +161,5 @@ def test_the_cut_keeps_the_models_own_tokens_before_a_shared_one(tokenizer):
     # "x><answer>": the tokenizer writes ">" and "<" of "<answer>" as one token "><"
     ids = ids_of(tokenizer, "x><answer>1</answer>")
     assert tokenizer.convert_ids_to_tokens(ids)[1] == "><"
-    cut, _ = reasoning_ids(tokenizer, ids, None)
+    cut, _ = scored_reasoning(tokenizer, ids)
     assert cut[:1] == ids[:1] and tokenizer.decode(cut) == "x></think>"

@@ -153,14 +153,18 @@ def peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def timed(device: torch.device, fn, repeats: int = 1) -> float:
-    """Seconds per call of fn(), the device's queued work included."""
+def timed(device: torch.device, fn) -> float:
+    """Seconds of one call of fn(), the device's queued work included."""
+    return timed_result(device, fn)[0]
+
+
+def timed_result(device: torch.device, fn):
+    """(seconds of one call of fn(), the device's queued work included; what it returned)."""
     synchronize(device)
     start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
+    result = fn()
     synchronize(device)
-    return (time.perf_counter() - start) / repeats
+    return time.perf_counter() - start, result
 
 
 # ---------------------------------------------------------------- the parts
@@ -236,8 +240,7 @@ def part_reward_precision(check: Check) -> dict:
     """The gold's per-token log-prob in float32 (the reward now) against the same pass under bf16 autocast
     (the reward before), after the model's own sampled reasonings; and the time of each pass."""
     from grpo.models import stop_token_ids
-    from grpo.reasoning import reasoning_ids, reasoning_span
-    from grpo.rewards import gold_answer_logprobs
+    from grpo.rewards import gold_scores_of_completions
     from grpo.rollout import rollout
     from tasks.countdown import CountdownTask
 
@@ -249,25 +252,20 @@ def part_reward_precision(check: Check) -> dict:
     with check.autocast():
         out = rollout(model, check.tokenizer, prompts, group_size=G, max_new_tokens=length, stop_token_ids=stops,
                       generator=torch.Generator(device=check.device).manual_seed(0))  # fmt: skip
-    reasonings = []
-    for ids, keep in zip(out.completion_ids.tolist(), out.completion_mask.tolist(), strict=True):
-        ids = ids[: sum(keep)]
-        reasonings.append(
-            reasoning_ids(check.tokenizer, ids, reasoning_span(check.tokenizer, ids, stops).end, stops)[0]
-        )
     rows = [p for p in prompts for _ in range(G)]
     golds = [ex.gold for ex in examples for _ in range(G)]
 
     def score(under_autocast: bool):
         # before: the scoring pass inside the step's autocast block; now: float32 whatever encloses it
         with torch.autocast(check.device.type, dtype=torch.bfloat16):
-            return gold_answer_logprobs(model, check.tokenizer, rows, reasonings, golds, micro_batch_size=8,
-                                        group_size=G, full_precision=not under_autocast)  # fmt: skip
+            return gold_scores_of_completions(
+                model, check.tokenizer, rows, out.completion_ids, out.completion_mask, golds, stop_token_ids=stops,
+                micro_batch_size=8, group_size=G, full_precision=not under_autocast,
+            ).scores  # fmt: skip
 
-    seconds_fp32 = timed(check.device, lambda: score(False))
-    seconds_bf16 = timed(check.device, lambda: score(True))
     per_token = lambda s: (s.logp_sum / s.gold_tokens).double().cpu()  # noqa: E731
-    fp32, bf16 = per_token(score(False)), per_token(score(True))
+    seconds_fp32, fp32 = timed_result(check.device, lambda: per_token(score(False)))
+    seconds_bf16, bf16 = timed_result(check.device, lambda: per_token(score(True)))
     difference = (bf16 - fp32).abs()
     within_group = fp32.view(n, G).std(dim=1).mean()  # the reward's signal: its spread inside a group
     return {
