@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from grpo.config import DType, OneLineErrorParser, TaskName, add_options
-from grpo.evaluation import ComparisonError, build_report, compare_reports, evaluate_model, score_records
+from grpo.evaluation import (
+    SHORT_REASONING_TOKENS,
+    ComparisonError,
+    build_report,
+    compare_reports,
+    evaluate_model,
+    score_records,
+)
 from grpo.task import Example, Task
 from tasks import RECORD_FIELDS, REQUIRED_FIELDS
 from tasks.base import json_object, json_type
@@ -231,7 +238,7 @@ SHOWN_LIKELIHOOD = {
 # what the likelihood figures are read by: a gain that comes with shorter reasonings is not elicited reasoning
 SHOWN_REASONING = {
     "reasoning_tokens": "scored reasoning, tokens",
-    "reasoning_short": "reasoning under 16 tokens",
+    "reasoning_short": f"reasoning under {SHORT_REASONING_TOKENS} tokens",
     "early_answer": "answered before </think>",
 }
 

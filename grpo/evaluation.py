@@ -49,6 +49,7 @@ comparison.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import Counter
@@ -99,6 +100,7 @@ def _regularised_incomplete_beta(x: float, a: float, b: float) -> float:
     return 1.0 - math.exp(log_front) * _incomplete_beta_fraction(b, a, 1.0 - x) / b
 
 
+@functools.cache
 def student_t_quantile(p: float, df: int) -> float:
     """The p-quantile (p > 1/2) of Student's t with `df` degrees of freedom, by bisection on its CDF:
     P(T ≤ t) = 1 − I_{df/(df + t²)}(df/2, 1/2) / 2 for t ≥ 0. (t_{0.975} is 12.706 at df 1, 4.303 at 2,
@@ -124,18 +126,20 @@ def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float | i
     says the sample is too small for the approximation.
     """
     values = [float(v) for v in values]
+    return _t_interval(values, level, wald=bool(values) and all(v in (0.0, 1.0) for v in values))
+
+
+def _t_interval(values: list[float], level: float, wald: bool) -> dict[str, float | int | None]:
+    """mean ± t_{(1+level)/2, n−1} · sqrt(variance / n): the Bernoulli variance p(1 − p) if `wald`, else the
+    sample variance (ddof = 1). n < 2: no interval; n = 0: no mean."""
     n = len(values)
     if n == 0:
         return {"mean": None, "low": None, "high": None, "n": 0}
     mean = math.fsum(values) / n
     if n == 1:  # one value says nothing of its spread
         return {"mean": mean, "low": None, "high": None, "n": 1}
-    t = student_t_quantile((1 + level) / 2, n - 1)
-    if all(v in (0.0, 1.0) for v in values):
-        half_width = t * math.sqrt(mean * (1 - mean) / n)  # Wald
-    else:
-        variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)  # sample variance, ddof = 1
-        half_width = t * math.sqrt(variance / n)
+    variance = mean * (1 - mean) if wald else math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    half_width = student_t_quantile((1 + level) / 2, n - 1) * math.sqrt(variance / n)
     return {"mean": mean, "low": mean - half_width, "high": mean + half_width, "n": n}
 
 
@@ -480,15 +484,7 @@ def paired_difference(
     `mean_ci`, never the Wald interval: differences of 0/1 parts take the values −1, 0 and 1.
     """
     differences = [float(y) - float(x) for x, y in zip(a, b, strict=True)]  # d_i = b_i − a_i
-    n = len(differences)
-    if n == 0:
-        return {"mean": None, "low": None, "high": None, "n": 0}
-    mean = math.fsum(differences) / n
-    if n == 1:
-        return {"mean": mean, "low": None, "high": None, "n": 1}
-    variance = math.fsum((d - mean) ** 2 for d in differences) / (n - 1)  # ddof = 1
-    half_width = student_t_quantile((1 + level) / 2, n - 1) * math.sqrt(variance / n)
-    return {"mean": mean, "low": mean - half_width, "high": mean + half_width, "n": n}
+    return _t_interval(differences, level, wald=False)
 
 
 def _records_by_id(report: Mapping[str, Any], label: str) -> dict[str, Mapping[str, Any]]:

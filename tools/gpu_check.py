@@ -118,12 +118,17 @@ class Check:
         self._model = None
         free(self.device)
 
-    def prompts(self, n: int) -> list[list[int]]:
+    def countdown(self, n: int):
+        """n Countdown problems and their prompts (chat template + the <think> prefill), token ids."""
         from grpo.rollout import build_prompt
         from tasks.countdown import CountdownTask
 
         task = CountdownTask(n_train=max(n, 8), n_test=8)
-        return [build_prompt(self.tokenizer, task.messages(ex)) for ex in task.examples("train")[:n]]
+        examples = task.examples("train")[:n]
+        return examples, [build_prompt(self.tokenizer, task.messages(ex)) for ex in examples]
+
+    def prompts(self, n: int) -> list[list[int]]:
+        return self.countdown(n)[1]
 
 
 def load_check_tokenizer():
@@ -242,12 +247,10 @@ def part_reward_precision(check: Check) -> dict:
     from grpo.models import stop_token_ids
     from grpo.rewards import gold_scores_of_completions
     from grpo.rollout import rollout
-    from tasks.countdown import CountdownTask
 
     model, G = check.model, 4
     n, length = check.sizes["reward_precision"]
-    examples = CountdownTask(n_train=max(n, 8), n_test=8).examples("train")[:n]
-    prompts = check.prompts(n)
+    examples, prompts = check.countdown(n)
     stops = stop_token_ids(model, check.tokenizer)
     with check.autocast():
         out = rollout(model, check.tokenizer, prompts, group_size=G, max_new_tokens=length, stop_token_ids=stops,
