@@ -193,13 +193,8 @@ def next_steps(config: Config) -> str:
     )
 
 
-def one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
-    """A warning as one line, `warning: …`, without the source line Python prints under it."""
-    return f"warning: {message}\n"
-
-
 if __name__ == "__main__":
-    import warnings
+    from grpo.config import one_line_warnings
 
-    warnings.formatwarning = one_line_warning
+    one_line_warnings()
     sys.exit(main())

@@ -251,6 +251,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def one_line_warnings() -> None:
+    """Print every warning as one line, `warning: …`, without the source line Python prints under it (the
+    scripts' setting: a user reads what went wrong, not a line of this project's code)."""
+    import warnings
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+
+
 def build_parser(description: str = "") -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
