@@ -20,9 +20,8 @@ import torch
 from grpo.config import Config, UsageError, parse_config
 
 EXIT_USAGE = 2  # as argparse: options that cannot work, an input file that cannot be used
-EXIT_DIVERGED = (
-    3  # the numbers broke (NaN/inf logits, or updates in a row): the run stopped, its checkpoints stay
-)
+# the numbers broke (NaN/inf logits, or non-finite updates in a row): the run stopped, its checkpoints stay
+EXIT_DIVERGED = 3
 
 
 def main(argv: list[str] | None = None) -> int:

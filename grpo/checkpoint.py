@@ -31,9 +31,14 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     found = []
     for path in root.glob("step-*") if root.is_dir() else []:
         match = _NAME.fullmatch(path.name)
-        if match and (path / STATE_FILE).is_file() and (path / MODEL_DIR / "config.json").is_file():
+        if match and not missing_files(path):
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def missing_files(checkpoint: Path) -> list[str]:
+    """The files a complete checkpoint has and `checkpoint` lacks (none: it is complete)."""
+    return [name for name in (STATE_FILE, f"{MODEL_DIR}/config.json") if not (checkpoint / name).is_file()]
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
@@ -129,10 +134,8 @@ def resumable_checkpoint(run_dir: Path, run_id: str | None) -> tuple[Path, dict]
     root = Path(run_dir) / "checkpoints"
     for path in sorted(root.glob("step-*")) if root.is_dir() else []:  # named, not skipped in silence
         if _NAME.fullmatch(path.name) and path not in complete:
-            missing = [
-                name for name in (STATE_FILE, f"{MODEL_DIR}/config.json") if not (path / name).is_file()
-            ]
-            print(f"warning: {path} is incomplete (no {' and no '.join(missing)}); skipped", file=sys.stderr)
+            missing = " and no ".join(missing_files(path))
+            print(f"warning: {path} is incomplete (no {missing}); skipped", file=sys.stderr)
     if not found:
         raise DamagedCheckpoint(f"no complete checkpoint under {root}")
     for _, path in reversed(found):
