@@ -11,13 +11,13 @@
 --model reports, beside the task's rule scores, the gold answer's teacher-forced log-probability after each
 completion's reasoning and after an empty one (per gold token) and their difference, the reasoning gain: the
 quantity --reward logprob trains. --compare pairs two reports of one task by example id and prints, for the
-score, every rule part and every log-prob figure, mean(A), mean(B) and the paired difference mean(B − A)
-with its 95% CI. Every figure there is higher-is-better, so B − A > 0 means B is better (an interval that
-excludes 0 is a difference these examples support), except the rows marked "(not a score)": the scored
-reasoning's length, the share under 16 tokens and the share that answered before closing </think>, beside
-them because a likelihood gain that comes with shorter reasonings is the reasoning getting out of the way. Compare reports sampled with the same
---seed, --temperature, --top-p and --max-new-tokens: the two runs then sample from one random stream, and
-the pairing removes more of the noise (different settings only warn).
+score, every rule part and every log-prob figure, mean(A), mean(B) and the paired difference mean(B − A) with
+its 95% CI. Every figure there is higher-is-better, so B − A > 0 means B is better (an interval that excludes
+0 is a difference these examples support), except the rows marked "(not a score)": the scored reasoning's
+length, the share under 16 tokens and the share that answered before closing </think>, beside them because a
+likelihood gain that comes with shorter reasonings is the reasoning getting out of the way. Compare reports
+sampled with the same --seed, --temperature, --top-p and --max-new-tokens: the two runs then sample from one
+random stream, and the pairing removes more of the noise (different settings only warn).
 
 Every option is in `python evaluate.py --help` (generated from EvalConfig below).
 """
