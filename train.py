@@ -62,12 +62,20 @@ def check_device(device: str) -> None:
 def run(argv: list[str] | None = None) -> Config:
     config = parse_config(argv, description=__doc__.split("\n\n")[0])
     check_device(config.device)
+    if config.lora_rank:
+        from grpo.lora import peft
+
+        try:
+            peft()  # an optional extra: say how to install it before anything loads
+        except ImportError as err:
+            raise UsageError(str(err)) from None
     torch.manual_seed(config.seed)
 
     from pathlib import Path
 
     from grpo.checkpoint import MODEL_DIR, resumable_checkpoint, truncate_jsonl
     from grpo.distributed import barrier, setup
+    from grpo.lora import LoraOptions
     from grpo.models import enable_activation_checkpointing, load_models, pick_device
     from grpo.precision import training_precision
     from grpo.run import hold_out_dir, prepare_out_dir, quiet_transformers, train
@@ -111,7 +119,11 @@ def run(argv: list[str] | None = None) -> Config:
         raise UsageError(f"--task {config.task}: {err}") from None
     if config.task == "jsonl":
         skip_long_answers(task, config, say)
-    needs_reference = config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
+    lora = LoraOptions.of(config)
+    # a LoRA policy is its own reference (its adapters off): no copy to load
+    needs_reference = lora is None and (
+        config.beta > 0 or (config.reward == "logprob" and config.scorer == "reference")
+    )
     # float32 weights unless --dtype asks for bf16; bf16 autocast on a GPU (grpo.precision)
     weights, mixed_precision = training_precision(config.dtype, config.autocast, pick_device(device))
     try:
@@ -121,13 +133,20 @@ def run(argv: list[str] | None = None) -> Config:
             weights,
             with_reference=needs_reference,
             policy_path=None if resume_from is None else str(resume_from / MODEL_DIR),
+            lora=lora,
         )
-    except RuntimeError as err:  # a model that cannot be found or is damaged: its message says which
-        raise UsageError(str(err)) from None
+    except (RuntimeError, ValueError) as err:  # a model that cannot be found or is damaged, a LoRA target
+        raise UsageError(str(err)) from None  # that is not in it: its message says which
+    if lora is not None:
+        trained = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in policy.parameters())
+        kind = f"LoRA r {lora.rank}, α {lora.alpha:g}: {trained:,} of {total:,} weights train"
+        kind += "; reference: the policy with its adapters off"
+    else:
+        kind = f"reference: {'frozen copy' if reference is not None else 'none (β = 0)'}"
     say(
         f"policy {config.model} on {policy.device} in {policy.dtype}{' with bf16 autocast' if mixed_precision else ''} "
-        f"× {world.size} process(es); reference: "
-        f"{'frozen copy' if reference is not None else 'none (β = 0)'}; writing to {out_dir}"
+        f"× {world.size} process(es); {kind}; writing to {out_dir}"
     )
     if config.gradient_checkpointing:
         enable_activation_checkpointing(policy)

@@ -1,7 +1,7 @@
 """Checkpoints that survive a crash: written whole or not at all, found again by `--resume`.
 
 A checkpoint is a directory `RUN_DIR/checkpoints/step-00000042/` holding
-    model/               the policy in Hugging Face format (safetensors)
+    model/               the policy in Hugging Face format (safetensors); with LoRA, its adapters in PEFT's
     trainer_state.pt     optimizer, scheduler, every RNG state, step and data position
 It is written into a hidden temporary directory and renamed into place (a rename is atomic), so a
 directory named `step-*` is always complete; a crash mid-save leaves only a `.step-*` directory, which
@@ -36,9 +36,21 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+MODEL_CONFIGS = ("config.json", "adapter_config.json")  # a whole model's, or (LoRA) its adapters'
+
+
+def model_config(model_dir: Path) -> Path | None:
+    """The config file of a saved model or of saved LoRA adapters, None if there is neither."""
+    found = [model_dir / name for name in MODEL_CONFIGS if (model_dir / name).is_file()]
+    return found[0] if found else None
+
+
 def missing_files(checkpoint: Path) -> list[str]:
     """The files a complete checkpoint has and `checkpoint` lacks (none: it is complete)."""
-    return [name for name in (STATE_FILE, f"{MODEL_DIR}/config.json") if not (checkpoint / name).is_file()]
+    missing = [] if (checkpoint / STATE_FILE).is_file() else [STATE_FILE]
+    if model_config(checkpoint / MODEL_DIR) is None:
+        missing.append(f"{MODEL_DIR}/config.json")
+    return missing
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
@@ -111,7 +123,7 @@ def check_model_files(model_dir: Path) -> None:
     from safetensors import safe_open
 
     try:
-        json.loads((model_dir / "config.json").read_text())
+        json.loads((model_config(model_dir) or model_dir / "config.json").read_text())
         weights = sorted(model_dir.glob("*.safetensors"))
         if not weights:
             raise FileNotFoundError("no *.safetensors file")

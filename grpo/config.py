@@ -64,6 +64,16 @@ class Config:
     reference_device: str | None = None
     """Keep the frozen reference on another device (e.g. cpu) to free GPU memory, at the cost of a slower reference pass. Default: the policy's device. With --beta 0 no reference is loaded at all."""
 
+    # ---------------------------------------------------------------- LoRA
+    lora_rank: int = 0
+    """Train LoRA adapters of this rank r instead of every weight (0: full fine-tuning). Only the adapters and their AdamW state train, in float32; the base weights are frozen (with --dtype bfloat16 they can stay bf16), and the frozen reference is the policy with its adapters off, not a second copy. Checkpoints hold the adapters; final/ the merged model and final/adapter/ the adapters in PEFT's format. Needs the `lora` extra (pip install -e '.[lora]'). LoRA usually wants a ~10× larger --lr than full fine-tuning."""
+    lora_alpha: float | None = None
+    """α: the adapters' update B·A is scaled by α / r. Default: 2 × --lora-rank."""
+    lora_dropout: float = 0.0
+    """Dropout on the adapters' input, in the policy update only."""
+    lora_targets: list[str] | None = None
+    """The names of the layers that get adapters, e.g. q_proj v_proj. Default: every linear layer of the decoder blocks (the attention and MLP projections; not the embeddings or the output projection)."""
+
     # ---------------------------------------------------------------- the batch
     steps: int = 25
     """Optimiser steps' worth of rollouts: each step samples a fresh batch of prompts. Sized so that a CPU run of the packaged model ends in about 30 minutes on 2 cores; on a GPU the default is 100."""
@@ -329,7 +339,7 @@ def on_gpu(device: str) -> bool:
 def validate(config: Config) -> None:
     """Refuse, with a UsageError naming the option, a combination of options that cannot work."""
     numbers = ("lr", "beta", "clip_eps", "temperature", "top_p", "warmup_ratio", "weight_decay",
-               "max_grad_norm", "logprob_weight", "format_weight")  # fmt: skip
+               "max_grad_norm", "logprob_weight", "format_weight", "lora_dropout")  # fmt: skip
     for name in numbers:
         if not math.isfinite(getattr(config, name)):
             raise UsageError(
@@ -353,6 +363,19 @@ def validate(config: Config) -> None:
         (config.min_reasoning_tokens >= 0, "--min-reasoning-tokens must be ≥ 0"),
         (config.eval_every >= 0 and config.eval_limit >= 1, "--eval-every must be ≥ 0 and --eval-limit ≥ 1"),
         (config.keep_checkpoints >= 1, "--keep-checkpoints must be ≥ 1"),
+        (config.lora_rank >= 0, "--lora-rank must be ≥ 0 (0: no LoRA, every weight trains)"),
+        (
+            config.lora_rank > 0
+            or (config.lora_alpha is None and config.lora_dropout == 0 and config.lora_targets is None),
+            "--lora-alpha, --lora-dropout and --lora-targets shape LoRA adapters: give --lora-rank too",
+        ),
+        (config.lora_alpha is None or 0 < config.lora_alpha < math.inf, "--lora-alpha must be a number > 0"),
+        (0 <= config.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
+        (
+            not (config.lora_rank > 0 and config.reference_device),
+            "--reference-device moves the reference copy, and a LoRA run has none (its reference is the "
+            "policy with its adapters off)",
+        ),
         (
             config.dtype != "float16",
             "--dtype float16 cannot train: AdamW's eps (1e-8) and its second moment underflow to 0 in float16, "

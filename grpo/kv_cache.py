@@ -21,6 +21,8 @@ import inspect
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from grpo.models import unwrapped
+
 
 class PreallocatedLayer(DynamicLayer):
     """One layer's keys and values, in buffers of `rows` × `capacity` positions allocated on first use."""
@@ -132,7 +134,8 @@ def make_rollout_cache(model, rows: int, capacity: int) -> Cache | None:
 
 def cache_argument(model) -> str:
     """The keyword a model's forward takes its cache by: transformers 5 renamed `past_key_values` to `cache`."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    forward = unwrapped(model).forward  # a PEFT wrapper's forward takes **kwargs and passes them on
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def returned_cache(out) -> Cache | None:

@@ -24,6 +24,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from grpo.kv_cache import cache_argument, make_rollout_cache, returned_cache
+from grpo.models import unwrapped
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -57,6 +58,7 @@ def shares_prompts(
 
 def _recomputes_activations(model) -> bool:
     # activation checkpointing turns the cache off in training; the shared-prompt pass needs it
+    model = unwrapped(model)  # (a PEFT wrapper's class has neither name)
     name = "is_activation_checkpointing"  # transformers 5's name; `is_gradient_checkpointing` before
     if not hasattr(type(model), name):
         name = "is_gradient_checkpointing"

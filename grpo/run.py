@@ -6,6 +6,7 @@
         held_out_evaluation         every --eval-every steps, on the test split (grpo.evaluation)
         checkpoint(trainer)         weights + Trainer.state_dict, written whole or not at all (grpo.checkpoint)
     final/                          the policy in Hugging Face format, hard-linked from the last checkpoint
+                                    (LoRA: merged into one plain model, the adapters under final/adapter/)
 
 Only rank 0 writes files; every rank takes part in the collectives of a step and a checkpoint. The algorithm
 itself is `grpo.trainer`'s.
@@ -29,6 +30,7 @@ from grpo.checkpoint import MODEL_DIR, atomic_directory, write_checkpoint
 from grpo.config import UsageError
 from grpo.distributed import all_gather, all_sum, barrier, gather_objects
 from grpo.evaluation import evaluate_model
+from grpo.lora import ADAPTER_DIR, save_merged
 from grpo.trainer import StepResult, Trainer
 
 # everything a run writes into its directory; --overwrite removes exactly these
@@ -340,9 +342,14 @@ def save_model(trainer: Trainer, path: Path, same_as: Path | None = None) -> Non
 
     `same_as`: a checkpoint of these very weights; its model files are hard-linked instead of written
     again (the weights then take their space once on disk; a copy where the filesystem cannot link).
+    A LoRA policy is saved merged (W + (α / r)·BA, one plain model), its adapters under `adapter/`.
     """
     source = None if same_as is None else same_as / MODEL_DIR
     with atomic_directory(path) as tmp:
+        if trainer.lora:
+            save_merged(trainer.policy, trainer.tokenizer, tmp)
+            tmp = tmp / ADAPTER_DIR
+            tmp.mkdir()
         if source is not None and source.is_dir():
             for file in source.iterdir():
                 try:

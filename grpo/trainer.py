@@ -30,6 +30,7 @@ from grpo.advantages import group_advantages
 from grpo.config import Config, UsageError, use_reasoning_mask
 from grpo.distributed import World, all_sum, gather_objects
 from grpo.logprobs import TokenLogprobs, batched_token_logprobs
+from grpo.lora import adapters_off, is_adapted
 from grpo.loss import LossStats, grpo_loss, microbatch_weight
 from grpo.models import stop_token_ids
 from grpo.precision import autocast, lost_update_fraction, model_device, synchronize, training_precision
@@ -82,9 +83,16 @@ def lr_lambda(config: Config, total_updates: int):
 
 class Trainer:
     def __init__(self, config: Config, policy, reference, tokenizer, task: Task, world: World | None = None):
+        """`reference`: the frozen copy of the start, or None (β = 0 and --scorer policy need none, and a LoRA
+        policy is its own reference: itself with its adapters off, `grpo.lora`)."""
         world = world or World()
         self.config, self.task, self.tokenizer, self.world = config, task, tokenizer, world
         self.policy, self.reference = policy, reference
+        self.lora = is_adapted(policy)
+        if self.lora and reference is not None:
+            raise ValueError("a LoRA policy is its own reference (its adapters off): pass reference=None")
+        # what AdamW updates: every weight, or with LoRA the adapters only (the base weights are frozen)
+        self.trainable = [p for p in policy.parameters() if p.requires_grad]
         if config.prompts_per_step % world.size:
             raise ValueError(
                 f"--prompts-per-step {config.prompts_per_step} must be a multiple of the {world.size} processes"
@@ -95,16 +103,16 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.logprobs = DistributedDataParallel(self.logprobs)
-        if config.beta > 0 and reference is None:
+        if config.beta > 0 and reference is None and not self.lora:
             raise ValueError("β > 0 needs a reference model")
         self.device = next(policy.parameters()).device
         # mixed precision (the GPU default): float32 weights and AdamW state, forward passes in bf16
         self.mixed_precision = training_precision(config.dtype, config.autocast, self.device)[1]
-        lost = lost_update_fraction(policy.parameters(), config.lr)
+        lost = lost_update_fraction(self.trainable, config.lr)
         if lost > 0.5:
             warnings.warn(
                 f"at --lr {config.lr:g}, an AdamW step (about lr per weight) rounds away for {lost:.0%} of "
-                f"the {next(policy.parameters()).dtype} weights: most updates will be lost. Use float32 "
+                f"the {self.trainable[0].dtype} weights: most updates will be lost. Use float32 "
                 "weights (--dtype auto, with bf16 autocast on a GPU) or a larger learning rate",
                 stacklevel=2,
             )
@@ -112,9 +120,7 @@ class Trainer:
         self.train_examples = list(task.examples("train"))
         if not self.train_examples:
             raise ValueError(f"task {task.name!r} has no training examples")
-        self.optimizer = torch.optim.AdamW(
-            policy.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
         total_updates = config.steps * config.mu
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config, total_updates))
         # each rank samples differently, reproducibly; rank 0 of N uses the seed itself, as one process does
@@ -174,19 +180,20 @@ class Trainer:
             if c.reward == "rule":
                 rewards, parts = torch.tensor([r.total for r in scored], dtype=torch.float32), rule_parts
             else:  # R_i = w_lp · norm(log P(gold | prompt, reasoning_i)) + w_fmt · format_i, in float32
-                rewards, parts = logprob_rewards(
-                    self.scorer(),
-                    self.tokenizer,
-                    [p for p in prompts for _ in range(G)],
-                    out.completion_ids,
-                    out.completion_mask,
-                    [ex.gold for ex in rows],
-                    formats,
-                    c,
-                    stop_token_ids=self.stop_ids,
-                    spans=spans,
-                    rank=self.world.rank,
-                )
+                with self.scorer() as scorer:
+                    rewards, parts = logprob_rewards(
+                        scorer,
+                        self.tokenizer,
+                        [p for p in prompts for _ in range(G)],
+                        out.completion_ids,
+                        out.completion_mask,
+                        [ex.gold for ex in rows],
+                        formats,
+                        c,
+                        stop_token_ids=self.stop_ids,
+                        spans=spans,
+                        rank=self.world.rank,
+                    )
                 parts.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on
             advantages, zero_std_fraction = group_advantages(rewards, G, scale=c.scale_advantages)
 
@@ -194,7 +201,10 @@ class Trainer:
         with self.phase("reference", seconds):
             # the loss keeps the reasoning span (up to </think>; unclosed: what the reward scored) or all of it
             loss_mask = span_mask if use_reasoning_mask(c) else out.completion_mask  # (N, C)
-            ref_logp = self.sampled_logprobs(self.reference, out) if c.beta > 0 else None
+            ref_logp = None
+            if c.beta > 0:
+                with self.reference_model() as reference:
+                    ref_logp = self.sampled_logprobs(reference, out)
             old_logp = self.sampled_logprobs(self.policy, out) if c.mu > 1 else None
 
         # 5. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches,
@@ -277,9 +287,7 @@ class Trainer:
                     total_loss += float(loss.detach()) * weight
                     stats_log.append(stats)
             # the gradient's global norm (clipped to max_grad_norm when > 0; measured either way)
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.max_grad_norm or math.inf)
-            )
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, c.max_grad_norm or math.inf))
             if c.max_grad_norm > 0:
                 grad_norms.append(grad_norm)
             loss_value = all_sum(total_loss) / self.world.size
@@ -317,12 +325,24 @@ class Trainer:
 
     # ------------------------------------------------------------ what the step uses
 
+    @contextlib.contextmanager
+    def reference_model(self):
+        """The frozen reference π_ref, in the block where it computes: the copy of the start, or with LoRA
+        the policy itself with its adapters off (no second copy of the weights)."""
+        if self.lora:
+            with adapters_off(self.policy):
+                yield self.policy
+            return
+        if self.reference is None:
+            raise ValueError("this needs a reference model, and the run has none (β = 0 and --scorer policy)")
+        yield self.reference
+
     def scorer(self):
-        """The model that scores the logprob reward: the frozen reference (a fixed target), or the policy."""
-        scorer = self.reference if self.config.scorer == "reference" else self.policy
-        if scorer is None:
-            raise ValueError("--scorer reference needs a reference model (β > 0)")
-        return scorer
+        """A block yielding the model that scores the logprob reward: the frozen reference (a fixed target),
+        or the policy."""
+        if self.config.scorer == "reference":
+            return self.reference_model()
+        return contextlib.nullcontext(self.policy)
 
     def sampled_logprobs(self, model, out: Rollout) -> torch.Tensor:
         """(N, C) log π of the sampled tokens under `model`, without gradient; greedy rollouts are scored as

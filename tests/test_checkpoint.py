@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -111,12 +112,14 @@ def wait_for_checkpoint(run_dir, step, process, timeout=240):
     raise AssertionError("no checkpoint in time")
 
 
-def test_sigkill_then_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, tiny_model_dir):
+# LoRA: the checkpoints hold the adapters and their AdamW state, and the dropout draws from the torch RNG
+@pytest.mark.parametrize("extra", [(), ("--lora-rank", "4", "--lora-dropout", "0.1")], ids=["full", "lora"])
+def test_sigkill_then_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, tiny_model_dir, extra):
     steps = "4"
-    straight = start(train_command(tiny_model_dir, tmp_path / "straight", "--steps", steps))
+    straight = start(train_command(tiny_model_dir, tmp_path / "straight", "--steps", steps, *extra))
     assert straight.wait(timeout=600) == 0, straight.stdout.read()
 
-    killed = start(train_command(tiny_model_dir, tmp_path / "killed", "--steps", steps))
+    killed = start(train_command(tiny_model_dir, tmp_path / "killed", "--steps", steps, *extra))
     wait_for_checkpoint(tmp_path / "killed", 2, killed)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
@@ -127,9 +130,11 @@ def test_sigkill_then_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_pa
     assert resumed.returncode == 0, output
     assert "resuming from" in output
 
-    a = load_file(tmp_path / "straight" / "final" / "model.safetensors")
-    b = load_file(tmp_path / "killed" / "final" / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    weights = ["model.safetensors"] + (["adapter/adapter_model.safetensors"] if extra else [])
+    for name in weights:
+        a = load_file(tmp_path / "straight" / "final" / name)
+        b = load_file(tmp_path / "killed" / "final" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     lines_a = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     lines_b = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
     assert [stable(x) for x in lines_a] == [stable(x) for x in lines_b] and len(lines_a) == 4

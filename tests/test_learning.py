@@ -27,6 +27,7 @@ from conftest import make_model, make_tokenizer
 
 import grpo.trainer as trainer_module
 from grpo.config import Config
+from grpo.lora import LoraOptions, add_adapters
 from grpo.rollout import build_prompt
 from grpo.run import train_step
 from grpo.tags import parse_response
@@ -36,6 +37,7 @@ from grpo.trainer import Trainer
 LETTERS = "abcd"  # what the taught model reasons about, uniformly
 GOLD = "a"
 STEPS = 20
+LORA_LR = 3e-3  # adapters start at B = 0 and hold fewer numbers: LoRA takes a larger step
 
 
 class LetterTask(Task):
@@ -85,8 +87,11 @@ def taught():
     return teach()
 
 
-def train_curve(taught, tmp_path, reward: str) -> list[float]:
-    """The measure each step's batch scored, over STEPS GRPO steps from the taught model."""
+def train_curve(
+    taught, tmp_path, reward: str, lora: LoraOptions | None = None, lr: float = 3e-4
+) -> list[float]:
+    """The measure each step's batch scored, over STEPS GRPO steps from the taught model (with `lora`: of
+    LoRA adapters on it, the base weights frozen)."""
     tokenizer, model = taught
     cfg = Config(
         task="letter",
@@ -97,14 +102,15 @@ def train_curve(taught, tmp_path, reward: str) -> list[float]:
         micro_batch_size=16,
         max_new_tokens=32,
         max_prompt_tokens=128,
-        lr=3e-4,
+        lr=lr,
         beta=0.0,
         scorer="policy",  # the toy's answer follows the policy's own reasoning; there is no reference
         min_reasoning_tokens=0,  # the toy's reasoning is three letters
         seed=0,
         out_dir=str(tmp_path),
     )
-    trainer = Trainer(cfg, copy.deepcopy(model), None, tokenizer, LetterTask())
+    policy = copy.deepcopy(model) if lora is None else add_adapters(copy.deepcopy(model), lora)
+    trainer = Trainer(cfg, policy, None, tokenizer, LetterTask())
     # the rule run's reward is its rule; the logprob run's is log P(gold | p, r) per gold token, read
     # before the batch's min-max (which rescales every batch to [0, 1] and so cannot rise)
     measure = "right_mean" if reward == "rule" else "logprob_per_token_mean"
@@ -114,6 +120,13 @@ def train_curve(taught, tmp_path, reward: str) -> list[float]:
 @pytest.mark.parametrize("reward, gain", [("rule", 0.4), ("logprob", 1.5)])
 def test_grpo_raises_the_reward(taught, tmp_path, reward, gain):
     curve = train_curve(taught, tmp_path, reward)
+    start, end = curve[0], sum(curve[-5:]) / 5
+    assert end > start + gain, [round(x, 3) for x in curve]
+
+
+@pytest.mark.parametrize("reward, gain", [("rule", 0.4), ("logprob", 1.5)])
+def test_grpo_raises_the_reward_of_lora_adapters(taught, tmp_path, reward, gain):
+    curve = train_curve(taught, tmp_path, reward, lora=LoraOptions(rank=4, alpha=8.0), lr=LORA_LR)
     start, end = curve[0], sum(curve[-5:]) / 5
     assert end > start + gain, [round(x, 3) for x in curve]
 

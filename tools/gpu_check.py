@@ -21,6 +21,8 @@ float32 weights, bf16 autocast on a GPU with bf16 (`grpo.precision`).
     poster_step       `--preset poster` (parse_config, Trainer.step: what train.py runs, without writing
                       20 GB of checkpoints): 2 steps of 16 prompts × G 4 × 1,024 tokens; seconds per
                       phase, peak GPU memory, the share of weights that moved, every loss finite
+    lora_step         the same step with --lora-rank 16: only the adapters move, the reference is the
+                      policy with its adapters off; trainable weights, AdamW bytes and the peak beside it
     nccl              2 ranks, an all-reduce, where there are 2 GPUs
 
 --dry-run runs every part on the CPU at a tiny shape (2 layers, 2 prompts × G 2 × 8 tokens; flex attention
@@ -421,6 +423,47 @@ def part_poster_step(check: Check) -> dict:
     }
 
 
+def part_lora_step(check: Check) -> dict:
+    """One --preset poster step with --lora-rank 16 (tiny in a dry run): the reference is the policy with
+    its adapters off, so there is no second copy; only the adapters move; the peak memory beside the full
+    fine-tuning step's (poster_step)."""
+    from grpo.config import parse_config
+    from grpo.lora import LoraOptions, add_adapters
+    from grpo.trainer import Trainer
+    from tasks import task_for
+
+    argv = ["--preset", "poster", "--task", "math", "--reward", "logprob", "--steps", "1", "--lora-rank", "16",
+            "--lr", "1e-5", "--device", str(check.device), "--out-dir", tempfile.mkdtemp()]  # fmt: skip
+    if check.dry_run:
+        argv += ["--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--lr", "1e-3"]
+    config = parse_config(argv)
+    check.release()
+    free(check.device)
+    policy = add_adapters(check.new_model(seed=0), LoraOptions.of(config))
+    before = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    trainer = Trainer(config, policy, None, check.tokenizer, task_for(config, device=str(check.device)))
+    result = trainer.step()
+    changed = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
+    adapters = {n for n, p in policy.named_parameters() if p.requires_grad}
+    finite = all(math.isfinite(x) for x in result.losses + result.grad_norms)
+    optimizer_bytes = sum(
+        v.numel() * v.element_size() for st in trainer.optimizer.state.values() for v in st.values()
+    )
+    out = {
+        "ok": finite and bool(changed) and changed <= adapters,
+        "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+        "trainable": sum(p.numel() for p in trainer.trainable),
+        "parameters": sum(p.numel() for p in policy.parameters()),
+        "only_adapters_moved": changed <= adapters,
+        "optimizer_bytes": optimizer_bytes,
+        "peak_memory_gib": peak_gib(check.device),
+        "every_loss_finite": finite,
+    }
+    del trainer, policy, before
+    free(check.device)
+    return out
+
+
 def _nccl_rank(rank: int, world: int, port: int, out: str) -> None:
     import os
 
@@ -456,6 +499,7 @@ PARTS = {
     "decode": part_decode,
     "stale_weights": part_stale_weights,
     "poster_step": part_poster_step,
+    "lora_step": part_lora_step,
     "nccl": part_nccl,
 }
 
