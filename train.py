@@ -73,7 +73,7 @@ def run(argv: list[str] | None = None) -> Config:
 
     from pathlib import Path
 
-    from grpo.checkpoint import MODEL_DIR, resumable_checkpoint, truncate_jsonl
+    from grpo.checkpoint import MODEL_DIR, SHARDED_DIR, resumable_checkpoint, truncate_jsonl
     from grpo.distributed import barrier, setup
     from grpo.lora import LoraOptions
     from grpo.models import enable_activation_checkpointing, load_models, pick_device
@@ -83,6 +83,11 @@ def run(argv: list[str] | None = None) -> Config:
     from tasks import task_for
 
     world, device = setup(config.device)  # torchrun: join the process group; one process: a world of 1
+    if config.fsdp and world.size < 2:
+        raise UsageError(
+            "--fsdp shards the model over torchrun's processes: start it as torchrun --nproc-per-node N train.py "
+            "--fsdp … with N ≥ 2"
+        )
     say = (lambda text: print(text, file=sys.stderr)) if world.is_main else (lambda text: None)
     if config.micro_batch_size % config.group_size:
         say(
@@ -146,7 +151,7 @@ def run(argv: list[str] | None = None) -> Config:
         kind = f"reference: {'frozen copy' if reference is not None else 'none (β = 0)'}"
     say(
         f"policy {config.model} on {policy.device} in {policy.dtype}{' with bf16 autocast' if mixed_precision else ''} "
-        f"× {world.size} process(es); {kind}; writing to {out_dir}"
+        f"× {world.size} process(es){', sharded (FSDP2)' if config.fsdp else ''}; {kind}; writing to {out_dir}"
     )
     if config.gradient_checkpointing:
         enable_activation_checkpointing(policy)
@@ -154,7 +159,12 @@ def run(argv: list[str] | None = None) -> Config:
         reference.to(config.reference_device)
     trainer = Trainer(config, policy, reference, tokenizer, task, world)
     if resume_from is not None:
-        trainer.load_state_dict(state)
+        shards = resume_from / SHARDED_DIR
+        if config.fsdp and not (shards / ".metadata").is_file():  # torch.distributed.checkpoint's index
+            raise UsageError(
+                f"{resume_from} has no complete {SHARDED_DIR}/ (the FSDP shards of its weights and AdamW state)"
+            )
+        trainer.load_state_dict(state, sharded=shards if config.fsdp else None)
         if world.is_main:
             for name in ("metrics.jsonl", "samples.jsonl"):
                 truncate_jsonl(out_dir / name, trainer.step_index)

@@ -3,6 +3,8 @@
 A checkpoint is a directory `RUN_DIR/checkpoints/step-00000042/` holding
     model/               the policy in Hugging Face format (safetensors); with LoRA, its adapters in PEFT's
     trainer_state.pt     optimizer, scheduler, every RNG state, step and data position
+    sharded/             FSDP only: each rank's shards of the weights and of AdamW's state (whose
+                         trainer_state.pt then holds no optimizer), read back by as many ranks
 It is written into a hidden temporary directory and renamed into place (a rename is atomic), so a
 directory named `step-*` is always complete; a crash mid-save leaves only a `.step-*` directory, which
 is ignored and cleaned up by the next save. Only the newest `keep` checkpoints are kept.
@@ -22,6 +24,9 @@ import torch
 
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
+SHARDED_DIR = (
+    "sharded"  # FSDP: every rank's shards of the weights and AdamW state (torch.distributed.checkpoint)
+)
 _NAME = re.compile(r"step-(\d{8})")
 
 
@@ -85,15 +90,39 @@ def as_umask_allows(root: Path) -> None:
             path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def write_checkpoint(run_dir: Path, step: int, policy, tokenizer, state: dict, keep: int) -> Path:
+def shards_dir(run_dir: Path, step: int) -> Path:
+    """Where every rank of an FSDP run writes its shards of a checkpoint, before rank 0 moves them into it."""
+    return Path(run_dir) / "checkpoints" / f".shards-step-{step:08d}"
+
+
+def write_checkpoint(
+    run_dir: Path,
+    step: int,
+    policy,
+    tokenizer,
+    state: dict,
+    keep: int,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """`weights` (FSDP: the policy gathered whole) are saved as the model instead of `policy.save_pretrained`;
+    the shards the ranks wrote to `shards_dir` (FSDP) move into the checkpoint as `sharded/`."""
+    from grpo.models import save_as_model, unwrapped
+
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".step-*"):  # left by a save that crashed
-        shutil.rmtree(stale, ignore_errors=True)
+    shards = shards_dir(run_dir, step)
+    for stale in [*root.glob(".step-*"), *root.glob(".shards-step-*")]:  # left by a save that crashed
+        if stale != shards:
+            shutil.rmtree(stale, ignore_errors=True)
     target = root / f"step-{step:08d}"
     with atomic_directory(target) as tmp:
-        policy.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)
-        tokenizer.save_pretrained(tmp / MODEL_DIR)
+        if weights is None:
+            policy.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)
+            tokenizer.save_pretrained(tmp / MODEL_DIR)
+        else:
+            save_as_model(unwrapped(policy), weights, tokenizer, tmp / MODEL_DIR)
+        if shards.is_dir():
+            os.replace(shards, tmp / SHARDED_DIR)
         torch.save(state, tmp / STATE_FILE)
     for _, old in checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

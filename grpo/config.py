@@ -61,6 +61,8 @@ class Config:
     """Run the forward passes of the rollout, the reference and the update under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision); the logprob reward is always scored in float32. Default: on for --dtype auto on a CUDA GPU that supports bf16, off elsewhere. On CPUs it is faster only with AVX512-BF16 or AMX (`make bench` measures it)."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of storing them: far less memory for long completions, about a third more update time."""
+    fsdp: bool = False
+    """Under torchrun: shard the weights, gradients and AdamW state over the processes with PyTorch's FSDP2 (`fully_shard` on each decoder layer and the root) instead of copying them to every one (DDP); each rank holds about 1/N. The rollout and the scoring passes gather the whole model once per phase (one full copy per rank while they run). Checkpoints hold the shards (torch.distributed.checkpoint) and resume with as many processes. Not with --lora-rank."""
     reference_device: str | None = None
     """Keep the frozen reference on another device (e.g. cpu) to free GPU memory, at the cost of a slower reference pass. Default: the policy's device. With --beta 0 no reference is loaded at all."""
 
@@ -371,6 +373,19 @@ def validate(config: Config) -> None:
         ),
         (config.lora_alpha is None or 0 < config.lora_alpha < math.inf, "--lora-alpha must be a number > 0"),
         (0 <= config.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
+        (
+            not (config.fsdp and config.lora_rank > 0),
+            "--fsdp shards a full fine-tuning; with --lora-rank the trained state is small already (not both)",
+        ),
+        (
+            not (config.fsdp and config.eval_every),
+            "--eval-every evaluates on rank 0 alone, and an FSDP rank holds half a model: evaluate the checkpoints "
+            "with evaluate.py instead",
+        ),
+        (
+            not (config.fsdp and config.reference_device),
+            "--fsdp shards the reference with the policy; --reference-device cannot move it",
+        ),
         (
             not (config.lora_rank > 0 and config.reference_device),
             "--reference-device moves the reference copy, and a LoRA run has none (its reference is the "

@@ -190,6 +190,9 @@ class TokenLogprobs(torch.nn.Module):
     def forward(
         self, input_ids, attention_mask, start: int, temperature: float = 1.0, group_size: int = 1
     ) -> torch.Tensor:
-        return token_logprobs(
+        logp = token_logprobs(
             self.model, input_ids, attention_mask, start, temperature=temperature, group_size=group_size
         )
+        # a copy, not the view token_logprobs returns: FSDP hooks the backward of this module's output, and
+        # warns that an in-place op on a view would skip it (N × T numbers, nothing to a step)
+        return logp.clone()

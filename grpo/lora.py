@@ -139,17 +139,6 @@ def merged_state_dict(policy) -> dict[str, torch.Tensor]:
 
 def save_merged(policy, tokenizer, path: Path) -> None:
     """One plain Hugging Face model at `path`: the policy's adapters merged into its weights, float32."""
-    from transformers import AutoModelForCausalLM
+    from grpo.models import save_as_model
 
-    base = policy.get_base_model()
-    state = merged_state_dict(policy)
-    with torch.device("meta"):  # the architecture only: the weights come from `state`
-        plain = AutoModelForCausalLM.from_config(base.config, dtype=torch.float32)
-    plain.load_state_dict(state, assign=True, strict=False)
-    plain.tie_weights()
-    missing = [k for k, v in plain.state_dict().items() if v.is_meta]
-    if missing:
-        raise RuntimeError(f"merging the adapters left {len(missing)} weights unset, e.g. {missing[0]}")
-    plain.generation_config = base.generation_config
-    plain.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
+    save_as_model(policy.get_base_model(), merged_state_dict(policy), tokenizer, path)

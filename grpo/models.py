@@ -177,6 +177,26 @@ def load_models(
     return policy, reference, tokenizer
 
 
+def save_as_model(like, state: dict[str, torch.Tensor], tokenizer, path: Path) -> None:
+    """A plain Hugging Face model at `path` with `like`'s architecture and generation config and the weights
+    `state` (whole tensors, e.g. on the CPU): for a policy whose own save_pretrained cannot write them (a
+    sharded one, or LoRA adapters to be merged in). The model is built on the meta device, so no weights are
+    allocated besides `state`'s."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        dtype = next(v.dtype for v in state.values() if v.is_floating_point())
+        plain = AutoModelForCausalLM.from_config(like.config, dtype=dtype)
+    plain.load_state_dict(state, assign=True, strict=False)
+    plain.tie_weights()
+    missing = [k for k, v in plain.state_dict().items() if v.is_meta]
+    if missing:
+        raise RuntimeError(f"{len(missing)} weights have no value to save, e.g. {missing[0]}")
+    plain.generation_config = like.generation_config
+    plain.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+
+
 def unwrapped(model):
     """The transformers model under a PEFT wrapper (the model itself when there is none)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from grpo.checkpoint import MODEL_DIR, atomic_directory, write_checkpoint
+from grpo.checkpoint import MODEL_DIR, atomic_directory, shards_dir, write_checkpoint
 from grpo.config import UsageError
 from grpo.distributed import all_gather, all_sum, barrier, gather_objects
 from grpo.evaluation import evaluate_model
+from grpo.fsdp import full_state_dict, save_sharded
 from grpo.lora import ADAPTER_DIR, save_merged
 from grpo.trainer import StepResult, Trainer
 
@@ -325,14 +326,20 @@ def held_out_evaluation(trainer: Trainer) -> dict:
 
 def checkpoint(trainer: Trainer) -> None:
     state = trainer.state_dict()  # every rank takes part: the RNG states are gathered
+    run_dir, weights = Path(trainer.config.out_dir), None
+    if trainer.fsdp:  # every rank writes its shards, then the policy is gathered whole on rank 0
+        save_sharded(shards_dir(run_dir, trainer.step_index), trainer.logprobs, trainer.optimizer)
+        weights = full_state_dict(trainer.logprobs, prefix="model.")
+        barrier()
     if trainer.world.is_main:
         write_checkpoint(
-            Path(trainer.config.out_dir),
+            run_dir,
             trainer.step_index,
             trainer.policy,
             trainer.tokenizer,
             state,
             trainer.config.keep_checkpoints,
+            weights=weights,
         )
     barrier()
 

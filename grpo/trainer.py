@@ -23,12 +23,14 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from grpo.advantages import group_advantages
 from grpo.config import Config, UsageError, use_reasoning_mask
 from grpo.distributed import World, all_sum, gather_objects
+from grpo.fsdp import gathered, load_sharded, local, shard
 from grpo.logprobs import TokenLogprobs, batched_token_logprobs
 from grpo.lora import adapters_off, is_adapted
 from grpo.loss import LossStats, grpo_loss, microbatch_weight
@@ -91,15 +93,24 @@ class Trainer:
         self.lora = is_adapted(policy)
         if self.lora and reference is not None:
             raise ValueError("a LoRA policy is its own reference (its adapters off): pass reference=None")
-        # what AdamW updates: every weight, or with LoRA the adapters only (the base weights are frozen)
-        self.trainable = [p for p in policy.parameters() if p.requires_grad]
         if config.prompts_per_step % world.size:
             raise ValueError(
                 f"--prompts-per-step {config.prompts_per_step} must be a multiple of the {world.size} processes"
             )
-        # DDP averages gradients of what runs inside its wrapped module's forward: the policy's log-probs
+        # DDP averages gradients of what runs inside its wrapped module's forward: the policy's log-probs.
+        # FSDP reduce-scatters them itself, and this module is its root (grpo.fsdp.shard says why)
         self.logprobs = TokenLogprobs(policy)
-        if world.size > 1:
+        self.fsdp = config.fsdp
+        if self.fsdp:  # before the optimizer: AdamW's state takes the shards' shape
+            if world.size < 2 or self.lora:
+                raise ValueError("--fsdp shards a full fine-tuning over 2 or more torchrun processes")
+            shard(policy, root=self.logprobs)
+            if reference is not None:
+                self.reference_root = TokenLogprobs(reference)  # (only to be the root of its shards)
+                shard(reference, root=self.reference_root)
+        # what AdamW updates: every weight, or with LoRA the adapters only (the base weights are frozen)
+        self.trainable = [p for p in policy.parameters() if p.requires_grad]
+        if world.size > 1 and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
             self.logprobs = DistributedDataParallel(self.logprobs)
@@ -108,7 +119,7 @@ class Trainer:
         self.device = next(policy.parameters()).device
         # mixed precision (the GPU default): float32 weights and AdamW state, forward passes in bf16
         self.mixed_precision = training_precision(config.dtype, config.autocast, self.device)[1]
-        lost = lost_update_fraction(self.trainable, config.lr)
+        lost = lost_update_fraction([local(p) for p in self.trainable], config.lr)
         if lost > 0.5:
             warnings.warn(
                 f"at --lr {config.lr:g}, an AdamW step (about lr per weight) rounds away for {lost:.0%} of "
@@ -151,7 +162,7 @@ class Trainer:
         prompts = [self.prompt_ids(ex) for ex in examples]
         rows = [ex for ex in examples for _ in range(G)]  # (N,) completion i answers rows[i]
         # 1. rollout: G completions per prompt, sampled from the current policy
-        with self.phase("rollout", seconds), self.autocast(self.policy):
+        with self.phase("rollout", seconds), self.whole(self.policy), self.autocast(self.policy):
             self.policy.eval()
             out = rollout(
                 self.policy,
@@ -180,7 +191,7 @@ class Trainer:
             if c.reward == "rule":
                 rewards, parts = torch.tensor([r.total for r in scored], dtype=torch.float32), rule_parts
             else:  # R_i = w_lp · norm(log P(gold | prompt, reasoning_i)) + w_fmt · format_i, in float32
-                with self.scorer() as scorer:
+                with self.scorer() as scorer, self.whole(scorer):
                     rewards, parts = logprob_rewards(
                         scorer,
                         self.tokenizer,
@@ -203,9 +214,12 @@ class Trainer:
             loss_mask = span_mask if use_reasoning_mask(c) else out.completion_mask  # (N, C)
             ref_logp = None
             if c.beta > 0:
-                with self.reference_model() as reference:
+                with self.reference_model() as reference, self.whole(reference):
                     ref_logp = self.sampled_logprobs(reference, out)
-            old_logp = self.sampled_logprobs(self.policy, out) if c.mu > 1 else None
+            old_logp = None
+            if c.mu > 1:
+                with self.whole(self.policy):
+                    old_logp = self.sampled_logprobs(self.policy, out)
 
         # 5. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches,
         # each forward under its own autocast block (policy_update)
@@ -263,7 +277,7 @@ class Trainer:
                     rows = slice(i, i + c.micro_batch_size)
                     # gradients are exchanged once, on the last micro-batch
                     sync = i == starts[-1] or self.world.size == 1
-                    with contextlib.nullcontext() if sync else self.logprobs.no_sync():
+                    with self.gradient_sync(sync):
                         logp = self.logprobs(
                             input_ids[rows], attention_mask[rows], start, temperature, group_size=c.group_size
                         )  # (mb, C): each group's prompt runs once
@@ -324,6 +338,20 @@ class Trainer:
             )
 
     # ------------------------------------------------------------ what the step uses
+
+    def whole(self, model):
+        """A block in which `model`'s sharded parameters stay gathered (FSDP; nothing otherwise): the rollout
+        and the scoring passes run a forward per token, and gather each layer once for all of them."""
+        if not self.fsdp:
+            return contextlib.nullcontext()
+        return gathered(self.logprobs if model is self.policy else self.reference_root)
+
+    def gradient_sync(self, sync: bool):
+        """A block whose backward exchanges the gradients between ranks (`sync`) or only accumulates them."""
+        if self.fsdp:
+            self.logprobs.set_requires_gradient_sync(sync)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if sync else self.logprobs.no_sync()
 
     @contextlib.contextmanager
     def reference_model(self):
@@ -418,7 +446,8 @@ class Trainer:
             "data_rng": self.data_rng.getstate(),
             "skipped_long_prompts": self.skipped_long_prompts,
             "skipped_updates": self.skipped_updates,
-            "optimizer": self.optimizer.state_dict(),
+            # FSDP: AdamW's state is sharded, and saved apart, one file per rank (grpo.fsdp.save_sharded)
+            "optimizer": None if self.fsdp else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             # one entry per rank: each samples with its own generator
             "rank_rng": gather_objects(
@@ -430,7 +459,9 @@ class Trainer:
             ),
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, sharded: Path | None = None) -> None:
+        """`sharded`: with FSDP, the checkpoint's `sharded/` directory, whose shards of the weights and of
+        AdamW's state every rank reads back (the run must have as many ranks as the one that wrote it)."""
         if any(i >= len(self.train_examples) for i in state["order"]):
             raise UsageError(
                 f"the checkpoint's place in the data does not fit the {len(self.train_examples)} training examples "
@@ -441,13 +472,20 @@ class Trainer:
         self.data_rng.setstate(state["data_rng"])
         self.skipped_long_prompts = state["skipped_long_prompts"]
         self.skipped_updates = state.get("skipped_updates", 0)  # (checkpoints written before it: 0)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if len(state["rank_rng"]) != self.world.size:
             raise ValueError(
                 f"the checkpoint was written by {len(state['rank_rng'])} processes; resume it with as many, "
                 f"not {self.world.size} (each rank's sampler state is restored exactly)"
             )
+        if self.fsdp:
+            if sharded is None:
+                raise ValueError(
+                    "an FSDP run resumes from its checkpoint's shards: pass sharded=CHECKPOINT/sharded"
+                )
+            load_sharded(sharded, self.logprobs, self.optimizer)
         mine = state["rank_rng"][self.world.rank]
         torch.set_rng_state(mine["torch_rng"])
         if mine["cuda_rng"] is not None and torch.cuda.is_available():

@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 
 from grpo.config import Config
 from grpo.distributed import World, all_gather
+from grpo.fsdp import full_state_dict, local_bytes
 from grpo.trainer import Trainer
 
 N, LENGTH, START = 8, 20, 8  # 8 completions of 12 tokens after an 8-token prompt
@@ -31,7 +32,9 @@ def fixed_batch(shared_prompts: bool = False) -> dict:
     }
 
 
-def update(rank: int, world: World, aggregation: str, shared_prompts: bool = False) -> dict:
+def update(
+    rank: int, world: World, aggregation: str, shared_prompts: bool = False, fsdp: bool = False
+) -> dict:
     from conftest import make_float64_model, make_tokenizer
     from test_trainer import EchoTask
 
@@ -39,7 +42,8 @@ def update(rank: int, world: World, aggregation: str, shared_prompts: bool = Fal
     policy = make_float64_model(tokenizer, seed=0)  # float64: see the test's tolerance
     config = Config(task="echo", prompts_per_step=2, micro_batch_size=2, beta=0.1, lr=1e-2,
                     group_size=2 if shared_prompts else 4,
-                    loss_aggregation=aggregation, max_new_tokens=LENGTH - START, out_dir="unused")  # fmt: skip
+                    loss_aggregation=aggregation, max_new_tokens=LENGTH - START, out_dir="unused",
+                    fsdp=fsdp)  # fmt: skip
     # required with β > 0; the test hands ref_logp in directly
     reference = make_float64_model(tokenizer, seed=0)
     trainer = Trainer(config, policy, reference, tokenizer, EchoTask(), world)
@@ -56,32 +60,50 @@ def update(rank: int, world: World, aggregation: str, shared_prompts: bool = Fal
         b["ref_logp"][rows],
         None,
     )
-    return {k: v.detach().clone() for k, v in policy.state_dict().items()}
+    # what this rank holds: parameters, gradients and AdamW's state (an FSDP rank: its shards)
+    optimizer_state = [v for state in trainer.optimizer.state.values() for v in state.values()]
+    held = local_bytes(trainer.trainable) + local_bytes(p.grad for p in trainer.trainable)
+    held += local_bytes(optimizer_state)
+    # FSDP: gathered whole on rank 0 (the others get nothing)
+    weights = full_state_dict(trainer.logprobs, prefix="model.") if fsdp else policy.state_dict()
+    return {"weights": {k: v.detach().clone() for k, v in weights.items()}, "bytes": held}
 
 
-def worker(rank: int, init_file: str, out_file: str, aggregation: str, shared_prompts: bool) -> None:
+def worker(
+    rank: int, init_file: str, out_file: str, aggregation: str, shared_prompts: bool, fsdp: bool
+) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        state = update(rank, World(rank, 2), aggregation, shared_prompts)
-        if rank == 0:
-            torch.save(state, out_file)
+        result = update(rank, World(rank, 2), aggregation, shared_prompts, fsdp)
+        torch.save(result, f"{out_file}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.parametrize(
-    "aggregation, shared_prompts", [("sequence", False), ("token", False), ("token", True)]
-)
-def test_two_processes_update_like_one(tmp_path, aggregation, shared_prompts):
+    "aggregation, shared_prompts, fsdp",
+    [("sequence", False, False), ("token", False, False), ("token", True, False), ("token", True, True),
+     ("sequence", False, True)],
+    ids=["ddp-sequence", "ddp-token", "ddp-token-shared", "fsdp-token-shared", "fsdp-sequence"],
+)  # fmt: skip
+def test_two_processes_update_like_one(tmp_path, aggregation, shared_prompts, fsdp):
     single = update(0, World(), aggregation, shared_prompts)
     mp.spawn(
         worker,
-        args=(str(tmp_path / "init"), str(tmp_path / "state.pt"), aggregation, shared_prompts),
+        args=(str(tmp_path / "init"), str(tmp_path / "state.pt"), aggregation, shared_prompts, fsdp),
         nprocs=2,
         join=True,
     )
-    double = torch.load(tmp_path / "state.pt")
+    ranks = [torch.load(tmp_path / f"state.pt.{rank}") for rank in range(2)]
+    double = ranks[0]["weights"]
+    # DDP: every rank holds all of it; FSDP2: each rank its half, and a few small tensors whole
+    for result in ranks:
+        assert result["bytes"] <= (0.55 if fsdp else 1.0) * single["bytes"], (
+            result["bytes"],
+            single["bytes"],
+        )
+    single = single["weights"]
     from conftest import make_float64_model, make_tokenizer
 
     before = make_float64_model(make_tokenizer(), seed=0).state_dict()
