@@ -191,9 +191,9 @@ SIGTERM_MID_SAVE = """
 import os, signal, sys
 import grpo.checkpoint, grpo.run, train
 write = grpo.checkpoint.write_checkpoint
-def write_and_be_stopped(run_dir, step, policy, tokenizer, state, keep):
+def write_and_be_stopped(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)  # arrives while the last checkpoint is being written
-    return write(run_dir, step, policy, tokenizer, state, keep)
+    return write(*args, **kwargs)
 grpo.run.write_checkpoint = write_and_be_stopped
 sys.exit(train.main(sys.argv[1:]))
 """
