@@ -56,12 +56,6 @@ def shard(model, root: torch.nn.Module) -> None:
     root.reshard()  # a root keeps its parameters gathered after its forward; the optimizer needs the shards
 
 
-def is_sharded(model) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
 def _fsdp_modules(model) -> list:
     from torch.distributed.fsdp import FSDPModule
 
@@ -117,8 +111,3 @@ def load_sharded(path: Path, model, optimizer) -> None:
 def local(t: torch.Tensor) -> torch.Tensor:
     """This rank's part of `t`: a DTensor's local shard, a plain tensor itself."""
     return t.to_local() if hasattr(t, "to_local") else t
-
-
-def local_bytes(tensors) -> int:
-    """Bytes this rank holds of `tensors`: a DTensor's local shard, a plain tensor whole."""
-    return sum(local(t).numel() * local(t).element_size() for t in tensors if isinstance(t, torch.Tensor))

@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 ADAPTER_DIR = "adapter"  # final/adapter: the adapters beside the merged model
-ADAPTER_CONFIG = "adapter_config.json"  # what PEFT writes beside the adapter weights
 INSTALL = "pip install -e '.[lora]'"
 
 

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from grpo.config import Config
 from grpo.distributed import World, all_gather
-from grpo.fsdp import full_state_dict, local_bytes
+from grpo.fsdp import full_state_dict, local
 from grpo.trainer import Trainer
 
 N, LENGTH, START = 8, 20, 8  # 8 completions of 12 tokens after an 8-token prompt
@@ -30,6 +30,11 @@ def fixed_batch(shared_prompts: bool = False) -> dict:
         "loss_mask": loss_mask,
         "ref_logp": -torch.rand(N, LENGTH - START, generator=g) * 5,
     }
+
+
+def local_bytes(tensors) -> int:
+    """Bytes this rank holds of `tensors`: a DTensor's local shard, a plain tensor whole."""
+    return sum(local(t).numel() * local(t).element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def update(
