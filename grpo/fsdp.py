@@ -14,11 +14,11 @@ What this file decides:
   layer once for the whole phase and reshards after it; during it the rank holds the whole model once
   (the memory of one unsharded copy, the price of a rollout at decode speed).
 - Precision: parameters are gathered in their own dtype (float32 master weights) and the forward passes
-  run under the run's bf16 autocast, as without FSDP; gradients are reduced in float32 (bf16 weights' too). Gathering in
-  float32 moves twice the bytes of bf16, once per phase thanks to `gathered`, and keeps the logprob reward
-  scored with float32 weights (`grpo.precision`).
+  run under the run's bf16 autocast, as without FSDP; gradients are reduced in float32 (bf16 weights' too).
+  Gathering in float32 moves twice the bytes of bf16, once per phase thanks to `gathered`, and keeps the
+  logprob reward scored with float32 weights (`grpo.precision`).
 - The gradients of micro-batches are accumulated locally and reduce-scattered once, on the last micro-batch
-  (`gradient_sync`, as DDP's no_sync).
+  (`Trainer.gradient_sync`, as DDP's no_sync).
 - Checkpoints: the sharded parameters and AdamW state, one file per rank through
   `torch.distributed.checkpoint` (`save_sharded` / `load_sharded`), resumed with the same number of ranks;
   the final model is gathered into one Hugging Face directory on rank 0 (`full_state_dict`).
@@ -38,9 +38,9 @@ def shard(model, root: torch.nn.Module) -> None:
     """fully_shard every decoder layer of `model`, then `root` with what is left (the embeddings, the final
     norm, the output projection); parameters become sharded DTensors. `root` is a `TokenLogprobs` of `model`:
     the module whose forward the training pass calls (it runs the decoder and the output projection apart,
-    so the model's own forward is never called), so that its hooks gather those parameters. Gradients of
-    float32 weights are reduced in float32, of bf16 ones in float32 too; parameters are gathered in their own
-    dtype (the module docstring says why)."""
+    so the model's own forward is never called), so that its hooks gather those parameters. Gradients are
+    reduced in float32 for bf16 weights and in the weights' own dtype otherwise; parameters are gathered in
+    their own dtype (the module docstring says why)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     half = next(model.parameters()).dtype in (torch.bfloat16, torch.float16)

@@ -9,8 +9,9 @@ import torch.multiprocessing as mp
 
 from grpo.config import Config
 from grpo.distributed import World, all_gather
-from grpo.fsdp import full_state_dict, local
+from grpo.fsdp import full_state_dict
 from grpo.trainer import Trainer
+from tools.bench_memory import tensor_bytes
 
 N, LENGTH, START = 8, 20, 8  # 8 completions of 12 tokens after an 8-token prompt
 
@@ -30,11 +31,6 @@ def fixed_batch(shared_prompts: bool = False) -> dict:
         "loss_mask": loss_mask,
         "ref_logp": -torch.rand(N, LENGTH - START, generator=g) * 5,
     }
-
-
-def local_bytes(tensors) -> int:
-    """Bytes this rank holds of `tensors`: a DTensor's local shard, a plain tensor whole."""
-    return sum(local(t).numel() * local(t).element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def update(
@@ -67,8 +63,8 @@ def update(
     )
     # what this rank holds: parameters, gradients and AdamW's state (an FSDP rank: its shards)
     optimizer_state = [v for state in trainer.optimizer.state.values() for v in state.values()]
-    held = local_bytes(trainer.trainable) + local_bytes(p.grad for p in trainer.trainable)
-    held += local_bytes(optimizer_state)
+    held = tensor_bytes(trainer.trainable) + tensor_bytes(p.grad for p in trainer.trainable)
+    held += tensor_bytes(optimizer_state)
     # FSDP: gathered whole on rank 0 (the others get nothing)
     weights = full_state_dict(trainer.logprobs, prefix="model.") if fsdp else policy.state_dict()
     return {"weights": {k: v.detach().clone() for k, v in weights.items()}, "bytes": held}

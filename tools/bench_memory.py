@@ -36,7 +36,10 @@ SETUPS = ("full", "lora")
 
 
 def tensor_bytes(tensors) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    """Bytes this process holds of `tensors` (None and non-tensors skipped; a sharded DTensor: its local shard)."""
+    from grpo.fsdp import local
+
+    return sum(local(t).numel() * local(t).element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def measure(setup: str, model: str, lora_rank: int, device: str) -> dict:

@@ -431,6 +431,7 @@ def part_lora_step(check: Check) -> dict:
     from grpo.lora import LoraOptions, add_adapters
     from grpo.trainer import Trainer
     from tasks import task_for
+    from tools.bench_memory import tensor_bytes
 
     argv = ["--preset", "poster", "--task", "math", "--reward", "logprob", "--steps", "1", "--lora-rank", "16",
             "--lr", "1e-5", "--device", str(check.device), "--out-dir", tempfile.mkdtemp()]  # fmt: skip
@@ -446,9 +447,7 @@ def part_lora_step(check: Check) -> dict:
     changed = {n for n, p in policy.named_parameters() if not torch.equal(p, before[n])}
     adapters = {n for n, p in policy.named_parameters() if p.requires_grad}
     finite = all(math.isfinite(x) for x in result.losses + result.grad_norms)
-    optimizer_bytes = sum(
-        v.numel() * v.element_size() for st in trainer.optimizer.state.values() for v in st.values()
-    )
+    optimizer_bytes = tensor_bytes(v for st in trainer.optimizer.state.values() for v in st.values())
     out = {
         "ok": finite and bool(changed) and changed <= adapters,
         "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
