@@ -63,8 +63,7 @@ def test_parse_config_defaults_are_the_dataclass_defaults():
     # out_dir is the one default filled in at parse time: a fresh, dated directory per run
     assert config.out_dir.startswith("runs/math-rule-")
     config.out_dir = None
-    # and Countdown on a CPU runs without the length guard (CPU_TASK_DEFAULTS)
-    assert config == Config(device="cpu", min_reasoning_tokens=0)
+    assert config == Config(device="cpu")
     assert (config.task, config.reward, config.group_size, config.lr) == ("math", "rule", 4, 1e-5)
     assert config.one_think is True and config.reasoning_mask is None and config.preset is None
 
@@ -81,21 +80,34 @@ def test_a_gpu_run_gets_the_poster_scale_unless_told_otherwise():
     assert parse_config(["--device", "cuda", "--preset", "poster"]).lr == 5e-7
 
 
+def test_a_logprob_run_on_a_cpu_gets_the_measured_recipe():
+    for task in ("math", "poetry"):
+        config = parse_config(["--device", "cpu", "--task", task, "--reward", "logprob"])
+        assert (config.lr, config.unclosed, config.scale_advantages) == (3e-5, "bar_early_answer", True)
+        assert config.min_reasoning_tokens == 16  # the length guard stays on
+    # each option can still be set on the command line; the jsonl task and a GPU run keep the class defaults
+    given = parse_config(["--device", "cpu", "--reward", "logprob", "--unclosed", "score", "--lr", "1e-5"])
+    assert (given.unclosed, given.lr, given.scale_advantages) == ("score", 1e-5, True)
+    jsonl = ["--device", "cpu", "--task", "jsonl", "--data", "x.jsonl", "--reward", "logprob"]
+    for argv in (jsonl, ["--device", "cuda", "--reward", "logprob"]):
+        config = parse_config(argv)
+        assert (config.unclosed, config.scale_advantages) == ("score", False)
+    # the poster's recipe is the poster's on a CPU too
+    poster = parse_config(["--device", "cpu", "--reward", "logprob", "--preset", "poster"])
+    assert (poster.unclosed, poster.scale_advantages, poster.min_reasoning_tokens, poster.lr) == (
+        "score",
+        False,
+        0,
+        5e-7,
+    )
+
+
 def test_poetry_on_a_cpu_trains_at_its_own_learning_rate():
     assert parse_config(["--device", "cpu", "--task", "poetry"]).lr == 3e-5
     assert parse_config(["--device", "cpu", "--task", "math"]).lr == 1e-5
     assert parse_config(["--device", "cpu", "--task", "poetry", "--lr", "2e-6"]).lr == 2e-6
     assert parse_config(["--device", "cuda", "--task", "poetry"]).lr == 1e-6
     assert parse_config(["--device", "cpu", "--task", "poetry", "--preset", "poster"]).lr == 5e-7
-
-
-def test_math_on_a_cpu_runs_without_the_length_guard():
-    assert parse_config(["--device", "cpu", "--task", "math"]).min_reasoning_tokens == 0
-    assert parse_config(["--device", "cpu", "--task", "poetry"]).min_reasoning_tokens == 16
-    jsonl = ["--device", "cpu", "--task", "jsonl", "--data", "d.jsonl", "--reward", "logprob"]
-    assert parse_config(jsonl).min_reasoning_tokens == 16
-    assert parse_config(["--device", "cuda", "--task", "math"]).min_reasoning_tokens == 16
-    assert parse_config(["--device", "cpu", "--min-reasoning-tokens", "16"]).min_reasoning_tokens == 16
 
 
 def test_flags_parse_into_their_fields():

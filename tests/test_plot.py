@@ -101,3 +101,49 @@ def test_a_one_step_run_draws_its_points(tmp_path, monkeypatch):
     (tmp_path / "metrics.jsonl").write_text(metrics_lines()[0] + "\n")
     assert plot.main([str(tmp_path), "--out", str(tmp_path / "plots")]) == 0
     assert markers and all(m == "o" for m in markers)
+
+
+def write_run(path, rows):
+    path.mkdir(parents=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the optional plot extra")
+def test_several_runs_one_figure_a_line_each(tmp_path, monkeypatch, capsys):
+    import matplotlib.axes
+
+    lines = []  # (label, values) of every line drawn, in order
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "plot",
+        lambda self, x, y, **kw: lines.append((kw.get("label"), list(y))) or original(self, x, y, **kw),
+    )
+    a = write_run(
+        tmp_path / "a", [{"step": s, "kl": 0.1 * s, "reasoning_tokens_mean": 60.0 + s} for s in (1, 2)]
+    )
+    b = write_run(tmp_path / "b", [{"step": s, "kl": s / 4} for s in (1, 2, 3)])
+    out = tmp_path / "docs" / "both.png"
+    assert plot.main([f"seed 5={a}", str(b), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    assert capsys.readouterr().out.strip() == str(out)
+    # two panels (reasoning tokens, then KL: RUN_SERIES's order), each with a line per run, labelled;
+    # b logged no reasoning length, so its line in that panel is empty
+    assert lines == [
+        ("seed 5", [61.0, 62.0]),
+        ("b", []),
+        ("seed 5", [0.1, 0.2]),
+        ("b", [0.25, 0.5, 0.75]),
+    ]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the optional plot extra")
+def test_several_runs_without_a_shared_series_or_with_a_missing_one(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [{"step": 1, "reward_mean": 0.5}])
+    b = write_run(tmp_path / "b", [{"step": 1, "loss": 0.5}])
+    assert plot.main([str(a), str(b), "--out", str(tmp_path)]) == 1
+    assert "none of the runs logged a series" in capsys.readouterr().err
+    assert not (tmp_path / "runs.png").exists()
+    assert plot.main([str(a), str(tmp_path / "nowhere")]) == 2
+    assert "nowhere/metrics.jsonl does not exist" in capsys.readouterr().err

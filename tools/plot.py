@@ -2,6 +2,7 @@
 
     python -m tools.plot runs/math-rule-20250101-120000            # rewards.png and training.png, in the run
     python -m tools.plot runs/math-rule-20250101-120000 --out plots/
+    python -m tools.plot "seed 5=runs/a" "seed 7=runs/b" --out runs.png   # several runs, one line each
 
 rewards.png has one panel per reward series: `reward` and every part the trainer logs as a `<part>_mean`
 with its `<part>_std` (format, equation, logprob, similarity, …), the mean as a line and mean ± std as a
@@ -10,6 +11,10 @@ has the named series that are present: format rate, KL to the reference, clip fr
 the fraction of groups with no reward spread, and the held-out figures, only logged on some steps: the score
 (`eval_score`) and the gold answer's log-prob per token after the sampled reasoning, both with their CI when
 `_low` and `_high` are logged too, and the reasoning gain per token.
+
+Given several runs (each `DIR` or `LABEL=DIR`), it draws one figure, `--out` (a .png path, or runs.png in a
+folder), with one line per run in each panel of RUN_SERIES that some run logged: the training-time figures
+to set runs side by side (the gold's log-prob per token, the scored reasoning's length and short share, KL).
 
 matplotlib is optional (`pip install 'logprob-grpo[plot]'`); it draws with the Agg backend, so no display
 is needed.
@@ -38,6 +43,15 @@ TRAINING_SERIES = (
     ("eval_score", "held-out score"),
     ("eval_gold_logprob_per_token", "held-out log P(gold | p, r) per token"),
     ("eval_reasoning_gain_per_token", "held-out reasoning gain per token"),
+)
+# (key, panel title), one line per run, when several runs are drawn together
+RUN_SERIES = (
+    ("logprob_per_token_mean", "log P(gold | p, r) per token (rollouts)"),
+    ("reasoning_tokens_mean", "scored reasoning (tokens)"),
+    ("reasoning_too_short_mean", "reasoning under the length guard"),
+    ("early_answer_mean", "answered before </think>"),
+    ("think_closed_mean", "</think> closed"),
+    ("kl", "KL(π_θ ‖ π_ref), k3 estimate"),
 )
 FEW = 30  # a series of this many points or fewer is drawn with a marker on each (one point is no line)
 # held-out series logged with their 95% CI (`_low`, `_high`), drawn as error bars
@@ -158,6 +172,33 @@ def plot_run(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str = "
     return written
 
 
+def plot_runs(
+    runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path, title: str = ""
+) -> Path | None:
+    """One figure of (label, rows) runs: a panel per RUN_SERIES key that some run logged, a line per run in
+    it. Returns the PNG's path, or None (nothing written) when no run logged any of them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [(key, label) for key, label in RUN_SERIES if any(series(rows, key)[0] for _, rows in runs)]
+    if not present:
+        return None
+    fig, axes = _grid(plt, len(present), title)
+    for ax, (key, label) in zip(axes, present, strict=True):
+        for name, rows in runs:
+            steps, values = series(rows, key)
+            ax.plot(steps, values, lw=1.2, marker="o" if 0 < len(steps) <= FEW else None, ms=2.5, label=name)
+        ax.set_title(label, fontsize=10)
+        _step_axis(ax, [row for _, rows in runs for row in rows])
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save(plt, fig, path)
+
+
 def _step_axis(ax, rows: Sequence[dict[str, Any]]) -> None:
     """The same step range on every panel, so that a sparse series (eval_score) lines up with the rest."""
     from matplotlib.ticker import MaxNLocator
@@ -178,21 +219,26 @@ def _save(plt, fig, path: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.plot", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="a run directory written by train.py (or its metrics.jsonl)")
-    parser.add_argument("--out", default=None, help="where the PNG files go (default: the run directory)")
+    parser.add_argument(
+        "run_dir",
+        nargs="+",
+        help="a run directory written by train.py (or its metrics.jsonl); several (DIR or LABEL=DIR): one figure",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="where the PNG files go (default: the run directory); with several runs, a .png path or a folder "
+        "for runs.png (default: runs.png here)",
+    )
     args = parser.parse_args(argv)
     if importlib.util.find_spec("matplotlib") is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 1
-    run = Path(args.run_dir)
-    metrics = run if run.is_file() else run / "metrics.jsonl"
-    if not metrics.is_file():
-        print(f"error: {metrics} does not exist (is {run} a run directory?)", file=sys.stderr)
-        return 2
-    rows = read_metrics(metrics)
-    if not rows:
-        print(f"error: {metrics} holds no metrics", file=sys.stderr)
-        return 1
+    if len(args.run_dir) > 1:
+        return _plot_several(args.run_dir, args.out)
+    metrics, rows, failed = _load(args.run_dir[0])
+    if failed:
+        return failed
     out_dir = Path(args.out) if args.out else metrics.parent
     written = plot_run(rows, out_dir, title=metrics.parent.name)
     if not written:
@@ -200,6 +246,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for path in written:
         print(path)
+    return 0
+
+
+def _load(spec: str) -> tuple[Path, list[dict[str, Any]], int]:
+    """(metrics.jsonl, its rows, 0), or an exit status (2: no such file, 1: no metrics) with the error said."""
+    run = Path(spec)
+    metrics = run if run.is_file() else run / "metrics.jsonl"
+    if not metrics.is_file():
+        print(f"error: {metrics} does not exist (is {run} a run directory?)", file=sys.stderr)
+        return metrics, [], 2
+    rows = read_metrics(metrics)
+    if not rows:
+        print(f"error: {metrics} holds no metrics", file=sys.stderr)
+        return metrics, [], 1
+    return metrics, rows, 0
+
+
+def _plot_several(specs: Sequence[str], out: str | None) -> int:
+    runs = []
+    for spec in specs:
+        label, _, where = spec.partition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
+        metrics, rows, failed = _load(where)
+        if failed:
+            return failed
+        runs.append((label or metrics.parent.name, rows))
+    path = Path(out or "runs.png")
+    if path.suffix.lower() != ".png":
+        path = path / "runs.png"
+    written = plot_runs(runs, path)
+    if written is None:
+        print("error: none of the runs logged a series this command plots together", file=sys.stderr)
+        return 1
+    print(written)
     return 0
 
 
