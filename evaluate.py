@@ -14,8 +14,9 @@ quantity --reward logprob trains. --compare pairs two reports of one task by exa
 score, every rule part and every log-prob figure, mean(A), mean(B) and the paired difference mean(B − A) with
 its 95% CI. Every figure there is higher-is-better, so B − A > 0 means B is better (an interval that excludes
 0 is a difference these examples support), except the rows marked "(not a score)": the scored reasoning's
-length, the share under 16 tokens and the share that answered before closing </think>, beside them because a
-likelihood gain that comes with shorter reasonings is the reasoning getting out of the way. Compare reports
+length, the share under 16 tokens, the share that answered before closing </think> and the share whose word
+trigrams are under half distinct, beside them because a likelihood gain that comes with shorter or emptier
+reasonings is the reasoning getting out of the way. Compare reports
 sampled with the same --seed, --temperature, --top-p and --max-new-tokens: the two runs then sample from one
 random stream, and the pairing removes more of the noise (different settings only warn).
 
@@ -36,6 +37,7 @@ from typing import Any
 
 from grpo.config import DType, OneLineErrorParser, TaskName, add_options
 from grpo.evaluation import (
+    REPETITIVE_TRIGRAMS,
     SHORT_REASONING_TOKENS,
     ComparisonError,
     build_report,
@@ -240,6 +242,7 @@ SHOWN_REASONING = {
     "reasoning_tokens": "scored reasoning, tokens",
     "reasoning_short": f"reasoning under {SHORT_REASONING_TOKENS} tokens",
     "early_answer": "answered before </think>",
+    "reasoning_repetitive": f"reasoning under {REPETITIVE_TRIGRAMS:.0%} distinct trigrams",
 }
 
 

@@ -24,9 +24,11 @@ from grpo.evaluation import (
     LIKELIHOOD_FIGURES,
     SplitOverlapError,
     build_report,
+    distinct_trigrams,
     evaluate_model,
     mean_ci,
     paired_difference,
+    repetition_figures,
     task_score,
 )
 from grpo.models import stop_token_ids
@@ -223,6 +225,8 @@ def test_likelihood_figures_are_the_gold_scores_of_the_same_completions(tokenize
     assert [f["reasoning_tokens"] for f in figures] == [int(n) for n in gold.reasoning_tokens.tolist()]
     assert [f["reasoning_short"] for f in figures] == [int(n < 16) for n in gold.reasoning_tokens.tolist()]
     assert [f["early_answer"] for f in figures] == [int(a) for a in gold.answered.tolist()]
+    for f, record in zip(figures, report["records"]):
+        assert f | repetition_figures(record["completion"]) == f  # the repetition of what was written
     for f, example in zip(figures, examples):
         assert f["gold_tokens"] == len(example.gold)  # the test tokenizer: one token per character
         assert f["gold_logprob_per_token"] == f["gold_logprob"] / f["gold_tokens"]
@@ -772,3 +776,54 @@ def test_compare_names_a_damaged_record_in_one_line(tmp_path, capsys, records, s
     assert evaluate.main(["--compare", *write_reports(tmp_path, good, bad)]) == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_distinct_trigrams_by_hand():
+    # "a b c a b c": abc, bca, cab, abc: 3 distinct of 4
+    assert distinct_trigrams("a b c a b c") == 0.75
+    assert distinct_trigrams("go go go go go") == 1 / 3  # ggg three times
+    assert (
+        distinct_trigrams("two words") == 1.0 and distinct_trigrams("") == 1.0
+    )  # no trigram: nothing repeated
+    assert distinct_trigrams("a  b\nc\ta b c") == 0.75  # words are split on any whitespace
+
+
+def test_repetition_is_of_the_scored_reasoning():
+    loop = " ".join(["I think"] * 10)  # 20 words, 18 trigrams, 2 distinct: 1/9
+    # closed: the reasoning ends at </think>, whatever follows
+    closed = repetition_figures(f"<think> a b c d </think> <answer>{loop}</answer>")
+    assert closed == {"reasoning_distinct_trigrams": 1.0, "reasoning_repetitive": 0}
+    # unclosed: up to its first answer tag, as the reward scores it; then the whole text
+    early = repetition_figures(f"<think> a b c d <answer> {loop}")
+    assert early == {"reasoning_distinct_trigrams": 1.0, "reasoning_repetitive": 0}
+    rambling = repetition_figures(f"<think>{loop}")  # "<think>I" think I think …: 18 trigrams, 3 distinct
+    assert rambling == {"reasoning_distinct_trigrams": 3 / 18, "reasoning_repetitive": 1}
+    # the threshold: exactly half distinct is not repetitive, under half is
+    assert repetition_figures("go go go go")["reasoning_repetitive"] == 0  # ggg twice: 1/2
+    assert repetition_figures("go go go go go")["reasoning_repetitive"] == 1
+
+
+def test_compare_derives_the_diagnostics_a_report_written_before_them_lacks(tmp_path, capsys):
+    # a report from before the short, early-answer and repetition figures: they come from its records'
+    # reasoning length, </think> and completion text, as evaluate.py now records them
+    a, b = compare_report("start", A_ROWS), compare_report("trained", B_ROWS)
+    written = {  # id: (completion, reasoning tokens, closed)
+        "e1": ("<think> a b c d e </think>", 60, 1),
+        "e2": ("<think> a b c <answer>7</answer>", 10, 0),
+        "e3": ("<think> no end in sight", 30, 0),
+    }
+    looped = "<think>" + " go" * 30  # 29 trigrams: (<think> go go) once, (go go go) 28 times: 2/29 distinct
+    for report in (a, b):
+        for record in report["records"]:
+            text, n, closed = written[record["id"]]
+            record["completion"] = looped if report is b and record["id"] == "e3" else text
+            record["likelihood"].update(reasoning_tokens=n, think_closed=closed)
+    assert evaluate.main(["--compare", *write_reports(tmp_path, a, b)]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert lines[-3].startswith("| reasoning_short (not a score) | 0.333 | 0.333 | +0.000 |")  # e2: 10 < 16
+    assert lines[-2].startswith(
+        "| early_answer (not a score) | 0.333 | 0.333 | +0.000 |"
+    )  # e2 answered unclosed
+    assert lines[-1].startswith(
+        "| reasoning_repetitive (not a score) | 0.000 | 0.333 | +0.333 |"
+    )  # e3 looped
