@@ -180,7 +180,7 @@ SHORT_REASONING_TOKENS = 16
 # a scored reasoning whose word trigrams are under this share distinct says little at length ("I'm thinking of
 # the words and the words because I'm thinking of the words…"): a likelihood gain that comes with more of these
 # is the reasoning emptied of what it said, which a length figure alone does not show (the untrained model's
-# Countdown reasonings: 0.86 distinct on average, 5 % under 0.5)
+# Countdown reasonings: 0.92 distinct on average, 2 % under 0.5; trained to filler, 87 %)
 REPETITIVE_TRIGRAMS = 0.5
 
 
