@@ -532,7 +532,7 @@ def _figures_of(record: Mapping[str, Any]) -> dict[str, float]:
     figures = {"score": record["total"], **record["parts"]}
     likelihood = record.get("likelihood") or {}
     if likelihood:
-        likelihood = {**_derived_diagnostics(likelihood, record.get("completion")), **likelihood}
+        likelihood = {**likelihood, **_derived_diagnostics(likelihood, record.get("completion"))}
     compared = (*COMPARED_LIKELIHOOD, *COMPARED_DIAGNOSTICS)
     figures.update((name, likelihood[name]) for name in compared if name in likelihood)
     return figures
@@ -540,13 +540,15 @@ def _figures_of(record: Mapping[str, Any]) -> dict[str, float]:
 
 def _derived_diagnostics(likelihood: Mapping[str, Any], completion: Any) -> dict[str, float | int]:
     """The diagnostics a report written before they were recorded lacks, from what its record holds: the short
-    share from the reasoning's length, the early answer and the repetition from the completion's text."""
+    share from the reasoning's length, the early answer and the repetition from the completion's text. Only
+    the missing ones are derived; a recorded figure is never replaced."""
     derived: dict[str, float | int] = {}
-    if "reasoning_tokens" in likelihood:
+    if "reasoning_short" not in likelihood and "reasoning_tokens" in likelihood:
         derived["reasoning_short"] = int(likelihood["reasoning_tokens"] < SHORT_REASONING_TOKENS)
     if isinstance(completion, str):
-        derived.update(repetition_figures(completion))
-        if "think_closed" in likelihood:
+        if "reasoning_repetitive" not in likelihood:
+            derived.update(repetition_figures(completion))
+        if "early_answer" not in likelihood and "think_closed" in likelihood:
             derived["early_answer"] = int(
                 not likelihood["think_closed"] and answer_start(completion) is not None
             )

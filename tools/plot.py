@@ -14,7 +14,8 @@ the fraction of groups with no reward spread, and the held-out figures, only log
 
 Given several runs (each `DIR` or `LABEL=DIR`), it draws one figure, `--out` (a .png path, or runs.png in a
 folder), with one line per run in each panel of RUN_SERIES that some run logged: the training-time figures
-to set runs side by side (the gold's log-prob per token, the scored reasoning's length and short share, KL).
+to set runs side by side (the gold's log-prob per token, the scored reasoning's length and short share, the
+answered-early and `</think>` rates, KL).
 
 matplotlib is optional (`pip install 'logprob-grpo[plot]'`); it draws with the Agg backend, so no display
 is needed.
@@ -119,12 +120,19 @@ def _grid(plt, n: int, title: str):
     return fig, list(axes.flat[:n])
 
 
-def plot_run(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str = "") -> list[Path]:
-    """Write rewards.png and training.png (each only when it has something to show); return their paths."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_run(rows: Sequence[dict[str, Any]], out_dir: str | Path, title: str = "") -> list[Path]:
+    """Write rewards.png and training.png (each only when it has something to show); return their paths."""
+    plt = _pyplot()
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,10 +185,7 @@ def plot_runs(
 ) -> Path | None:
     """One figure of (label, rows) runs: a panel per RUN_SERIES key that some run logged, a line per run in
     it. Returns the PNG's path, or None (nothing written) when no run logged any of them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     present = [(key, label) for key, label in RUN_SERIES if any(series(rows, key)[0] for _, rows in runs)]
     if not present:
