@@ -87,7 +87,9 @@ class EvalConfig:
     dtype: DType = "auto"
     """Weights' dtype. `auto`: as training computes (float32 weights; on a GPU with bf16, generation under bf16 autocast), so that a trained model is evaluated as it was trained, never through a bf16 copy that rounds away most of a small update. `float32`: float32 throughout. `bfloat16`, `float16`: half-precision copies of the weights (half the memory). The likelihood figures are scored in the weights' own precision, never under autocast."""
     autocast: bool | None = None
-    """Generate under bf16 autocast over float32 weights. Default: on for --dtype auto on a CUDA GPU with bf16, as in training."""
+    """Generate under bf16 autocast over float32 weights. `auto` (with --dtype auto): as in training, on a CUDA GPU with bf16 and on a CPU whose bf16 arithmetic measured faster at start-up."""
+    compile: bool | None = None
+    """Run each decode step through torch.compile (CUDA graphs on a GPU), as train.py --compile; `auto`: off."""
     data: str | None = None
     """Poetry data (CSV or JSONL), whose test split is evaluated. Default: data/poetry.jsonl, else ../shared/data/public-domain-poems.csv. With --task jsonl: the examples' file, as in training."""
     test_fraction: float = 0.1
@@ -509,6 +511,7 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
 
     from grpo.models import load_models, pick_device
     from grpo.precision import evaluation_precision
+    from grpo.rollout import compile_decoding
 
     task = make_task(config)
     name = config.name or default_run_name(config.model)
@@ -556,6 +559,7 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
         likelihood=config.likelihood,
         scorer=scorer,
         autocast=mixed_precision,
+        compile=compile_decoding(config.compile, policy.device),
     )
     write_report(report, path)
     return report, path

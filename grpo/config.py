@@ -58,7 +58,9 @@ class Config:
     dtype: DType = "auto"
     """Weights' dtype. `auto`: float32 weights, gradients and AdamW state everywhere; on a GPU with bf16 the forward passes then run under bf16 autocast (mixed precision), the logprob reward in float32. `float32`: float32 weights and compute (no autocast unless --autocast). `bfloat16`: pure bf16 weights, gradients and AdamW state, half the memory, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away. `float16` cannot train (AdamW's state underflows) and is refused. The README's "Precision" says what runs in which."""
     autocast: bool | None = None
-    """Run the forward passes of the rollout, the reference and the update under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision); the logprob reward is always scored in float32. Default: on for --dtype auto on a CUDA GPU that supports bf16, off elsewhere. On CPUs it is faster only with AVX512-BF16 or AMX (`make bench` measures it)."""
+    """Run the forward passes of the rollout, the reference and the update under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision); the logprob reward is always scored in float32. `auto` (with --dtype auto): on a CUDA GPU that supports bf16; on a CPU with bf16 arithmetic (AMX or AVX512-BF16) where a matrix product measured at start-up runs faster in bf16; off elsewhere."""
+    compile: bool | None = None
+    """Run each decode step of the rollout through torch.compile, compiled once per shape (CUDA graphs on a GPU; the first steps of each shape wait for the compiler). `auto`: off, on every device measured so far (the README's "Performance" says where and by how much); a compiler failure falls back to eager decoding with a warning."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of storing them: far less memory for long completions, about a third more update time."""
     fsdp: bool = False
@@ -250,7 +252,9 @@ def add_options(
             hint = next(t for t in get_args(hint) if t is not types.NoneType)
         help_text = docs.get(f.name, "")
         kwargs: dict = {"default": f.default}
-        if hint is bool:
+        if hint is bool and f.default is None:  # None is `auto`: --x [auto|on|off], --no-x
+            kwargs["action"] = AutoOnOff
+        elif hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif get_origin(hint) is list:
             kwargs["nargs"] = (nargs or {}).get(f.name, "+")
@@ -263,6 +267,31 @@ def add_options(
         if f.name in (metavars or {}):
             kwargs["metavar"] = metavars[f.name]
         parser.add_argument("--" + f.name.replace("_", "-"), help=help_text.replace("%", "%%"), **kwargs)
+
+
+class AutoOnOff(argparse.Action):
+    """`--x [auto|on|off]` and `--no-x` for an option whose None means `auto` (decided per machine): `--x`
+    alone is `on`, `--no-x` is `off`, and the value kept is None, True or False."""
+
+    WORDS = {"auto": None, "on": True, "off": False}
+
+    def __init__(self, option_strings, dest, default=None, help=None, **kwargs):
+        flag = option_strings[0]
+        super().__init__(
+            [flag, "--no-" + flag[2:]], dest, nargs="?", choices=tuple(self.WORDS), default=default,
+            metavar="auto|on|off", help=f"{help} (default: auto)" if help else "(default: auto)",
+        )  # fmt: skip
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string and option_string.startswith("--no-"):
+            if values is not None:
+                parser.error(f"{option_string} takes no value (use {self.option_strings[0]} {values})")
+            setattr(namespace, self.dest, False)
+        else:
+            setattr(namespace, self.dest, True if values is None else self.WORDS[values])
+
+    def format_usage(self) -> str:
+        return self.option_strings[0]
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -390,6 +419,11 @@ def validate(config: Config) -> None:
             not (config.fsdp and config.eval_every),
             "--eval-every evaluates on rank 0 alone, and an FSDP rank holds half a model: evaluate the checkpoints "
             "with evaluate.py instead",
+        ),
+        (
+            not (config.fsdp and config.compile),
+            "--compile captures the decode step over the weights' memory, and --fsdp gathers the weights anew "
+            "for every rollout (not both)",
         ),
         (
             not (config.fsdp and config.reference_device),

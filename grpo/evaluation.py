@@ -382,6 +382,7 @@ def evaluate_model(
     likelihood: bool = True,
     scorer=None,
     autocast: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Generate one completion per example of `split` (the first `limit`), score them, return the report.
 
@@ -395,7 +396,8 @@ def evaluate_model(
     (`check_disjoint`; `train_ids` adds ids seen in training, e.g. from another data source). `settings`
     are recorded in the report beside the evaluation's own (name, model, device, …). The model is put in
     eval mode and given back in the mode it came in. `autocast`: generate under bf16 autocast (the
-    likelihood figures are float32 regardless, as the reward is: `grpo.precision`).
+    likelihood figures are float32 regardless, as the reward is: `grpo.precision`). `compile`: the
+    rollout's compiled decode step (`grpo.rollout.compile_decoding`).
     """
     split_examples = list(task.examples(split))
     if split != "train":
@@ -429,6 +431,7 @@ def evaluate_model(
                     top_p=top_p,
                     stop_token_ids=stop_ids,
                     generator=generator,
+                    compile=compile,
                 )
             # the response is what the model wrote from the prefilled <think> on, as in training
             responses = [THINK_OPEN + text for text in out.texts]

@@ -12,6 +12,14 @@ sized for the longest prompt plus `max_new_tokens`, and the attention reads a vi
 
 So the prompt is prefilled for `n_prompts` rows, copied into its G samples' rows, and finished rows are
 compacted towards the top of the same buffers; nothing is allocated after the first forward.
+
+Static decoding (`PreallocatedCache.decode_at`, what the rollout uses after its prefill): from then on
+every shape is fixed, as a compiled step and a CUDA graph need (gpt-fast's static cache, transformers'
+StaticCache). Each layer writes the new column where a position tensor on the device says and returns its
+whole capacity; the attention mask, not a slice, hides the columns not written yet (zeros, so that a
+masked column can never carry a NaN into the attention's weighted sum):
+
+    update(k, v):           buffer[:b, :, position] = k;   return buffer[:b]      (b, heads, capacity, dim)
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ class PreallocatedLayer(DynamicLayer):
         self.rows, self.capacity = rows, capacity
         self.batch_size = 0  # rows in use: the first batch_size rows of the buffers
         self.length = 0  # positions in use: the first `length` columns
+        self.position: torch.Tensor | None = None  # (1,) static decoding: the column the next update writes
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
@@ -40,8 +49,8 @@ class PreallocatedLayer(DynamicLayer):
         # keys in the values' dtype: under autocast Qwen3's k_norm multiplies bf16 keys by a float32 weight,
         # and a float32 key buffer beside bf16 values would be re-cast in every decode step; the attention
         # computes in bf16 under autocast either way, so the numbers are the same (tests/test_kv_cache.py)
-        self.key_buffer = value_states.new_empty((self.rows, heads, self.capacity, key_dim))
-        self.value_buffer = value_states.new_empty(
+        self.key_buffer = value_states.new_zeros((self.rows, heads, self.capacity, key_dim))
+        self.value_buffer = value_states.new_zeros(
             (self.rows, value_states.shape[1], self.capacity, value_states.shape[-1])
         )
         self.batch_size = b
@@ -52,6 +61,11 @@ class PreallocatedLayer(DynamicLayer):
         self.values = self.value_buffer[: self.batch_size, :, : self.length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if self.position is not None:  # static decoding: one column at `position`, the whole capacity back
+            keys, values = self.key_buffer[: self.batch_size], self.value_buffer[: self.batch_size]
+            keys.index_copy_(2, self.position, key_states.to(keys.dtype))  # (b, heads, capacity, key_dim)
+            values.index_copy_(2, self.position, value_states.to(values.dtype))
+            return keys, values
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         if key_states.shape[0] != self.batch_size:
@@ -84,15 +98,18 @@ class PreallocatedLayer(DynamicLayer):
         self.batch_size = b
         self._views()
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
+    def batch_select_indices(self, indices: torch.Tensor, columns: int | None = None) -> None:
+        """Keep the rows `indices`, moved to the top; only the first `columns` positions (default: the
+        positions written) are copied, in place, so a static decoder's buffers keep their addresses."""
         if not self.is_initialized:
             return
         indices = indices.to(self.device)
+        columns = self.length if columns is None else columns
         for buffer in (self.key_buffer, self.value_buffer):
             # the right-hand side is gathered into a new tensor before the write, so rows may move up safely
-            buffer[: len(indices), :, : self.length] = buffer[
-                : self.batch_size, :, : self.length
-            ].index_select(0, indices)
+            buffer[: len(indices), :, :columns] = buffer[: self.batch_size, :, :columns].index_select(
+                0, indices
+            )
         self.batch_size = len(indices)
         self._views()
 
@@ -102,6 +119,7 @@ class PreallocatedLayer(DynamicLayer):
     def reset(self) -> None:
         self.length = 0
         self.batch_size = 0
+        self.position = None
         self.keys = self.values = None
 
 
@@ -110,6 +128,34 @@ class PreallocatedCache(Cache):
 
     def __init__(self, num_layers: int, rows: int, capacity: int):
         super().__init__(layers=[PreallocatedLayer(rows, capacity) for _ in range(num_layers)])
+        self.position: torch.Tensor | None = None
+
+    def decode_at(self, position: int) -> torch.Tensor:
+        """Switch to static decoding, the next column written being `position`; return the (1,) position
+        tensor the layers share, which the decoder advances in place (`position += 1`) after each step.
+
+        The buffers and the position keep their addresses from here on (`mark_static_address`), so a CUDA
+        graph captured over a decode step replays on the same memory.
+        """
+        first = self.layers[0]
+        if not first.is_initialized:
+            raise ValueError("prefill the cache before decoding from it")
+        self.position = torch.tensor([position], dtype=torch.long, device=first.device)
+        for layer in self.layers:
+            layer.position = self.position
+            for tensor in (layer.key_buffer, layer.value_buffer):
+                torch._dynamo.mark_static_address(tensor)
+        torch._dynamo.mark_static_address(self.position)
+        return self.position
+
+    @property
+    def capacity(self) -> int:
+        return self.layers[0].capacity
+
+    def select_rows(self, indices: torch.Tensor, columns: int) -> None:
+        """Keep the rows `indices` (finished rows leave), copying their first `columns` positions."""
+        for layer in self.layers:
+            layer.batch_select_indices(indices, columns)
 
 
 def supports_preallocation(config) -> bool:

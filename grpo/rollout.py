@@ -15,13 +15,15 @@ Top-p is a sampling device, not part of the policy whose ratio is clipped (as in
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from grpo.kv_cache import cache_argument, make_rollout_cache, returned_cache
+from grpo.kv_cache import PreallocatedCache, cache_argument, make_rollout_cache, returned_cache
+from grpo.models import unwrapped
 from grpo.tags import ANSWER_CLOSE, ANSWER_SEPARATOR, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
 
 
@@ -180,6 +182,22 @@ class NonFiniteLogits(RuntimeError):
         )
 
 
+# The host reads the new tokens (stop tokens, stop strings, a second <think>) every this many steps, in one
+# transfer; between reads the device runs ahead. A row found finished is cut where it finished, so what it
+# sampled after its stop is dropped and nothing changes but when the loop notices.
+CHECK_EVERY = 8
+# A compiled decode step is compiled once per shape (rows, cache capacity): the capacity is rounded up to a
+# multiple of this, so that prompts of other lengths reuse the same compiled step (and CUDA graph)
+CAPACITY_BUCKET = 128
+# Finished rows leave the batch (and the cache, a copy of every layer's K and V) once the rows still running
+# are at most this share of it: a handful of copies per rollout instead of one per finished row
+LEAVE_AT = 0.5
+STATIC_ATTENTION = ("sdpa", "eager")
+# `rollout`'s settings that give the sampler this one replaced (the cache grows a column per step, the host
+# reads every token, a finished row leaves at once): `make bench` and the tests compare the two
+PREVIOUS_SAMPLER = dict(static=False, check_every=1, leave_at=1.0)  # the attention implementations the static step hands a 4D mask to
+
+
 @torch.no_grad()
 def rollout(
     model,
@@ -196,26 +214,36 @@ def rollout(
     generator: torch.Generator | None = None,
     progress: bool = False,
     preallocate: bool = True,
+    compile: bool = False,
+    static: bool = True,
+    check_every: int = CHECK_EVERY,
+    leave_at: float = LEAVE_AT,
 ) -> Rollout:
     """Sample `group_size` completions for each prompt (token ids, chat template already applied).
 
-    Three savings that do not change what is sampled: each prompt is prefilled once and its KV cache
-    shared by its G samples; a row that has finished leaves the batch (and the cache) at once, so no
-    step is spent on padding; the KV cache is allocated once (`grpo.kv_cache`, `preallocate=False`
-    falls back to the model's own growing cache).
+    What is sampled does not depend on these savings: each prompt is prefilled once and its KV cache
+    shared by its G samples; decoding then runs with static shapes (`DecodeStep`): every row stays in the
+    batch, the cache is written at a position tensor and attended over its whole capacity under a mask,
+    and the host looks at the tokens only every `check_every` steps (no sync in between). When half of the
+    rows have finished they leave the batch and the cache together, so a few long completions do not keep
+    the whole batch running (at most log2(N) such shape changes; `leave_at`: the share of the batch still
+    running at which finished rows leave, 1.0 as soon as one finishes). `compile`: run each decode step
+    through `torch.compile` (CUDA graphs on a GPU), compiled once per shape. `static=False` lets the cache
+    grow a column per step instead, and `preallocate=False` decodes with the model's own growing cache (as do
+    models whose layers are not all full attention). `PREVIOUS_SAMPLER`'s settings give the sampler this
+    one replaced.
     """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
-    G = group_size
+    G, T = group_size, max_new_tokens
     unique_ids, unique_mask = left_pad(prompts, pad_id, device)  # (n_prompts, P)
     prompt_ids = unique_ids.repeat_interleave(G, dim=0)  # (N, P): G copies of each prompt, contiguous
     prompt_mask = unique_mask.repeat_interleave(G, dim=0)  # (N, P)
-    n = prompt_ids.shape[0]
-    stop_ids = torch.tensor(list(stop_token_ids), dtype=torch.long, device=device)
+    n, P = prompt_ids.shape
 
-    # prefill each prompt once, then give each of its G samples a copy of its cache
-    cache_kw = cache_argument(model)
-    cache = make_rollout_cache(model, n, unique_ids.shape[1] + max_new_tokens) if preallocate else None
+    # 1. prefill each prompt once, then give each of its G samples a copy of its cache
+    capacity = P + T if not compile else -(-(P + T) // CAPACITY_BUCKET) * CAPACITY_BUCKET
+    cache = make_rollout_cache(model, n, capacity) if preallocate else None
     position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
     out = model(
         input_ids=unique_ids,
@@ -223,76 +251,49 @@ def rollout(
         position_ids=position_ids,
         use_cache=True,
         logits_to_keep=1,
-        **({cache_kw: cache} if cache is not None else {}),
+        **({cache_argument(model): cache} if cache is not None else {}),
     )
     cache = returned_cache(out)
     if cache is not None:
         cache.batch_repeat_interleave(G)
     logits = out["logits"][:, -1].repeat_interleave(G, dim=0)  # (N, V)
-    next_position = (position_ids[:, -1] + 1).repeat_interleave(G)  # (N,)
-    # the attention mask of every step, allocated once: prompt mask, then ones; step t reads P + t + 1 columns
-    full_mask = torch.cat([prompt_mask, prompt_mask.new_ones((n, max_new_tokens))], dim=1)  # (N, P + T)
-    P = prompt_mask.shape[1]
+    positions = (position_ids[:, -1] + 1).repeat_interleave(G)  # (N,) the next token's position id
+    step = DecodeStep(model, cache, prompt_mask, T, compile, static)
 
-    completion_ids = torch.full((n, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    completion_mask = torch.zeros((n, max_new_tokens), dtype=torch.long, device=device)
-    sample_logp = torch.zeros((n, max_new_tokens), dtype=torch.float32, device=device)
-    finish_reasons = ["length"] * n
-    watcher = StopWatcher(n, stop_strings, one_think)
-    alive = torch.arange(n, device=device)  # (n_alive,) the row of the output each batch row writes to
-
-    # one step = one new token for every row still running
-    bar = tqdm(total=max_new_tokens, desc="rollout", unit="step", leave=False, disable=not progress)
-    steps = 0
-    for t in range(max_new_tokens):
+    # 2. decode: one new token for every row of the batch per step
+    completion_ids = torch.full((n, T), pad_id, dtype=torch.long, device=device)
+    sample_logp = torch.zeros((n, T), dtype=torch.float32, device=device)
+    broken = torch.zeros((n, T), dtype=torch.bool, device=device)  # a NaN logit would sample the last id
+    rows = torch.arange(n, device=device)  # (b,) the output row each batch row writes to
+    ends = Ends(tokenizer, n, T, stop_token_ids, stop_strings, one_think)
+    bar = tqdm(total=T, desc="rollout", unit="step", leave=False, disable=not progress)
+    checked = 0  # the host has read every token before this step
+    for t in range(T):
         bar.update(1)
-        broken = ~torch.isfinite(logits).all(dim=-1)  # (n_alive,) a NaN logit would sample the last id
-        tokens, logp = sample_tokens(logits, temperature, top_p, generator)  # (n_alive,), (n_alive,)
-        completion_ids[alive, t] = tokens
-        completion_mask[alive, t] = 1
-        sample_logp[alive, t] = logp
-        steps = t + 1
-
-        # which rows end with this token: an end-of-turn id, else a stop string in the decoded text
-        # (one transfer to the host for both checks)
-        is_eos, is_broken = torch.stack([torch.isin(tokens, stop_ids), broken]).tolist()
-        if any(is_broken):
-            raise NonFiniteLogits(model, [alive[i].item() for i, b in enumerate(is_broken) if b], t)
-        pieces = tokenizer.batch_decode(tokens.unsqueeze(-1).tolist(), skip_special_tokens=False)
-        keep = []
-        for i, (row, piece) in enumerate(zip(alive.tolist(), pieces, strict=True)):
-            reason = "eos" if is_eos[i] else watcher.update(row, piece)
-            if reason is None:
-                keep.append(i)
-            else:
-                finish_reasons[row] = reason
-        if not keep or t == max_new_tokens - 1:
-            break
-        if len(keep) < len(alive):  # finished rows leave the batch and the cache
-            keep_t = torch.tensor(keep, device=device)
-            alive, tokens, full_mask, next_position = (
-                alive[keep_t],
-                tokens[keep_t],
-                full_mask[keep_t],
-                next_position[keep_t],
-            )
-            if cache is not None:
-                cache.batch_select_indices(keep_t)
-
-        out = model(
-            input_ids=tokens.unsqueeze(-1),
-            attention_mask=full_mask[:, : P + t + 1],
-            position_ids=next_position.unsqueeze(-1),
-            use_cache=True,
-            **{cache_kw: cache},
-        )
-        cache, logits = returned_cache(out), out["logits"][:, -1]
-        next_position = next_position + 1
-
+        tokens, logp = sample_tokens(logits, temperature, top_p, generator)  # (b,), (b,)
+        completion_ids[rows, t] = tokens
+        sample_logp[rows, t] = logp
+        broken[rows, t] = ~torch.isfinite(logits).all(dim=-1)
+        if t + 1 - checked >= check_every or t == T - 1:
+            ends.read(completion_ids[:, checked : t + 1], broken[:, checked : t + 1], checked, model)
+            checked = t + 1
+            if not ends.running or t == T - 1:
+                break
+            if len(ends.running) < len(rows) and len(ends.running) <= leave_at * len(rows):  # they leave
+                keep = torch.tensor(ends.keep(rows.tolist()), device=device)
+                rows, tokens, positions = rows[keep], tokens[keep], positions[keep]
+                step.select_rows(keep, written=P + t)
+        logits = step(tokens, positions, P + t)  # (b, V)
+        positions = positions + 1
     bar.close()
-    completion_ids = completion_ids[:, :steps]
-    completion_mask = completion_mask[:, :steps]
-    sample_logp = sample_logp[:, :steps]
+
+    # 3. cut every row where it finished
+    steps = max(ends.ends)
+    completion_mask = (
+        torch.arange(steps, device=device) < torch.tensor(ends.ends, device=device)[:, None]
+    ).long()
+    completion_ids = completion_ids[:, :steps].masked_fill(completion_mask == 0, pad_id)
+    sample_logp = sample_logp[:, :steps] * completion_mask
     texts = decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids)
     return Rollout(
         prompt_ids,
@@ -301,7 +302,165 @@ def rollout(
         completion_mask,
         sample_logp,
         texts,
-        finish_reasons,
+        ends.reasons,
+    )
+
+
+class Ends:
+    """Where each row ends and why, found on the host from the tokens it reads every few steps."""
+
+    def __init__(self, tokenizer, n_rows, max_new_tokens, stop_token_ids, stop_strings, one_think):
+        self.tokenizer = tokenizer
+        self.stop_ids = set(stop_token_ids)
+        self.watcher = StopWatcher(n_rows, stop_strings, one_think)
+        self.ends = [max_new_tokens] * n_rows  # tokens each row keeps, its stop included
+        self.reasons = ["length"] * n_rows  # "eos" | "stop" | "second_think" | "length"
+        self.running = list(range(n_rows))  # output rows not finished yet
+
+    def read(self, ids: torch.Tensor, broken: torch.Tensor, first_step: int, model) -> None:
+        """Read the tokens of steps first_step.. (ids and broken: (N, w)), one transfer for both."""
+        w = ids.shape[1]
+        both = torch.cat([ids, broken.long()], dim=1).tolist()  # (N, 2w)
+        ids_rows, broken_rows = [row[:w] for row in both], [row[w:] for row in both]
+        rows = self.running
+        pieces = iter(self.tokenizer.batch_decode([[i] for r in rows for i in ids_rows[r]]))
+        still = []
+        for r in rows:
+            reason = None
+            for j, (token, piece) in enumerate(zip(ids_rows[r], pieces, strict=False)):  # pieces: all rows
+                if reason is not None:
+                    continue  # the row ended earlier in this window; its other pieces are skipped
+                if broken_rows[r][j]:
+                    bad = [q for q in rows if any(broken_rows[q])]
+                    raise NonFiniteLogits(model, bad, first_step + j)
+                reason = "eos" if token in self.stop_ids else self.watcher.update(r, piece)
+                if reason is not None:
+                    self.ends[r], self.reasons[r] = first_step + j + 1, reason
+            if reason is None:
+                still.append(r)
+        self.running = still
+
+    def keep(self, rows: list[int]) -> list[int]:
+        """The batch rows (indices into `rows`, the output row of each) that are still running."""
+        running = set(self.running)
+        return [i for i, r in enumerate(rows) if r in running]
+
+
+class DecodeStep:
+    """The forward pass of one decode step: the new token of every row in, the next logits (b, V) out.
+
+    Static (a preallocated cache and sdpa or eager attention): the cache is written at a position tensor
+    and attended over its whole capacity, with a (b, 1, 1, capacity) mask that opens one column per step,
+    so every step has the same shapes and the same memory, and `compile` can capture it (a CUDA graph per
+    shape on a GPU). Otherwise (the model's own cache, or another attention kernel) the cache grows by a
+    column per step and the 2D mask is sliced to it, as `generate` does.
+    """
+
+    def __init__(
+        self, model, cache, prompt_mask: torch.Tensor, max_new_tokens: int, compile: bool, static: bool = True
+    ):
+        self.model, self.cache, self.cache_kw = model, cache, cache_argument(model)
+        attention = getattr(getattr(unwrapped(model), "config", None), "_attn_implementation", None)
+        self.static = static and isinstance(cache, PreallocatedCache) and attention in STATIC_ATTENTION
+        n, P = prompt_mask.shape
+        if self.static:
+            capacity = cache.capacity
+            self.position = cache.decode_at(P)  # (1,) the column the next step writes, advanced in place
+            # sdpa takes a boolean mask (True: attend); eager adds its mask to the scores
+            self.open = True if attention == "sdpa" else 0.0
+            closed = False if attention == "sdpa" else torch.finfo(torch.float32).min
+            dtype = torch.bool if attention == "sdpa" else torch.float32
+            mask = torch.full((n, capacity), closed, dtype=dtype, device=prompt_mask.device)
+            mask[:, :P] = torch.where(prompt_mask.bool(), self.open, closed)
+            self.mask = mask[:, None, None, :]  # (b, 1, 1, capacity)
+        else:
+            self.mask = torch.cat(
+                [prompt_mask, prompt_mask.new_ones((n, max_new_tokens))], dim=1
+            )  # (b, P + T)
+        self.compiled = compiled_decode_forward(prompt_mask.device) if compile and self.static else None
+        if compile and not self.static:
+            warnings.warn(
+                f"--compile needs a preallocated cache and sdpa or eager attention (this model: {attention!r}, "
+                f"cache {type(cache).__name__}); decoding eagerly",
+                stacklevel=3,
+            )
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, column: int) -> torch.Tensor:
+        """Logits (b, V) after each row's token `tokens` (b,) at position ids `positions` (b,), written to
+        cache column `column` (= P + t at step t)."""
+        args = (tokens[:, None], positions[:, None])
+        if not self.static:
+            return decode_forward(self.model, self.cache_kw, self.cache, *args, self.mask[:, : column + 1])
+        self.mask[:, :, :, column] = self.open
+        logits = None
+        if self.compiled is not None:
+            try:
+                if (
+                    tokens.device.type == "cuda"
+                ):  # a new step of the CUDA graphs: the last step's outputs are read
+                    torch.compiler.cudagraph_mark_step_begin()
+                logits = self.compiled(self.model, self.cache_kw, self.cache, *args, self.mask)
+            except Exception as error:  # noqa: BLE001 (any compiler failure: say what, then decode eagerly)
+                warn_compile_failed(error)
+                self.compiled = None
+        if logits is None:
+            logits = decode_forward(self.model, self.cache_kw, self.cache, *args, self.mask)
+        self.position += 1
+        return logits
+
+    def select_rows(self, keep: torch.Tensor, written: int) -> None:
+        """Keep the batch rows `keep`: in the cache (its first `written` columns) and in the mask."""
+        self.mask = self.mask[keep]
+        if self.cache is None:
+            return
+        if self.static:
+            self.cache.select_rows(keep, written)
+        else:
+            self.cache.batch_select_indices(keep)
+
+
+def decode_forward(model, cache_kw: str, cache, input_ids, position_ids, attention_mask) -> torch.Tensor:
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        **{cache_kw: cache},
+    )
+    return out["logits"][:, -1]
+
+
+def compile_decoding(setting: bool | None, device: torch.device) -> bool:
+    """Whether the rollout compiles its decode step: `--compile on|off` as given; `auto` (None) is off on
+    every device. On this project's CPUs `make bench` measured the compiled step no faster once its
+    compile time is counted (the README's "Performance"); on a GPU it has not been measured here yet
+    (`python -m tools.gpu_check` times both), so `on` stays a choice the user makes."""
+    return bool(setting)
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def compiled_decode_forward(device: torch.device):
+    """`decode_forward` under torch.compile, made once per process and device type: CUDA graphs on a GPU
+    (`reduce-overhead`), inductor's default elsewhere. Every shape compiles once, so dynamo's limit of
+    recompilations is raised above the number of (rows, capacity) buckets a run meets."""
+    mode = "reduce-overhead" if device.type == "cuda" else "default"
+    if mode not in _COMPILED:
+        dynamo = torch._dynamo.config
+        for limit in ("recompile_limit", "cache_size_limit"):
+            if hasattr(dynamo, limit):
+                setattr(dynamo, limit, max(getattr(dynamo, limit), 64))
+        _COMPILED[mode] = torch.compile(decode_forward, mode=mode, dynamic=False)
+    return _COMPILED[mode]
+
+
+def warn_compile_failed(error: Exception) -> None:
+    first_line = (str(error).strip().splitlines() or [""])[0][:300]
+    warnings.warn(
+        f"torch.compile of the decode step failed ({type(error).__name__}: {first_line}); decoding without it "
+        "from here on (--compile off skips the attempt)",
+        stacklevel=3,
     )
 
 

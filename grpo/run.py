@@ -304,6 +304,7 @@ def held_out_evaluation(trainer: Trainer) -> dict:
         seed=c.seed,
         progress=False,
         autocast=trainer.mixed_precision,  # as the rollout samples, and as evaluate.py --dtype auto does
+        compile=trainer.compile,
     )
     logged = {
         "eval_score": report["score"],

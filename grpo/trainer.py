@@ -38,7 +38,7 @@ from grpo.models import stop_token_ids
 from grpo.precision import autocast, lost_update_fraction, model_device, synchronize, training_precision
 from grpo.reasoning import reasoning_mask
 from grpo.rewards import logprob_rewards
-from grpo.rollout import Rollout, build_prompt, rollout
+from grpo.rollout import Rollout, build_prompt, compile_decoding, rollout
 from grpo.tags import THINK_OPEN, format_reward
 from grpo.task import Example, Task
 
@@ -119,6 +119,7 @@ class Trainer:
         self.device = next(policy.parameters()).device
         # mixed precision (the GPU default): float32 weights and AdamW state, forward passes in bf16
         self.mixed_precision = training_precision(config.dtype, config.autocast, self.device)[1]
+        self.compile = compile_decoding(config.compile, self.device)  # the rollout's decode step
         lost = lost_update_fraction([local(p) for p in self.trainable], config.lr)
         if lost > 0.5:
             warnings.warn(
@@ -176,6 +177,7 @@ class Trainer:
                 one_think=c.one_think,
                 generator=self.generator,
                 progress=self.progress,
+                compile=self.compile,
             )
         # what the model wrote from the prefilled <think> on: what the scorers read
         responses = [THINK_OPEN + text for text in out.texts]

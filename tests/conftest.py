@@ -8,6 +8,7 @@ single added tokens, as in Qwen3.
 
 from __future__ import annotations
 
+import os
 import string
 import types
 
@@ -15,6 +16,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+# The tests compute what a CPU without bf16 arithmetic computes, whatever this one has: `--autocast auto` is off
+# (grpo.precision.cpu_bf16_pays), here and in the scripts the tests start (they inherit the environment)
+os.environ["LOGPROB_GRPO_CPU_BF16"] = "off"
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

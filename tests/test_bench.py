@@ -60,7 +60,8 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
     out = tmp_path / "bench.json"
     report = bench.main(
         ["--random-init", str(config), "--batches", "4,8", "--group-size", "2", "--max-new-tokens", "4"]
-        + ["--fixed-tokens", "3", "--step-shape", "1,2,2", "--bf16", "on", "--out", str(out)]
+        + ["--fixed-tokens", "3", "--step-shape", "1,2,2", "--bf16", "on", "--compile-shape", "4,3"]
+        + ["--out", str(out)]
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert [r["batch"] for r in report["rollout"]] == [4, 8]
@@ -68,13 +69,24 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
         assert 0 < r["ours"]["useful_tokens"] <= r["ours"]["computed_tokens"]
         assert r["generate"]["useful_tokens"] <= r["generate"]["computed_tokens"]
         assert r["rollout_vs_generate"] > 0
+    for r in report["rollout"]:  # the previous sampler on the same prompts and seed
+        assert 0 < r["previous"]["useful_tokens"] == r["previous"]["computed_tokens"]
+        assert r["rollout_vs_previous"] > 0
+    compiled = report["compile"]
+    assert (
+        compiled["batch"] == 4 and compiled["compiled_tokens_per_s"] > 0 and compiled["compiled_vs_eager"] > 0
+    )
     fixed = report["fixed_decode"]  # no stops: both compute and keep batch × length tokens
     assert fixed["ours"]["useful_tokens"] == fixed["generate"]["useful_tokens"] == 4 * 3
     assert report["scoring"]["max_abs_difference"] < 1e-4
-    assert [(r["group_size"], r["max_new_tokens"], r["autocast_bf16"]) for r in report["step"]] == [
-        (2, 2, False),
-        (2, 2, True),
+    assert [
+        (r["group_size"], r["max_new_tokens"], r["autocast_bf16"], r["sampler"]) for r in report["step"]
+    ] == [
+        (2, 2, False, "ours"),
+        (2, 2, False, "previous"),
+        (2, 2, True, "ours"),
     ]
+    assert report["step_vs_previous"] > 0
     assert [(r["group_size"], r["max_new_tokens"]) for r in report["scaling"]] == [(2, 2), (4, 2), (2, 4)]
     assert report["scaling"][1]["completion_tokens"] == 2 * report["scaling"][0]["completion_tokens"]
     assert set(report["scaling_ratios"]) == {"double_group", "double_length"}

@@ -236,3 +236,23 @@ def test_the_choices_of_each_option_are_its_literal_type_and_every_task_name_bui
     assert get_task("math").name == "math"  # the others need a data file; an unknown name is refused:
     with pytest.raises(ValueError, match="unknown task"):
         get_task("chess")
+
+
+def test_auto_on_off_options():
+    # --autocast and --compile take auto, on or off; alone they mean on, --no-x means off, unset is auto
+    assert parse_config([]).autocast is None and parse_config([]).compile is None
+    assert parse_config(["--autocast"]).autocast is True
+    assert parse_config(["--autocast", "off"]).autocast is False
+    assert parse_config(["--autocast", "auto"]).autocast is None
+    assert parse_config(["--no-autocast"]).autocast is False
+    assert parse_config(["--compile", "on"]).compile is True
+    assert parse_config(["--compile", "--seed", "3"]).compile is True
+    with pytest.raises(SystemExit):
+        parse_config(["--compile", "maybe"])
+    with pytest.raises(SystemExit):
+        parse_config(["--no-compile", "on"])
+
+
+def test_compile_is_refused_with_fsdp():
+    with pytest.raises(UsageError, match="--compile captures the decode step"):
+        parse_config(["--compile", "on", "--fsdp"])

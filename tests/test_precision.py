@@ -33,6 +33,56 @@ def test_the_gpu_default_is_float32_weights_with_bf16_autocast():
         training_precision("float8", None, CUDA)
 
 
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """`cpu_bf16_pays` measured afresh, with this CPU's hardware and timing replaced by the given ones."""
+    import grpo.precision as precision
+
+    def setup(env=None, hardware=False, speedup=None):
+        if env is None:
+            monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)
+        else:
+            monkeypatch.setenv(precision.CPU_BF16_ENV, env)
+        monkeypatch.setattr(precision, "cpu_has_bf16_arithmetic", lambda: hardware)
+
+        def measured():
+            if speedup is None:
+                raise AssertionError("measured on a CPU that has no bf16 arithmetic")
+            return speedup
+
+        monkeypatch.setattr(precision, "bf16_matmul_speedup", measured)
+        precision.cpu_bf16_pays.cache_clear()
+        return training_precision("auto", None, torch.device("cpu"))[1]
+
+    yield setup
+    precision.cpu_bf16_pays.cache_clear()
+
+
+def test_cpu_autocast_auto_is_on_only_with_bf16_hardware_that_measures_faster(cpu_bf16):
+    assert cpu_bf16(hardware=False) is False  # no AMX or AVX512-BF16: off, and nothing is measured
+    assert cpu_bf16(hardware=True, speedup=1.7) is True  # the Xeon with AMX of issue 25: 1.73× on a decode
+    assert cpu_bf16(hardware=True, speedup=1.1) is False  # under CPU_BF16_MIN_SPEEDUP: not worth its casts
+    assert cpu_bf16(env="on", hardware=False) is True  # the override decides without measuring
+    assert cpu_bf16(env="off", hardware=True, speedup=3.0) is False
+    with pytest.raises(ValueError, match="LOGPROB_GRPO_CPU_BF16='maybe': use on or off"):
+        cpu_bf16(env="maybe")
+
+
+def test_explicit_autocast_wins_over_the_cpu_measurement(cpu_bf16):
+    cpu_bf16(hardware=True, speedup=2.0)
+    cpu = torch.device("cpu")
+    assert training_precision("auto", False, cpu) == ("float32", False)
+    assert training_precision("float32", None, cpu) == ("float32", False)  # float32 by name: no autocast
+    assert evaluation_precision("auto", None, cpu) == ("float32", True)  # evaluation computes as training did
+
+
+def test_the_measurement_runs_on_this_cpu():
+    from grpo.precision import bf16_matmul_speedup
+
+    speedup = bf16_matmul_speedup(rows=32, width=64, repeats=2)
+    assert 0 < speedup < 100
+
+
 def test_float16_weights_cannot_train_but_can_be_evaluated():
     with pytest.raises(ValueError, match="float16 cannot train"):
         training_precision("float16", None, CUDA, has_bf16=True)

@@ -7,7 +7,7 @@ import torch
 from conftest import assert_close_relative, make_float64_model
 
 from grpo.logprobs import token_logprobs
-from grpo.rollout import StopWatcher, left_pad, nucleus, rollout, sample_tokens
+from grpo.rollout import PREVIOUS_SAMPLER, StopWatcher, left_pad, nucleus, rollout, sample_tokens
 
 # The tiny model computes in float64 and the teacher-forced log-probs stay float64, but the sampler
 # takes its log-softmax in float32 (grpo/rollout.py, sample_tokens: `logits = logits.float()`, and the
@@ -109,6 +109,19 @@ def test_top_p_keeps_only_the_nucleus():
     assert abs(share - 0.5 / 0.8) < 0.05  # renormalised over the nucleus: 0.625
 
 
+class RowTracker:
+    """What ScriptedLM keeps as its "cache": which script each batch row follows, through rows leaving."""
+
+    def __init__(self, n_rows):
+        self.rows = list(range(n_rows))
+
+    def batch_repeat_interleave(self, repeats):
+        self.rows = [r for r in self.rows for _ in range(repeats)]
+
+    def batch_select_indices(self, indices):
+        self.rows = [self.rows[i] for i in indices.tolist()]
+
+
 class ScriptedLM(torch.nn.Module):
     """A stand-in model that writes a fixed script per row: row r's k-th new token is scripts[r][k]."""
 
@@ -118,12 +131,14 @@ class ScriptedLM(torch.nn.Module):
         self.vocab_size, self.scripts, self.prompt_lengths = vocab_size, scripts, prompt_lengths
 
     def forward(self, input_ids, attention_mask, position_ids, use_cache=True, logits_to_keep=0, **kwargs):
+        tracker = kwargs.get("past_key_values") or RowTracker(input_ids.shape[0])
         logits = torch.full((input_ids.shape[0], 1, self.vocab_size), -30.0)
-        for row, position in enumerate(position_ids[:, -1].tolist()):
+        for i, position in enumerate(position_ids[:, -1].tolist()):
+            row = tracker.rows[i]
             k = position + 1 - self.prompt_lengths[row]  # index of the token to write next
             script = self.scripts[row]
-            logits[row, 0, script[min(k, len(script) - 1)]] = 30.0
-        return {"logits": logits, "past_key_values": None}
+            logits[i, 0, script[min(k, len(script) - 1)]] = 30.0
+        return {"logits": logits, "past_key_values": tracker}
 
 
 def scripted_rollout(tokenizer, texts, one_think=True, max_new_tokens=40, eos_after=False):
@@ -234,3 +249,140 @@ def test_nucleus_wider_than_the_candidates_falls_back_to_a_full_sort():
     probs = torch.full((1, 3000), 1 / 3000)  # flat: the 0.9-nucleus needs 2,700 tokens
     kept = nucleus(probs, 0.9, candidates=1024)
     assert int((kept > 0).sum()) == 2700
+
+
+# ---------------------------------------------------------------- the static decode step
+
+PREVIOUS = PREVIOUS_SAMPLER  # the sampler the static one replaced, as the same function's settings
+
+
+def test_the_decode_step_is_static_on_a_preallocated_sdpa_or_eager_model(tokenizer, tiny_model):
+    from grpo.kv_cache import cache_argument, make_rollout_cache
+    from grpo.rollout import DecodeStep
+
+    for attention in ("sdpa", "eager"):
+        tiny_model.config._attn_implementation = attention
+        cache = make_rollout_cache(tiny_model, rows=2, capacity=9)
+        tiny_model(input_ids=torch.tensor([[5, 6], [7, 8]]), use_cache=True, **{cache_argument(tiny_model): cache})
+        step = DecodeStep(tiny_model, cache, torch.tensor([[1, 1], [0, 1]]), max_new_tokens=7, compile=False)
+        assert step.static and step.mask.shape == (2, 1, 1, 9)
+        # the prompt's padding stays closed, the 7 columns to come are closed until their step opens them
+        opened = step.mask.bool() if attention == "sdpa" else step.mask == 0
+        assert opened[:, 0, 0].tolist() == [[True, True] + [False] * 7, [False, True] + [False] * 7]
+    assert not DecodeStep(tiny_model, None, torch.ones(2, 2), 7, compile=False).static
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_static_and_growing_decoding_sample_the_same_tokens(tokenizer, tiny_model, attention):
+    # many stop ids, so rows finish at different steps and leave the batch (and the cache) at least once
+    tiny_model.config._attn_implementation = attention
+    prompts = [encode(tokenizer, "<|user|>a b c\n<|assistant|>"), encode(tokenizer, "zz")]
+    if attention == "eager":  # float64 eager attention turns left padding's fully masked rows into NaN
+        prompts = [encode(tokenizer, "<|user|>a b c"), encode(tokenizer, "<|user|>x y z")]
+
+    def run(**kwargs):
+        return rollout(tiny_model, tokenizer, prompts, group_size=4, max_new_tokens=20, temperature=1.0,
+                       stop_token_ids=list(range(5, 25)), generator=torch.Generator().manual_seed(1), **kwargs)  # fmt: skip
+
+    static, growing = run(), run(static=False)
+    assert len(set(static.completion_mask.sum(1).tolist())) > 2
+    assert torch.equal(static.completion_ids, growing.completion_ids)
+    assert static.finish_reasons == growing.finish_reasons
+    assert_close_relative(static.sample_logp, growing.sample_logp, REL, "static vs growing")
+
+
+def test_greedy_completions_equal_the_previous_samplers(tokenizer, tiny_model):
+    # greedy draws no random numbers, so how rows leave the batch cannot change what they write
+    texts = ("<|user|>abc\n<|assistant|>", "xyz", "a b", "q", "hello there", "<|user|>7+8")
+    prompts = [encode(tokenizer, t) for t in texts]
+    # stop ids the tiny model writes 2, 5 and 7 tokens in, or never (read off its greedy completions)
+    kwargs = dict(group_size=2, max_new_tokens=16, temperature=0.0, stop_token_ids=[87, 14, 103])
+    ours, previous = rollout(tiny_model, tokenizer, prompts, **kwargs), rollout(tiny_model, tokenizer, prompts, **kwargs, **PREVIOUS)  # fmt: skip
+    assert len(set(ours.completion_mask.sum(1).tolist())) > 2
+    assert torch.equal(ours.completion_ids, previous.completion_ids)
+    assert torch.equal(ours.completion_mask, previous.completion_mask)
+    assert ours.finish_reasons == previous.finish_reasons and ours.texts == previous.texts
+
+
+SCRIPTS = [
+    "r</think><answer>7</answer>tail",  # stop: a stop string over 8 tokens
+    "a</think>\n<think>b</think><answer>1</answer>",  # second_think
+    "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz",  # length
+    "x</think><answer>12345</answer>",
+]
+
+
+@pytest.mark.parametrize("check_every", [1, 3, 8, 100])
+def test_stop_reasons_do_not_depend_on_how_often_the_host_reads(tokenizer, check_every):
+    # one row per script, one ending in an end-of-turn token; every row is cut exactly where it stopped
+    # however many tokens it sampled past its stop before the host read them
+    prompt = encode(tokenizer, "q")
+    texts = [*SCRIPTS, "done"]
+    scripts = [encode(tokenizer, t) + [encode(tokenizer, "z")[0]] * 60 for t in texts]
+    scripts[-1] = encode(tokenizer, "done") + [tokenizer.eos_token_id] + [encode(tokenizer, "z")[0]] * 60
+    model = ScriptedLM(len(tokenizer), scripts, [len(prompt)] * len(texts))
+    out = rollout(model, tokenizer, [prompt] * len(texts), group_size=1, max_new_tokens=40, temperature=0.0,
+                  stop_token_ids=[tokenizer.eos_token_id], check_every=check_every)  # fmt: skip
+    assert out.finish_reasons == ["stop", "second_think", "length", "stop", "eos"]
+    assert out.texts == [
+        "r</think><answer>7</answer>",
+        "a</think>\n<think>",
+        "abcdefghijklmnopqrstuvwxyzabcdefghijklmn",
+        "x</think><answer>12345</answer>",
+        "done",
+    ]
+    lengths = out.completion_mask.sum(1).tolist()
+    assert lengths == [len(encode(tokenizer, t)) for t in out.texts[:4]] + [5]
+    for row, n in enumerate(lengths):  # padding after the stop, and no log-prob there
+        assert (out.completion_ids[row, n:] == tokenizer.pad_token_id).all()
+        assert (out.sample_logp[row, n:] == 0).all()
+
+
+def test_each_prompt_is_prefilled_once_for_its_group(tokenizer, tiny_model):
+    rows_seen = []
+    hook = tiny_model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: rows_seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        rollout(tiny_model, tokenizer, [encode(tokenizer, "abc"), encode(tokenizer, "de")], group_size=3,
+                max_new_tokens=4, stop_token_ids=[])  # fmt: skip
+    finally:
+        hook.remove()
+    prompt_width = len(encode(tokenizer, "abc"))
+    # one forward of the 2 prompts, then one of the 6 rows per new token after the first
+    assert rows_seen == [(2, prompt_width)] + [(6, 1)] * 3
+
+
+def test_a_failing_compiler_falls_back_to_eager_decoding_with_a_warning(tokenizer, tiny_model, monkeypatch):
+    import grpo.rollout
+
+    def broken_compiler(device):
+        def compiled(*args):
+            raise RuntimeError("inductor: no C++ compiler found\nmore detail")
+
+        return compiled
+
+    monkeypatch.setattr(grpo.rollout, "compiled_decode_forward", broken_compiler)
+    prompts = [encode(tokenizer, "abc")]
+    kwargs = dict(group_size=2, max_new_tokens=6, temperature=0.0, stop_token_ids=[])
+    with pytest.warns(
+        UserWarning, match="torch.compile of the decode step failed .RuntimeError: inductor: no C"
+    ):
+        compiled = rollout(tiny_model, tokenizer, prompts, compile=True, **kwargs)
+    eager = rollout(tiny_model, tokenizer, prompts, **kwargs)
+    assert torch.equal(compiled.completion_ids, eager.completion_ids)
+
+
+@pytest.mark.slow
+def test_the_compiled_decode_step_samples_what_the_eager_one_does(tokenizer):
+    # torch.compile on a CPU (inductor, C++): the same greedy completions and the same log-probs; a second
+    # rollout of another prompt length reuses the compiled step (the capacity is bucketed)
+    model = make_float64_model(tokenizer)
+    prompts = [encode(tokenizer, "<|user|>abc\n<|assistant|>"), encode(tokenizer, "xyz")]
+    kwargs = dict(group_size=2, max_new_tokens=10, temperature=0.0, stop_token_ids=[tokenizer.eos_token_id])
+    compiled = rollout(model, tokenizer, prompts, compile=True, **kwargs)
+    eager = rollout(model, tokenizer, prompts, **kwargs)
+    assert torch.equal(compiled.completion_ids, eager.completion_ids)
+    assert_close_relative(compiled.sample_logp, eager.sample_logp, REL, "compiled vs eager")
+    again = rollout(model, tokenizer, prompts[:1], compile=True, **kwargs)
+    assert torch.equal(again.completion_ids, eager.completion_ids[:2, : again.completion_ids.shape[1]])

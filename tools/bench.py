@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import copy
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -46,7 +47,8 @@ import torch
 from grpo.config import Config
 from grpo.logprobs import batched_token_logprobs, position_ids_from_mask, token_logprobs
 from grpo.models import DEFAULT_MODEL, load_models, load_tokenizer, pick_device, stop_token_ids
-from grpo.rollout import StopWatcher, build_prompt, left_pad, rollout
+from grpo.precision import cpu_has_bf16_arithmetic
+from grpo.rollout import PREVIOUS_SAMPLER, StopWatcher, build_prompt, left_pad, rollout
 from grpo.tags import ANSWER_CLOSE
 from tools.qwen3_tokenizer import QWEN3_1_7B_SHAPE
 
@@ -132,7 +134,7 @@ def bf16_is_fast(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return cpu_has_bf16_arithmetic()
     return False
 
 
@@ -222,7 +224,8 @@ def useful_lengths(tokenizer, new_tokens: torch.Tensor, stop_ids, stop_strings) 
     return lengths
 
 
-def run_ours(model, tokenizer, prompts, G, max_new_tokens, stop_ids, stop_strings, seed, device):
+def run_ours(model, tokenizer, prompts, G, max_new_tokens, stop_ids, stop_strings, seed, device, **options):
+    """`grpo.rollout` with its defaults, or with `options` (PREVIOUS_SAMPLER, compile=True)."""
     generator = torch.Generator(device=device).manual_seed(seed)
     out, seconds = timed(
         lambda: rollout(
@@ -235,6 +238,7 @@ def run_ours(model, tokenizer, prompts, G, max_new_tokens, stop_ids, stop_string
             stop_strings=stop_strings,
             one_think=False,  # generate has no such rule; the two must stop alike
             generator=generator,
+            **options,
         ),
         device,
     )
@@ -272,8 +276,9 @@ def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids,
         raise ValueError(f"batch {batch} needs {n_prompts} prompts")
     args = (model, tokenizer, prompts[:n_prompts], G, max_new_tokens, stop_ids, stop_strings, seed, device)
     out, ours = run_ours(*args)
+    _, previous = run_ours(*args, **PREVIOUS_SAMPLER)
     theirs = run_generate(*args)
-    for r in (ours, theirs):
+    for r in (ours, previous, theirs):
         r["useful_tokens_per_s"] = r["useful_tokens"] / r["seconds"]
         r["computed_tokens_per_s"] = r["computed_tokens"] / r["seconds"]
     return out, {
@@ -281,8 +286,28 @@ def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids,
         "group_size": G,
         "max_new_tokens": max_new_tokens,
         "ours": ours,
+        "previous": previous,
         "generate": theirs,
         "rollout_vs_generate": ours["useful_tokens_per_s"] / theirs["useful_tokens_per_s"],
+        "rollout_vs_previous": ours["useful_tokens_per_s"] / previous["useful_tokens_per_s"],
+    }
+
+
+def bench_compile(model, tokenizer, prompts, batch, G, max_new_tokens, seed, device):
+    """The compiled static decode step against the eager one, fixed-length rows (one shape throughout): the
+    first compiled rollout pays the compilation, the second is the steady state."""
+    args = (model, tokenizer, prompts[: batch // G], G, max_new_tokens, [], [], seed, device)
+    _, eager = run_ours(*args)
+    _, first = run_ours(*args, compile=True)
+    _, steady = run_ours(*args, compile=True)
+    tokens = batch * max_new_tokens
+    return {
+        "batch": batch,
+        "max_new_tokens": max_new_tokens,
+        "eager_tokens_per_s": tokens / eager["seconds"],
+        "compiled_tokens_per_s": tokens / steady["seconds"],
+        "compile_seconds": first["seconds"] - steady["seconds"],
+        "compiled_vs_eager": eager["seconds"] / steady["seconds"],
     }
 
 
@@ -332,12 +357,17 @@ def bench_scoring(model, input_ids, attention_mask, start, device, micro_batch_s
     return report
 
 
-def bench_step(policy, tokenizer, *, prompts_per_step, group_size, max_new_tokens, autocast, seed):
+def bench_step(
+    policy, tokenizer, *, prompts_per_step, group_size, max_new_tokens, autocast, seed, sampler="ours"
+):
     """One GRPO step (logprob reward) on a fresh copy of the policy; seconds of each phase.
 
     Completions run the full max_new_tokens (no end-of-turn stop), so that steps of different shapes
-    differ by exactly the tokens they were given.
+    differ by exactly the tokens they were given. `sampler="previous"`: the rollout with PREVIOUS_SAMPLER.
     """
+    from unittest import mock
+
+    import grpo.trainer
     from grpo.trainer import Trainer
     from tasks import get_task
 
@@ -356,7 +386,9 @@ def bench_step(policy, tokenizer, *, prompts_per_step, group_size, max_new_token
     trainer = Trainer(config, model, reference, tokenizer, get_task("math"))
     trainer.stop_ids = []  # no end-of-turn stop: every completion runs max_new_tokens
     trainer.config.one_think = False
-    result = trainer.step()
+    options = PREVIOUS_SAMPLER if sampler == "previous" else {}
+    with mock.patch.object(grpo.trainer, "rollout", functools.partial(rollout, **options)):
+        result = trainer.step()
     del trainer, model, reference
     gc.collect()
     phases = {k: result.seconds[k] for k in ("rollout", "reward", "reference", "update")}
@@ -365,6 +397,7 @@ def bench_step(policy, tokenizer, *, prompts_per_step, group_size, max_new_token
         "group_size": group_size,
         "max_new_tokens": max_new_tokens,
         "autocast_bf16": autocast,
+        "sampler": sampler,
         "completion_tokens": int(result.completion_tokens.sum()),
         "seconds": phases,
         "total_seconds": sum(phases.values()),
@@ -389,14 +422,28 @@ def table(report: dict) -> str:
     ]
     lines.append(f"model: {report['model']} on {report['device']} in {report['dtype']}")
     if report.get("rollout"):
-        lines += ["", "rollout vs generate (useful tokens/s; computed tokens in brackets)"]
-        lines.append(f"{'batch':>6} {'ours tok/s':>11} {'generate tok/s':>15} {'ratio':>6}")
+        lines += [
+            "",
+            "rollout: useful tokens/s of ours (static), the previous sampler and generate (computed tokens)",
+        ]
+        lines.append(
+            f"{'batch':>6} {'ours':>8} {'previous':>9} {'generate':>9} {'ours/prev':>10} {'ours/gen':>9}"
+        )
         for r in report["rollout"]:
-            o, g = r["ours"], r["generate"]
+            o, p, g = r["ours"], r.get("previous"), r["generate"]
             lines.append(
-                f"{r['batch']:>6} {o['useful_tokens_per_s']:>11.1f} {g['useful_tokens_per_s']:>15.1f} "
-                f"{r['rollout_vs_generate']:>6.2f}   ({o['computed_tokens']} vs {g['computed_tokens']} tokens)"
+                f"{r['batch']:>6} {o['useful_tokens_per_s']:>8.1f} "
+                f"{p['useful_tokens_per_s'] if p else float('nan'):>9.1f} {g['useful_tokens_per_s']:>9.1f} "
+                f"{r.get('rollout_vs_previous', float('nan')):>10.2f} {r['rollout_vs_generate']:>9.2f}   "
+                f"({o['computed_tokens']} / {p['computed_tokens'] if p else '-'} / {g['computed_tokens']})"
             )
+    if report.get("compile"):
+        c = report["compile"]
+        lines.append(
+            f"compiled decode step, batch {c['batch']} × {c['max_new_tokens']}: {c['compiled_tokens_per_s']:.1f} tok/s "
+            f"against {c['eager_tokens_per_s']:.1f} eager ({c['compiled_vs_eager']:.2f}×), after "
+            f"{c['compile_seconds']:.0f} s of compiling"
+        )
     if report.get("fixed_decode"):
         r = report["fixed_decode"]
         lines.append(
@@ -428,14 +475,16 @@ def table(report: dict) -> str:
     if steps:
         lines += ["", "GRPO step (logprob reward), seconds"]
         lines.append(
-            f"{'prompts×G×T':>13} {'bf16':>5} {'tokens':>7} {'rollout':>8} {'reward':>7} {'ref':>6} {'update':>7} {'total':>7}"
+            f"{'prompts×G×T':>13} {'sampler':>9} {'bf16':>5} {'tokens':>7} {'rollout':>8} {'reward':>7} {'ref':>6} "
+            f"{'update':>7} {'total':>7}"
         )
         for r in steps:
             s = r["seconds"]
             shape = f"{r['prompts']}×{r['group_size']}×{r['max_new_tokens']}"
             lines.append(
-                f"{shape:>13} {'yes' if r['autocast_bf16'] else 'no':>5} {r['completion_tokens']:>7} {s['rollout']:>8.1f} "
-                f"{s['reward']:>7.1f} {s['reference']:>6.1f} {s['update']:>7.1f} {r['total_seconds']:>7.1f}"
+                f"{shape:>13} {r.get('sampler', 'ours'):>9} {'yes' if r['autocast_bf16'] else 'no':>5} "
+                f"{r['completion_tokens']:>7} {s['rollout']:>8.1f} {s['reward']:>7.1f} {s['reference']:>6.1f} "
+                f"{s['update']:>7.1f} {r['total_seconds']:>7.1f}"
             )
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
@@ -458,9 +507,12 @@ def parse_args(argv=None):
     parser.add_argument(
         "--dtype", default="float32", help="weights' dtype for every section but the bf16 step"
     )
-    parser.add_argument("--batches", default="32,64", help="completions per rollout, comma-separated")
+    parser.add_argument("--batches", default="16,32,64", help="completions per rollout, comma-separated")
     parser.add_argument("--group-size", type=int, default=4, help="G: completions per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="rollout length limit")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="rollout length limit")
+    parser.add_argument(
+        "--compile-shape", default="16,48", help="batch,T of the compiled decode step against the eager one"
+    )
     parser.add_argument("--fixed-tokens", type=int, default=64, help="length of the fixed-length decode")
     parser.add_argument(
         "--step-shape",
@@ -469,7 +521,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--sections",
-        default="rollout,fixed,scoring,step,scaling",
+        default="rollout,compile,fixed,scoring,step,scaling",
         help="which sections to run, comma-separated",
     )
     parser.add_argument(
@@ -486,7 +538,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     sections = set(args.sections.split(","))
-    unknown = sections - {"rollout", "fixed", "scoring", "step", "scaling"}
+    unknown = sections - {"rollout", "compile", "fixed", "scoring", "step", "scaling"}
     if unknown:
         raise SystemExit(f"error: unknown --sections {sorted(unknown)}")
     batches = [int(b) for b in args.batches.split(",") if b]
@@ -540,6 +592,16 @@ def main(argv=None) -> dict:
             scoring_batch = out if scoring_batch is None else scoring_batch
             say(f"  ratio {r['rollout_vs_generate']:.2f}")
     save()
+    if "compile" in sections:
+        batch, t = (int(x) for x in args.compile_shape.split(","))
+        say(f"compiled decode step: batch {batch} × {t}, eager then compiled twice ...")
+        try:
+            report["compile"] = bench_compile(
+                model, tokenizer, prompts, batch, args.group_size, t, args.seed, device
+            )
+        except Exception as error:  # noqa: BLE001 (the report says what failed; the other sections go on)
+            report["notes"].append(f"compile section failed: {type(error).__name__}: {error}"[:500])
+    save()
     if "fixed" in sections:
         say(f"fixed-length decode: batch {batches[0]} × {args.fixed_tokens} ...")
         out, report["fixed_decode"] = bench_rollout(
@@ -582,23 +644,28 @@ def main(argv=None) -> dict:
                 f"({report['machine']['cpu_capability']}); --bf16 on times it anyway"
             )
 
-        def step(g, t, bf16=False):
-            say(f"GRPO step: {n_prompts} prompts × G {g} × {t} tokens{', bf16 autocast' if bf16 else ''} ...")
+        def step(g, t, bf16=False, sampler="ours"):
+            say(
+                f"GRPO step: {n_prompts} prompts × G {g} × {t} tokens, {sampler} sampler{', bf16' if bf16 else ''} ..."
+            )
             return bench_step(
                 model, tokenizer, prompts_per_step=n_prompts, group_size=g, max_new_tokens=t, autocast=bf16,
-                seed=args.seed,
+                seed=args.seed, sampler=sampler,
             )  # fmt: skip
 
         base = step(G, T)  # the step breakdown and the scaling's starting point
-        report["step"] = [base] + ([step(G, T, bf16=True)] if use_bf16 else [])
+        report["step"] = [base, step(G, T, sampler="previous")] + (
+            [step(G, T, bf16=True)] if use_bf16 else []
+        )
+        report["step_vs_previous"] = report["step"][1]["total_seconds"] / base["total_seconds"]
         report["scaling"] = []
         if "scaling" in sections:
             report["scaling"] = [base, step(2 * G, T), step(G, 2 * T)]
         if report["scaling"]:
-            base, double_g, double_t = (r["total_seconds"] for r in report["scaling"])
-            report["scaling_ratios"] = {"double_group": double_g / base, "double_length": double_t / base}
-        if len(report["step"]) == 2:
-            report["bf16_speedup"] = report["step"][0]["total_seconds"] / report["step"][1]["total_seconds"]
+            single, double_g, double_t = (r["total_seconds"] for r in report["scaling"])
+            report["scaling_ratios"] = {"double_group": double_g / single, "double_length": double_t / single}
+        if use_bf16:
+            report["bf16_speedup"] = base["total_seconds"] / report["step"][-1]["total_seconds"]
 
     save()
     say("")
