@@ -25,6 +25,7 @@ masked column can never carry a NaN into the attention's weighted sum):
 from __future__ import annotations
 
 import inspect
+import weakref
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -41,7 +42,8 @@ class PreallocatedLayer(DynamicLayer):
         self.rows, self.capacity = rows, capacity
         self.batch_size = 0  # rows in use: the first batch_size rows of the buffers
         self.length = 0  # positions in use: the first `length` columns
-        self.position: torch.Tensor | None = None  # (1,) static decoding: the column the next update writes
+        self.static = False  # static decoding: every update writes one column at `position`
+        self.position: torch.Tensor | None = None  # (1,) the column the next static update writes
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
@@ -61,13 +63,17 @@ class PreallocatedLayer(DynamicLayer):
         self.values = self.value_buffer[: self.batch_size, :, : self.length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if self.position is not None:  # static decoding: one column at `position`, the whole capacity back
+        if self.static:  # one column at `position`, the whole capacity back
             keys, values = self.key_buffer[: self.batch_size], self.value_buffer[: self.batch_size]
             keys.index_copy_(2, self.position, key_states.to(keys.dtype))  # (b, heads, capacity, key_dim)
             values.index_copy_(2, self.position, value_states.to(values.dtype))
             return keys, values
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
+        elif self.length == 0:  # a reused cache's first write (after `reset`): its buffers stay
+            if key_states.shape[0] > self.rows:
+                raise ValueError(f"the cache holds {self.rows} rows; {key_states.shape[0]} were given")
+            self.batch_size = key_states.shape[0]
         if key_states.shape[0] != self.batch_size:
             raise ValueError(f"{key_states.shape[0]} rows given to a cache holding {self.batch_size}")
         end = self.length + key_states.shape[-2]
@@ -117,9 +123,10 @@ class PreallocatedLayer(DynamicLayer):
         raise NotImplementedError("a preallocated rollout cache is never cropped")
 
     def reset(self) -> None:
+        """Empty, for another rollout: the buffers and the position tensor stay, at the same addresses."""
         self.length = 0
         self.batch_size = 0
-        self.position = None
+        self.static = False
         self.keys = self.values = None
 
 
@@ -138,14 +145,18 @@ class PreallocatedCache(Cache):
         graph captured over a decode step replays on the same memory.
         """
         first = self.layers[0]
-        if not first.is_initialized:
+        if not first.is_initialized or first.length == 0:
             raise ValueError("prefill the cache before decoding from it")
-        self.position = torch.tensor([position], dtype=torch.long, device=first.device)
+        if self.position is None:
+            self.position = torch.tensor([position], dtype=torch.long, device=first.device)
+            torch._dynamo.mark_static_address(self.position)
+            for layer in self.layers:
+                for tensor in (layer.key_buffer, layer.value_buffer):
+                    torch._dynamo.mark_static_address(tensor)
+        else:  # a reused cache: the same tensor, so that a captured graph still reads it
+            self.position.fill_(position)
         for layer in self.layers:
-            layer.position = self.position
-            for tensor in (layer.key_buffer, layer.value_buffer):
-                torch._dynamo.mark_static_address(tensor)
-        torch._dynamo.mark_static_address(self.position)
+            layer.position, layer.static = self.position, True
         return self.position
 
     @property
@@ -169,13 +180,35 @@ def supports_preallocation(config) -> bool:
     )
 
 
-def make_rollout_cache(model, rows: int, capacity: int) -> Cache | None:
-    """A PreallocatedCache for `model`, or None (the model's own cache) where its layers need another kind."""
+def make_rollout_cache(model, rows: int, capacity: int, reuse: bool = False) -> Cache | None:
+    """A PreallocatedCache for `model`, or None (the model's own cache) where its layers need another kind.
+
+    `reuse`: hand back the last cache made with `reuse` when it was made for the same model, shape and
+    precision, emptied (`reset`): its buffers keep their addresses from one rollout to the next, so a CUDA
+    graph captured over a decode step replays instead of being captured again (cudagraph trees re-record a
+    graph whose static inputs moved, and stop using graphs after enough re-records). It is held until a
+    cache of another shape replaces it.
+    """
     config = getattr(model, "config", None)
     if config is None or not supports_preallocation(config):
         return None
     text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    return PreallocatedCache(text_config.num_hidden_layers, rows, capacity)
+    if not reuse:
+        return PreallocatedCache(text_config.num_hidden_layers, rows, capacity)
+    parameter = next(model.parameters())
+    key = (rows, capacity, parameter.dtype, parameter.device, torch.is_autocast_enabled(parameter.device.type))
+    last = _REUSED.get("model")
+    if last is not None and last() is model and _REUSED["key"] == key:
+        cache = _REUSED["cache"]
+        cache.reset()
+        return cache
+    _REUSED.clear()  # the old buffers go before the new ones are allocated
+    cache = PreallocatedCache(text_config.num_hidden_layers, rows, capacity)
+    _REUSED.update(model=weakref.ref(model), key=key, cache=cache)
+    return cache
+
+
+_REUSED: dict = {}  # make_rollout_cache(reuse=True)'s last cache, with its model (weakly) and shape
 
 
 def cache_argument(model) -> str:

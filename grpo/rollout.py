@@ -3,9 +3,10 @@
 No `model.generate`: the loop below is the whole of it. Prompts are left-padded so that every row's
 next token sits in the last column; position ids count real tokens only, so a padded row sees exactly
 what it would see alone. Each row stops on its own at an end-of-turn token, after a stop string such as
-`</answer>` (which can span several tokens, so it is found in the decoded text, one new token per row
-per step), when it opens a second `<think>` after closing the first (`one_think`, the poster's guard
-against the repeated-think reward hack), or at `max_new_tokens`.
+`</answer>` (which can span several tokens, so it is found in the decoded text), when it opens a second
+`<think>` after closing the first (`one_think`, the poster's guard against the repeated-think reward
+hack), or at `max_new_tokens`. The device decodes with fixed shapes (`DecodeStep`) and the host reads the
+new tokens every few steps (`Ends`): a row is cut where it stopped, however far the device ran past it.
 
 The log-prob of each sampled token is recorded under the distribution the policy defines at this
 temperature, softmax(logits / T), before top-p truncation: that is the π_old of the PPO ratio, and
@@ -95,12 +96,16 @@ def nucleus(probs: torch.Tensor, top_p: float, candidates: int = 1024) -> torch.
     """Zero every token outside the smallest set of most likely tokens whose mass reaches top_p.
 
     Sorting a 50k–150k vocabulary every step is slow on a CPU; the nucleus almost always lies within
-    the `candidates` most likely tokens, so those are sorted (topk) and the full sort is kept for rows
-    whose top candidates do not reach top_p. The first token always stays.
+    the `candidates` most likely tokens, so there those are sorted (topk) and the full sort is kept for
+    rows whose top candidates do not reach top_p. That choice is a host sync, free on a CPU; on a GPU the
+    whole vocabulary is sorted, which is cheap there and keeps the step free of syncs. The first token
+    always stays.
     """
-    k = min(candidates, probs.shape[-1])
-    top_probs, order = probs.topk(k, dim=-1)  # (N, k), sorted descending
-    if bool((top_probs.sum(-1) < top_p).any()):
+    if probs.device.type == "cpu":
+        top_probs, order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)  # (N, k), sorted descending
+        if bool((top_probs.sum(-1) < top_p).any()):
+            top_probs, order = probs.sort(dim=-1, descending=True)  # (N, V)
+    else:
         top_probs, order = probs.sort(dim=-1, descending=True)  # (N, V)
     mass_before = top_probs.cumsum(dim=-1) - top_probs  # (N, k)
     top_probs = top_probs.masked_fill(mass_before >= top_p, 0.0)
@@ -192,10 +197,10 @@ CAPACITY_BUCKET = 128
 # Finished rows leave the batch (and the cache, a copy of every layer's K and V) once the rows still running
 # are at most this share of it: a handful of copies per rollout instead of one per finished row
 LEAVE_AT = 0.5
-STATIC_ATTENTION = ("sdpa", "eager")
+STATIC_ATTENTION = ("sdpa", "eager")  # the attention implementations the static step hands a 4D mask to
 # `rollout`'s settings that give the sampler this one replaced (the cache grows a column per step, the host
 # reads every token, a finished row leaves at once): `make bench` and the tests compare the two
-PREVIOUS_SAMPLER = dict(static=False, check_every=1, leave_at=1.0)  # the attention implementations the static step hands a 4D mask to
+PREVIOUS_SAMPLER = dict(static=False, check_every=1, leave_at=1.0)
 
 
 @torch.no_grad()
@@ -243,7 +248,7 @@ def rollout(
 
     # 1. prefill each prompt once, then give each of its G samples a copy of its cache
     capacity = P + T if not compile else -(-(P + T) // CAPACITY_BUCKET) * CAPACITY_BUCKET
-    cache = make_rollout_cache(model, n, capacity) if preallocate else None
+    cache = make_rollout_cache(model, n, capacity, reuse=compile) if preallocate else None
     position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
     out = model(
         input_ids=unique_ids,

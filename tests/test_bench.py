@@ -60,7 +60,18 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
     out = tmp_path / "bench.json"
     report = bench.main(
         ["--random-init", str(config), "--batches", "4,8", "--group-size", "2", "--max-new-tokens", "4"]
-        + ["--fixed-tokens", "3", "--step-shape", "1,2,2", "--bf16", "on", "--compile-shape", "4,3"]
+        + [
+            "--fixed-tokens",
+            "3",
+            "--step-shape",
+            "1,2,2",
+            "--bf16",
+            "on",
+            "--compile-shape",
+            "4,3",
+            "--ops-batch",
+            "4",
+        ]
         + ["--out", str(out)]
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
@@ -72,6 +83,11 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
     for r in report["rollout"]:  # the previous sampler on the same prompts and seed
         assert 0 < r["previous"]["useful_tokens"] == r["previous"]["computed_tokens"]
         assert r["rollout_vs_previous"] > 0
+    ops = report[
+        "ops"
+    ]  # the static step reads the tokens every CHECK_EVERY steps, the previous one every step
+    assert ops["ours"]["aten_ops_per_step"] > 0 and ops["previous"]["host_reads_of_tokens"] == 1
+    assert ops["ours"]["host_reads_of_tokens"] == 1 / 8 and ops["ours"]["item_reads_per_step"] == 0
     compiled = report["compile"]
     assert (
         compiled["batch"] == 4 and compiled["compiled_tokens_per_s"] > 0 and compiled["compiled_vs_eager"] > 0

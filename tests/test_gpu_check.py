@@ -19,6 +19,10 @@ def test_the_dry_run_runs_every_part_and_writes_one_report(tmp_path):
     for name in ("eager", "sdpa"):
         attention = parts["attention"]["implementations"][name]
         assert attention["real_rows_finite"] and attention["padded_vs_alone_max_rel"] < 1e-3
+    decode = parts["decode"]
+    for sampler in ("static", "previous", "compiled"):  # the compiled step ran (inductor on the CPU)
+        assert f"{sampler}_ms_per_step_batch_4" in decode and decode[f"{sampler}_first_call_s_batch_4"] > 0
+    assert decode["bandwidth_gb_per_s"] > 0 and decode["floor_ms_batch_4"] > 0
     assert parts["stale_weights"]["second_update_clip_fraction"] > 0
     poster = parts["poster_step"]
     assert len(poster["steps"]) == 2 and poster["every_loss_finite"] and poster["weights_moved_share"] > 0.5

@@ -110,3 +110,36 @@ def test_qwen3_keys_are_cached_in_the_values_dtype_under_autocast(qwen_like_toke
         step = model(input_ids=ids[:, 11:], use_cache=True, **{cache_argument(model): cache}).logits[:, -1]
         whole = model(input_ids=ids).logits[:, -1]
     assert torch.equal(step, whole)
+
+
+def test_static_decoding_writes_at_the_position_and_returns_the_whole_capacity():
+    from grpo.kv_cache import PreallocatedCache
+
+    cache = PreallocatedCache(num_layers=1, rows=4, capacity=6)
+    layer = cache.layers[0]
+    k, v = kv(2, 3, seed=0)
+    layer.update(k, v)  # a prefill of 2 prompts × 3 positions
+    cache.batch_repeat_interleave(2)  # rows 0, 0, 1, 1
+    position = cache.decode_at(3)
+    address = layer.key_buffer.data_ptr()
+    new_k, new_v = kv(4, 1, seed=1)
+    keys, values = layer.update(new_k, new_v)
+    assert keys.shape == (4, 2, 6, 3)  # every row, every column: the mask hides what is not written yet
+    assert torch.equal(keys[:, :, :3], k.repeat_interleave(2, dim=0)) and torch.equal(keys[:, :, 3:4], new_k)
+    assert torch.equal(values[:, :, 3:4], new_v) and (keys[:, :, 4:] == 0).all()  # zeros, never NaN
+    position += 1  # the decoder advances it in place; every layer reads the same tensor
+    later_k, _ = kv(4, 1, seed=2)
+    assert torch.equal(layer.update(later_k, later_k)[0][:, :, 4:5], later_k)
+    position += 1
+    cache.select_rows(torch.tensor([1, 3]), columns=5)  # rows 0 and 2 finished
+    keys, _ = layer.update(*kv(2, 1, seed=3))
+    assert keys.shape == (2, 2, 6, 3)
+    assert torch.equal(keys[:, :, :3], k) and torch.equal(keys[:, :, 4:5], later_k[[1, 3]])
+    assert layer.key_buffer.data_ptr() == address  # the same memory throughout, as a CUDA graph needs
+
+
+def test_decoding_from_a_cache_never_prefilled_is_an_error():
+    from grpo.kv_cache import PreallocatedCache
+
+    with pytest.raises(ValueError, match="prefill the cache before decoding"):
+        PreallocatedCache(num_layers=1, rows=2, capacity=4).decode_at(0)

@@ -263,7 +263,9 @@ def test_the_decode_step_is_static_on_a_preallocated_sdpa_or_eager_model(tokeniz
     for attention in ("sdpa", "eager"):
         tiny_model.config._attn_implementation = attention
         cache = make_rollout_cache(tiny_model, rows=2, capacity=9)
-        tiny_model(input_ids=torch.tensor([[5, 6], [7, 8]]), use_cache=True, **{cache_argument(tiny_model): cache})
+        tiny_model(
+            input_ids=torch.tensor([[5, 6], [7, 8]]), use_cache=True, **{cache_argument(tiny_model): cache}
+        )
         step = DecodeStep(tiny_model, cache, torch.tensor([[1, 1], [0, 1]]), max_new_tokens=7, compile=False)
         assert step.static and step.mask.shape == (2, 1, 1, 9)
         # the prompt's padding stays closed, the 7 columns to come are closed until their step opens them
@@ -386,3 +388,43 @@ def test_the_compiled_decode_step_samples_what_the_eager_one_does(tokenizer):
     assert_close_relative(compiled.sample_logp, eager.sample_logp, REL, "compiled vs eager")
     again = rollout(model, tokenizer, prompts[:1], compile=True, **kwargs)
     assert torch.equal(again.completion_ids, eager.completion_ids[:2, : again.completion_ids.shape[1]])
+
+
+def test_a_compiled_rollout_reuses_its_cache_and_samples_what_a_fresh_one_does(
+    tokenizer, tiny_model, monkeypatch
+):
+    # the compiled step's cache keeps its memory from one rollout to the next (a CUDA graph replays on it);
+    # here the "compiler" hands back the eager step, so only the reuse is under test
+    import grpo.kv_cache
+    import grpo.rollout
+
+    monkeypatch.setattr(grpo.rollout, "compiled_decode_forward", lambda device: grpo.rollout.decode_forward)
+    monkeypatch.setattr(grpo.kv_cache, "_REUSED", {})
+    prompts = [encode(tokenizer, "<|user|>a b c\n<|assistant|>"), encode(tokenizer, "zz")]
+    kwargs = dict(group_size=3, max_new_tokens=12, stop_token_ids=list(range(5, 25)))
+    fresh = rollout(tiny_model, tokenizer, prompts, generator=torch.Generator().manual_seed(2), **kwargs)
+    first = rollout(
+        tiny_model, tokenizer, prompts, compile=True, generator=torch.Generator().manual_seed(2), **kwargs
+    )
+    cache = grpo.kv_cache._REUSED["cache"]
+    address = cache.layers[0].key_buffer.data_ptr()
+    other = rollout(
+        tiny_model,
+        tokenizer,
+        prompts[::-1],
+        compile=True,
+        generator=torch.Generator().manual_seed(5),
+        **kwargs,
+    )
+    again = rollout(
+        tiny_model, tokenizer, prompts, compile=True, generator=torch.Generator().manual_seed(2), **kwargs
+    )
+    assert grpo.kv_cache._REUSED["cache"] is cache and cache.layers[0].key_buffer.data_ptr() == address
+    for out in (first, again):  # the last rollout's keys in the buffers change nothing
+        assert (
+            torch.equal(out.completion_ids, fresh.completion_ids)
+            and out.finish_reasons == fresh.finish_reasons
+        )
+    assert not torch.equal(other.completion_ids, fresh.completion_ids)
+    rollout(tiny_model, tokenizer, prompts[:1], compile=True, **kwargs)  # another shape: another cache
+    assert grpo.kv_cache._REUSED["cache"] is not cache

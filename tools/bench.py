@@ -47,14 +47,21 @@ import torch
 from grpo.config import Config
 from grpo.logprobs import batched_token_logprobs, position_ids_from_mask, token_logprobs
 from grpo.models import DEFAULT_MODEL, load_models, load_tokenizer, pick_device, stop_token_ids
+from grpo.precision import autocast as precision_autocast
 from grpo.precision import cpu_has_bf16_arithmetic
-from grpo.rollout import PREVIOUS_SAMPLER, StopWatcher, build_prompt, left_pad, rollout
+from grpo.rollout import CHECK_EVERY, PREVIOUS_SAMPLER, StopWatcher, build_prompt, left_pad, rollout
 from grpo.tags import ANSWER_CLOSE
 from tools.qwen3_tokenizer import QWEN3_1_7B_SHAPE
 
 # Model shapes for --random-init, from the models' published config.json files (weights are never needed).
 SHAPES = {
     "qwen3-1.7b": dict(model_type="qwen3", **QWEN3_1_7B_SHAPE),
+    # Qwen3-1.7B's structure (28 layers, its heads, its vocabulary) at a width a CPU runs in seconds: the ops a
+    # decode step issues, which the "ops" section counts, depend on the structure and not on the width
+    "qwen3-1.7b-narrow": dict(
+        model_type="qwen3",
+        **{**QWEN3_1_7B_SHAPE, "hidden_size": 128, "intermediate_size": 256, "head_dim": 16},
+    ),
     "smollm2-135m": dict(
         model_type="llama",
         hidden_size=576,
@@ -293,6 +300,51 @@ def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids,
     }
 
 
+def count_decode_ops(model, tokenizer, prompts, batch, steps, autocast, **options) -> dict:
+    """aten ops, dtype casts and host reads (`_local_scalar_dense`: .item(), bool() of a tensor) per decode step
+    of `grpo.rollout` with `options`, under the profiler: a rollout of 1 + steps tokens minus one of 1 token (its
+    prefill), over `steps`. Each op is a kernel launch on a GPU, each host read a sync (the rollout's own
+    reads of the new tokens, `.tolist()`, are counted apart: `host_reads_of_tokens`)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def counts(n):
+        with (
+            profile(activities=[ProfilerActivity.CPU]) as prof,
+            precision_autocast(torch.device("cpu"), autocast),
+        ):
+            rollout(model, tokenizer, prompts[: batch // 4], group_size=4, max_new_tokens=n, stop_token_ids=[],
+                    stop_strings=(), generator=torch.Generator().manual_seed(0), **options)  # fmt: skip
+        events = [e for e in prof.events() if e.name.startswith("aten::")]
+        return (
+            len(events),
+            sum(e.name in ("aten::_to_copy",) for e in events),
+            sum(e.name == "aten::_local_scalar_dense" for e in events),
+        )
+
+    counts(2)  # warm-up
+    (ops, casts, reads), (ops0, casts0, reads0) = counts(1 + steps), counts(1)
+    check_every = options.get("check_every", CHECK_EVERY)
+    return {
+        "aten_ops_per_step": (ops - ops0) / steps,
+        "casts_per_step": (casts - casts0) / steps,
+        "item_reads_per_step": (reads - reads0) / steps,
+        "host_reads_of_tokens": 1 / check_every,
+    }
+
+
+def bench_ops(tokenizer, batch, steps, autocast) -> dict:
+    """`count_decode_ops` of the static sampler and the previous one on Qwen3-1.7B's structure."""
+    model = random_model("qwen3-1.7b-narrow", tokenizer, torch.device("cpu"), torch.float32)
+    prompts = countdown_prompts(tokenizer, batch // 4)
+    return {
+        "model": "qwen3-1.7b-narrow",
+        "batch": batch,
+        "autocast_bf16": autocast,
+        "ours": count_decode_ops(model, tokenizer, prompts, batch, steps, autocast),
+        "previous": count_decode_ops(model, tokenizer, prompts, batch, steps, autocast, **PREVIOUS_SAMPLER),
+    }
+
+
 def bench_compile(model, tokenizer, prompts, batch, G, max_new_tokens, seed, device):
     """The compiled static decode step against the eager one, fixed-length rows (one shape throughout): the
     first compiled rollout pays the compilation, the second is the steady state."""
@@ -437,6 +489,17 @@ def table(report: dict) -> str:
                 f"{r.get('rollout_vs_previous', float('nan')):>10.2f} {r['rollout_vs_generate']:>9.2f}   "
                 f"({o['computed_tokens']} / {p['computed_tokens'] if p else '-'} / {g['computed_tokens']})"
             )
+    if report.get("ops"):
+        o = report["ops"]
+        lines.append(
+            f"ops per decode step, {o['model']} at batch {o['batch']}{' under bf16 autocast' if o['autocast_bf16'] else ''}:"
+        )
+        for name in ("ours", "previous"):
+            r = o[name]
+            lines.append(
+                f"  {name:>8}: {r['aten_ops_per_step']:,.0f} aten ops, {r['casts_per_step']:,.0f} casts, "
+                f"{r['item_reads_per_step']:.2f} .item() reads and {r['host_reads_of_tokens']:.3g} reads of the tokens"
+            )
     if report.get("compile"):
         c = report["compile"]
         lines.append(
@@ -511,6 +574,12 @@ def parse_args(argv=None):
     parser.add_argument("--group-size", type=int, default=4, help="G: completions per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=96, help="rollout length limit")
     parser.add_argument(
+        "--ops-batch",
+        type=int,
+        default=64,
+        help="rows of the decode steps whose ops are counted (a multiple of 4)",
+    )
+    parser.add_argument(
         "--compile-shape", default="16,48", help="batch,T of the compiled decode step against the eager one"
     )
     parser.add_argument("--fixed-tokens", type=int, default=64, help="length of the fixed-length decode")
@@ -521,7 +590,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--sections",
-        default="rollout,compile,fixed,scoring,step,scaling",
+        default="rollout,ops,compile,fixed,scoring,step,scaling",
         help="which sections to run, comma-separated",
     )
     parser.add_argument(
@@ -538,7 +607,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     sections = set(args.sections.split(","))
-    unknown = sections - {"rollout", "compile", "fixed", "scoring", "step", "scaling"}
+    unknown = sections - {"rollout", "ops", "compile", "fixed", "scoring", "step", "scaling"}
     if unknown:
         raise SystemExit(f"error: unknown --sections {sorted(unknown)}")
     batches = [int(b) for b in args.batches.split(",") if b]
@@ -591,6 +660,12 @@ def main(argv=None) -> dict:
             report["rollout"].append(r)
             scoring_batch = out if scoring_batch is None else scoring_batch
             say(f"  ratio {r['rollout_vs_generate']:.2f}")
+    save()
+    if "ops" in sections:
+        say(
+            f"ops per decode step: Qwen3-1.7B's structure, batch {args.ops_batch}, bf16 autocast, ours then previous ..."
+        )
+        report["ops"] = bench_ops(tokenizer, batch=args.ops_batch, steps=4, autocast=True)
     save()
     if "compile" in sections:
         batch, t = (int(x) for x in args.compile_shape.split(","))

@@ -14,8 +14,10 @@ float32 weights, bf16 autocast on a GPU with bf16 (`grpo.precision`).
                       of the padding finite, and does a padded row give the logits of the row alone?
     reward_precision  per-token gold log-prob as the reward scores it (float32) against the same pass under
                       bf16 autocast (what it was before), and the time of each at the poster's batch
-    decode            milliseconds of one decode step of grpo.rollout at batch 8 and 64, and of
-                      model.generate at 64, 1,024-token prompts + completions budget as the poster's
+    decode            milliseconds of one decode step at batch 8 and 64: grpo.rollout's static step,
+                      eager and compiled (CUDA graphs; the first call, compilation included, apart), the
+                      previous sampler, model.generate at 64; beside them the floor, the time to read the
+                      weights and the KV cache once at the copy bandwidth measured there
     stale_weights     μ = 2: the second update's ratio and clip fraction must move (autocast's weight cache
                       made update 2 compute with update 1's weights)
     poster_step       `--preset poster` (parse_config, Trainer.step: what train.py runs, without writing
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import platform
@@ -286,29 +289,37 @@ def part_reward_precision(check: Check) -> dict:
 
 
 def part_decode(check: Check) -> dict:
-    """ms per decode step of the project's sampler at batch 8 and 64, and of model.generate at 64."""
-    from grpo.rollout import rollout
+    """ms per decode step of the project's sampler at batch 8 and 64: the static step eager and compiled
+    (CUDA graphs), the previous sampler, model.generate at 64; and the floor, the time to read the weights and
+    the KV cache once at the device's copy bandwidth (measured here), which the compiled step should be
+    within 2× of."""
+    from grpo.rollout import PREVIOUS_SAMPLER, left_pad, rollout
 
     model = check.model
     steps = 4 if check.dry_run else 64
-    figures = {}
+    figures: dict = {"bandwidth_gb_per_s": copy_bandwidth(check.device) / 1e9}
+    samplers = {"static": {}, "previous": PREVIOUS_SAMPLER, "compiled": {"compile": True}}
     for batch in (8, 64) if not check.dry_run else (2, 4):
         prompts = check.prompts(batch)
         kwargs = dict(group_size=1, temperature=1.0, stop_token_ids=[], stop_strings=())
-        with check.autocast():
-            rollout(model, check.tokenizer, prompts, max_new_tokens=2, **kwargs)  # warm-up
-            prefill = timed(
-                check.device,
-                lambda p=prompts, kw=kwargs: rollout(model, check.tokenizer, p, max_new_tokens=1, **kw),
-            )
-            whole = timed(
-                check.device,
-                lambda p=prompts, kw=kwargs: rollout(model, check.tokenizer, p, max_new_tokens=steps, **kw),
-            )
-        figures[f"rollout_ms_per_step_batch_{batch}"] = 1000 * (whole - prefill) / (steps - 1)
-    batch = 64 if not check.dry_run else 4
-    from grpo.rollout import left_pad
+        for name, options in samplers.items():
+            run = functools.partial(rollout, model, check.tokenizer, prompts, **kwargs, **options)
 
+            with check.autocast():
+                # warm-up: kernels, and for the compiled step its compilation at this (rows, capacity) bucket
+                figures[f"{name}_first_call_s_batch_{batch}"] = timed(
+                    check.device, lambda r=run: r(max_new_tokens=steps)
+                )
+                prefill = timed(check.device, lambda r=run: r(max_new_tokens=1))
+                whole = timed(check.device, lambda r=run: r(max_new_tokens=steps))
+            figures[f"{name}_ms_per_step_batch_{batch}"] = 1000 * (whole - prefill) / (steps - 1)
+        width = len(max(prompts, key=len)) + steps
+        floor = read_bytes(model, batch, width, check.mixed) / (figures["bandwidth_gb_per_s"] * 1e9)
+        figures[f"floor_ms_batch_{batch}"] = 1000 * floor
+        figures[f"compiled_vs_floor_batch_{batch}"] = figures[f"compiled_ms_per_step_batch_{batch}"] / (
+            1000 * floor
+        )
+    batch = 64 if not check.dry_run else 4
     ids, mask = left_pad(check.prompts(batch), check.tokenizer.pad_token_id, check.device)
 
     def generate(n):
@@ -323,6 +334,25 @@ def part_decode(check: Check) -> dict:
     # a dry run's few CPU steps are too few to time (the difference can come out negative); it checks the path
     figures["ok"] = all(math.isfinite(v) and (check.dry_run or v > 0) for v in figures.values())
     return figures
+
+
+def copy_bandwidth(device: torch.device, mib: int = 512) -> float:
+    """Bytes per second a device-to-device copy moves (read + write), best of 5."""
+    x = torch.empty(mib * 2**20, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    best = min(timed(device, lambda: y.copy_(x)) for _ in range(5))
+    return 2 * x.numel() / best
+
+
+def read_bytes(model, batch: int, width: int, mixed: bool) -> int:
+    """What one decode step must read at least: every weight once (in bf16 under autocast) and the K and V of
+    `width` positions for `batch` rows in every layer."""
+    config = model.config
+    weight_bytes = sum(p.numel() for p in model.parameters()) * (2 if mixed else 4)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    cache = 2 * config.num_hidden_layers * batch * config.num_key_value_heads * width * head_dim
+    return weight_bytes + cache * (2 if mixed else 4)
 
 
 def tiny_config(check: Check, **overrides):
