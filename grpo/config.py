@@ -266,32 +266,37 @@ def add_options(
             help_text += f" (default: {f.default})"
         if f.name in (metavars or {}):
             kwargs["metavar"] = metavars[f.name]
-        parser.add_argument("--" + f.name.replace("_", "-"), help=help_text.replace("%", "%%"), **kwargs)
+        flag = "--" + f.name.replace("_", "-")
+        parser.add_argument(flag, help=help_text.replace("%", "%%"), **kwargs)
+        if kwargs.get("action") is AutoOnOff:
+            parser.add_argument(
+                "--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=argparse.SUPPRESS
+            )
 
 
 class AutoOnOff(argparse.Action):
-    """`--x [auto|on|off]` and `--no-x` for an option whose None means `auto` (decided per machine): `--x`
-    alone is `on`, `--no-x` is `off`, and the value kept is None, True or False."""
+    """`--x [auto|on|off]` for an option whose None means `auto` (decided per machine): `--x` alone is `on`; the
+    value kept is None, True or False. `add_options` adds a hidden `--no-x` beside it (off)."""
 
     WORDS = {"auto": None, "on": True, "off": False}
 
     def __init__(self, option_strings, dest, default=None, help=None, **kwargs):
         flag = option_strings[0]
+        words = f"`{flag}` alone: on, `--no-{flag[2:]}`: off; default: auto"
         super().__init__(
-            [flag, "--no-" + flag[2:]], dest, nargs="?", choices=tuple(self.WORDS), default=default,
-            metavar="auto|on|off", help=f"{help} (default: auto)" if help else "(default: auto)",
+            option_strings, dest, nargs="?", choices=tuple(self.WORDS), default=default, metavar="auto|on|off",
+            help=f"{help} ({words})" if help else f"({words})",
         )  # fmt: skip
 
     def __call__(self, parser, namespace, values, option_string=None):
-        if option_string and option_string.startswith("--no-"):
-            if values is not None:
-                parser.error(f"{option_string} takes no value (use {self.option_strings[0]} {values})")
-            setattr(namespace, self.dest, False)
-        else:
-            setattr(namespace, self.dest, True if values is None else self.WORDS[values])
+        setattr(namespace, self.dest, True if values is None else self.WORDS[values])
 
-    def format_usage(self) -> str:
-        return self.option_strings[0]
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's help ends with its default, except an `auto|on|off` one's, which says it in words."""
+
+    def _get_help_string(self, action):
+        return action.help if isinstance(action, AutoOnOff) else super()._get_help_string(action)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -310,9 +315,7 @@ def one_line_warnings() -> None:
 
 
 def build_parser(description: str = "") -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = OneLineErrorParser(description=description, formatter_class=DefaultsHelpFormatter)
     add_options(parser, Config)
     return parser
 

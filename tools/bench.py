@@ -728,6 +728,7 @@ def main(argv=None) -> dict:
                 seed=args.seed, sampler=sampler,
             )  # fmt: skip
 
+        step(G, T)  # warm-up, not reported: a process's first step pays allocations (measured up to 2× its update)
         base = step(G, T)  # the step breakdown and the scaling's starting point
         report["step"] = [base, step(G, T, sampler="previous")] + (
             [step(G, T, bf16=True)] if use_bf16 else []
