@@ -196,7 +196,13 @@ def make_rollout_cache(model, rows: int, capacity: int, reuse: bool = False) -> 
     if not reuse:
         return PreallocatedCache(text_config.num_hidden_layers, rows, capacity)
     parameter = next(model.parameters())
-    key = (rows, capacity, parameter.dtype, parameter.device, torch.is_autocast_enabled(parameter.device.type))
+    key = (
+        rows,
+        capacity,
+        parameter.dtype,
+        parameter.device,
+        torch.is_autocast_enabled(parameter.device.type),
+    )
     last = _REUSED.get("model")
     if last is not None and last() is model and _REUSED["key"] == key:
         cache = _REUSED["cache"]

@@ -328,7 +328,9 @@ class Ends:
         both = torch.cat([ids, broken.long()], dim=1).tolist()  # (N, 2w)
         ids_rows, broken_rows = [row[:w] for row in both], [row[w:] for row in both]
         rows = self.running
-        pieces = iter(self.tokenizer.batch_decode([[i] for r in rows for i in ids_rows[r]]))
+        pieces = iter(
+            self.tokenizer.batch_decode([[i] for r in rows for i in ids_rows[r]], skip_special_tokens=False)
+        )
         still = []
         for r in rows:
             reason = None
