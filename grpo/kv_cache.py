@@ -137,21 +137,22 @@ class PreallocatedCache(Cache):
         super().__init__(layers=[PreallocatedLayer(rows, capacity) for _ in range(num_layers)])
         self.position: torch.Tensor | None = None
 
-    def decode_at(self, position: int) -> torch.Tensor:
+    def decode_at(self, position: int, compiled: bool = False) -> torch.Tensor:
         """Switch to static decoding, the next column written being `position`; return the (1,) position
         tensor the layers share, which the decoder advances in place (`position += 1`) after each step.
 
-        The buffers and the position keep their addresses from here on (`mark_static_address`), so a CUDA
-        graph captured over a decode step replays on the same memory.
+        The buffers and the position keep their addresses from here on; `compiled` tells torch.compile so
+        (`mark_static_address`), so that a CUDA graph captured over a decode step replays on that memory.
         """
         first = self.layers[0]
         if not first.is_initialized or first.length == 0:
             raise ValueError("prefill the cache before decoding from it")
         if self.position is None:
             self.position = torch.tensor([position], dtype=torch.long, device=first.device)
-            torch._dynamo.mark_static_address(self.position)
-            for layer in self.layers:
-                for tensor in (layer.key_buffer, layer.value_buffer):
+            if compiled:  # (importing torch._dynamo takes a second or two: only when compiling)
+                for tensor in [self.position] + [
+                    b for layer in self.layers for b in (layer.key_buffer, layer.value_buffer)
+                ]:
                     torch._dynamo.mark_static_address(tensor)
         else:  # a reused cache: the same tensor, so that a captured graph still reads it
             self.position.fill_(position)

@@ -298,7 +298,7 @@ def rollout(
         torch.arange(steps, device=device) < torch.tensor(ends.ends, device=device)[:, None]
     ).long()
     completion_ids = completion_ids[:, :steps].masked_fill(completion_mask == 0, pad_id)
-    sample_logp = sample_logp[:, :steps] * completion_mask
+    sample_logp = sample_logp[:, :steps].masked_fill(completion_mask == 0, 0.0)
     texts = decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids)
     return Rollout(
         prompt_ids,
@@ -372,7 +372,7 @@ class DecodeStep:
         n, P = prompt_mask.shape
         if self.static:
             capacity = cache.capacity
-            self.position = cache.decode_at(P)  # (1,) the column the next step writes, advanced in place
+            self.position = cache.decode_at(P, compiled=compile)  # (1,) the column the next step writes
             # sdpa takes a boolean mask (True: attend); eager adds its mask to the scores
             self.open = True if attention == "sdpa" else 0.0
             closed = False if attention == "sdpa" else torch.finfo(torch.float32).min
@@ -402,9 +402,8 @@ class DecodeStep:
         logits = None
         if self.compiled is not None:
             try:
-                if (
-                    tokens.device.type == "cuda"
-                ):  # a new step of the CUDA graphs: the last step's outputs are read
+                # a new step of the CUDA graphs: the last step's outputs have been read and may be overwritten
+                if tokens.device.type == "cuda":
                     torch.compiler.cudagraph_mark_step_begin()
                 logits = self.compiled(self.model, self.cache_kw, self.cache, *args, self.mask)
             except Exception as error:  # noqa: BLE001 (any compiler failure: say what, then decode eagerly)
