@@ -1,6 +1,6 @@
 """`make bench`: where a GRPO step's time goes, and this project's rollout against `model.generate`.
 
-    python -m tools.bench                                  # packaged SmolLM2-135M, offline, < 10 min on 2 cores
+    python -m tools.bench                                  # packaged SmolLM2-135M, offline, ~12 min on 2 cores
     python -m tools.bench --random-init qwen3-1.7b         # Qwen3-1.7B's shape with random weights (no download)
     python -m tools.bench --random-init path/config.json   # any Hugging Face config
     python -m tools.bench --out reports/bench.json         # also write the JSON report
@@ -11,7 +11,11 @@ settings, so the ratios hold even on a noisy machine; the seconds do not travel.
 - rollout: Countdown prompts, G samples each, T 1.0 and no top-p/top-k, a row stops at an end-of-turn
   token or `</answer>`, up to --max-new-tokens. Useful tokens are the tokens a row keeps (up to and
   including its stop); `generate` keeps computing rows that have finished, so it does more work than it
-  keeps. `rollout_vs_generate` = useful tokens/s of `grpo.rollout` ÷ those of `generate`.
+  keeps. `rollout_vs_generate` = useful tokens/s of `grpo.rollout` ÷ those of `generate`;
+  `rollout_vs_previous` ÷ those of the sampler the static one replaced (`PREVIOUS_SAMPLER`).
+- ops: aten ops, dtype casts and host reads per decode step, static and previous, on Qwen3-1.7B's
+  structure at a narrow width under bf16 autocast (each op is a kernel launch on a GPU).
+- compile: the compiled static decode step against the eager one, its compile time apart.
 - fixed_decode: no stops at all, every row runs the full length: raw decode speed, for reference.
 - scoring: teacher-forced log-probs of the first rollout's completions, as the trainer computes them
   (`grpo.logprobs.batched_token_logprobs`: micro-batches of rows, the output projection in chunks of
@@ -20,8 +24,8 @@ settings, so the ratios hold even on a noisy machine; the seconds do not travel.
   CPU the resident set, sampled every millisecond) and the largest difference. `memory_vs_naive` is the
   trainer's way over the naive one.
 - step: one full GRPO step (logprob reward, fixed-length completions), its seconds split into rollout /
-  reward / reference / update, in fp32 and under bf16 autocast where the hardware has bf16 arithmetic
-  (GPUs, CPUs with AVX512-BF16 or AMX).
+  reward / reference / update, with either sampler, in fp32 and under bf16 autocast where the hardware
+  has bf16 arithmetic (GPUs, CPUs with AVX512-BF16 or AMX), after an untimed first step.
 - scaling: the same step with G doubled and with the completion length doubled. Linear growth is at most
   2× the time (less, as long as the prompt's share of the work does not double).
 """
@@ -303,8 +307,9 @@ def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids,
 def count_decode_ops(model, tokenizer, prompts, batch, steps, autocast, **options) -> dict:
     """aten ops, dtype casts and host reads (`_local_scalar_dense`: .item(), bool() of a tensor) per decode step
     of `grpo.rollout` with `options`, under the profiler: a rollout of 1 + steps tokens minus one of 1 token (its
-    prefill), over `steps`. Each op is a kernel launch on a GPU, each host read a sync (the rollout's own
-    reads of the new tokens, `.tolist()`, are counted apart: `host_reads_of_tokens`)."""
+    prefill), over `steps`. Each op is a kernel launch on a GPU, each host read a sync. The rollout's own
+    reads of the new tokens (`.tolist()`, not an aten op) are given apart, from its settings: one every
+    `check_every` steps (`host_reads_of_tokens`)."""
     from torch.profiler import ProfilerActivity, profile
 
     def counts(n):
@@ -728,7 +733,8 @@ def main(argv=None) -> dict:
                 seed=args.seed, sampler=sampler,
             )  # fmt: skip
 
-        step(G, T)  # warm-up, not reported: a process's first step pays allocations (measured up to 2× its update)
+        # warm-up, not reported: the first step timed in a process came out with an update 1.4-2× the next's
+        step(G, T)
         base = step(G, T)  # the step breakdown and the scaling's starting point
         report["step"] = [base, step(G, T, sampler="previous")] + (
             [step(G, T, bf16=True)] if use_bf16 else []
