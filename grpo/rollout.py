@@ -117,6 +117,7 @@ def sample_tokens(
     temperature: float,
     top_p: float,
     generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,  # (N, 1) float64 in [0, 1): the draws to use, else drawn here
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one token per row; return (tokens (N,), log softmax(logits / T) at those tokens (N,))."""
     logits = logits.float()
@@ -131,7 +132,9 @@ def sample_tokens(
     # inverse-CDF sampling, one uniform number per row: the distribution torch.multinomial draws from,
     # at a tenth of its cost on a CPU for a 50k vocabulary. float64 keeps the CDF exact enough.
     cdf = probs.double().cumsum(dim=-1)  # (N, V)
-    u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device)
+    u = uniforms
+    if u is None:
+        u = torch.rand((probs.shape[0], 1), generator=generator, dtype=torch.float64, device=probs.device)
     tokens = (
         torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
     )  # (N,)
@@ -198,8 +201,9 @@ CAPACITY_BUCKET = 128
 # are at most this share of it: a handful of copies per rollout instead of one per finished row
 LEAVE_AT = 0.5
 STATIC_ATTENTION = ("sdpa", "eager")  # the attention implementations the static step hands a 4D mask to
-# `rollout`'s settings that give the sampler this one replaced (the cache grows a column per step, the host
-# reads every token, a finished row leaves at once): `make bench` and the tests compare the two
+# `rollout`'s settings that decode as the sampler this one replaced did (the cache grows a column per step,
+# the host reads every token, a finished row leaves at once), with today's random draws, so that both sample
+# the same completions: `make bench` and the tests compare the two
 PREVIOUS_SAMPLER = dict(static=False, check_every=1, leave_at=1.0)
 
 
@@ -226,7 +230,8 @@ def rollout(
 ) -> Rollout:
     """Sample `group_size` completions for each prompt (token ids, chat template already applied).
 
-    What is sampled does not depend on these savings: each prompt is prefilled once and its KV cache
+    What is sampled does not depend on these savings (a row's random draws are its own, whatever the batch
+    holds; tested against `PREVIOUS_SAMPLER`): each prompt is prefilled once and its KV cache
     shared by its G samples; decoding then runs with static shapes (`DecodeStep`): every row stays in the
     batch, the cache is written at a position tensor and attended over its whole capacity under a mask,
     and the host looks at the tokens only every `check_every` steps (no sync in between). When half of the
@@ -275,7 +280,14 @@ def rollout(
     checked = 0  # the host has read every token before this step
     for t in range(T):
         bar.update(1)
-        tokens, logp = sample_tokens(logits, temperature, top_p, generator)  # (b,), (b,)
+        # one uniform number per output row and step, whichever rows are still in the batch: what a row samples
+        # does not depend on when the others finish, nor on when they leave
+        u = (
+            None
+            if temperature == 0
+            else torch.rand((n, 1), generator=generator, dtype=torch.float64, device=device)
+        )
+        tokens, logp = sample_tokens(logits, temperature, top_p, uniforms=None if u is None else u[rows])
         completion_ids[rows, t] = tokens
         sample_logp[rows, t] = logp
         broken[rows, t] = ~torch.isfinite(logits).all(dim=-1)

@@ -306,6 +306,21 @@ def test_greedy_completions_equal_the_previous_samplers(tokenizer, tiny_model):
     assert ours.finish_reasons == previous.finish_reasons and ours.texts == previous.texts
 
 
+def test_sampled_completions_equal_the_previous_samplers(tokenizer, tiny_model):
+    # each row draws its own uniform number each step, so neither when the host reads the tokens nor when
+    # finished rows leave the batch changes what any row samples (float64: the two caches' logits agree)
+    prompts = [encode(tokenizer, t) for t in ("<|user|>a b c\n<|assistant|>", "zz", "hello there")]
+    kwargs = dict(group_size=4, max_new_tokens=20, temperature=1.0, stop_token_ids=list(range(5, 25)))
+    ours = rollout(tiny_model, tokenizer, prompts, generator=torch.Generator().manual_seed(7), **kwargs)
+    previous = rollout(
+        tiny_model, tokenizer, prompts, generator=torch.Generator().manual_seed(7), **kwargs, **PREVIOUS
+    )
+    assert len(set(ours.completion_mask.sum(1).tolist())) > 3  # rows left at many different steps
+    assert torch.equal(ours.completion_ids, previous.completion_ids)
+    assert ours.finish_reasons == previous.finish_reasons
+    assert_close_relative(ours.sample_logp, previous.sample_logp, REL, "static vs previous")
+
+
 SCRIPTS = [
     "r</think><answer>7</answer>tail",  # stop: a stop string over 8 tokens
     "a</think>\n<think>b</think><answer>1</answer>",  # second_think

@@ -305,3 +305,23 @@ def test_a_non_finite_update_is_skipped_the_weights_stay_finite_and_three_in_a_r
     for p, b in zip(trainer.policy.parameters(), before, strict=True):
         assert torch.equal(p, b)  # never updated: finite, as it started
     assert trainer.state_dict()["skipped_updates"] == 3
+
+
+def test_compile_reaches_the_rollout_and_auto_leaves_it_off(tmp_path, tokenizer, model_factory, monkeypatch):
+    import grpo.rollout
+    import grpo.trainer
+
+    seen = []
+
+    def recording_rollout(*args, **kwargs):
+        seen.append(kwargs["compile"])
+        return grpo.rollout.rollout(*args, **kwargs)
+
+    monkeypatch.setattr(grpo.trainer, "rollout", recording_rollout)
+    # the "compiler" hands back the eager step, so only the plumbing is under test here
+    monkeypatch.setattr(grpo.rollout, "compiled_decode_forward", lambda device: grpo.rollout.decode_forward)
+    for setting in (None, True, False):
+        make_trainer(
+            config(tmp_path / str(setting), steps=1, compile=setting), tokenizer, model_factory
+        ).step()
+    assert seen == [False, True, False]
