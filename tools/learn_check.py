@@ -8,8 +8,10 @@ The same `--problems` Countdown problems (the first of the train split) are each
 and after `--steps` GRPO steps of `train.py --task math --reward logprob` with LOOP_RECIPE on exactly those
 problems. The recipe is pinned, not the CPU default, so that a change of defaults cannot pass or fail the
 check: it is the math CPU default before the length guard and the early-answer bar (README, "Does it learn?").
-It learns the trained prompts in 10 steps, mostly by shortening their reasoning. Today's default, which
-lengthens it, did not move them in 10 steps (−0.034 [−0.115, +0.048]). Every completion is sampled with the same seeds on both sides and judged by the same fixed model, the
+It learned the trained prompts in 10 steps with the previous sampler (+0.134 [+0.073, +0.196]), mostly by
+shortening their reasoning, but not with today's, whose random draws differ (+0.041 [−0.036, +0.118]): at
+10 steps the verdict rests on one sampling stream (README, "Does it learn?"). Today's default, which
+lengthens the reasoning, did not move them in 10 steps (−0.034 [−0.115, +0.048]). Every completion is sampled with the same seeds on both sides and judged by the same fixed model, the
 untrained start (`evaluate.py --scorer`): the figure is log P(gold | prompt, reasoning) per gold token, the
 reward before its batch normalisation, compared pair by pair (`grpo.evaluation.compare_reports`). The check
 passes when the paired difference's 95% interval lies above 0.
