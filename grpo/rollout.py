@@ -282,12 +282,10 @@ def rollout(
         bar.update(1)
         # one uniform number per output row and step, whichever rows are still in the batch: what a row samples
         # does not depend on when the others finish, nor on when they leave
-        u = (
-            None
-            if temperature == 0
-            else torch.rand((n, 1), generator=generator, dtype=torch.float64, device=device)
-        )
-        tokens, logp = sample_tokens(logits, temperature, top_p, uniforms=None if u is None else u[rows])
+        u = None  # greedy draws nothing
+        if temperature > 0:
+            u = torch.rand((n, 1), generator=generator, dtype=torch.float64, device=device)[rows]  # (b, 1)
+        tokens, logp = sample_tokens(logits, temperature, top_p, uniforms=u)
         completion_ids[rows, t] = tokens
         sample_logp[rows, t] = logp
         broken[rows, t] = ~torch.isfinite(logits).all(dim=-1)

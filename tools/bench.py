@@ -322,7 +322,7 @@ def count_decode_ops(model, tokenizer, prompts, batch, steps, autocast, **option
         events = [e for e in prof.events() if e.name.startswith("aten::")]
         return (
             len(events),
-            sum(e.name in ("aten::_to_copy",) for e in events),
+            sum(e.name == "aten::_to_copy" for e in events),
             sum(e.name == "aten::_local_scalar_dense" for e in events),
         )
 
