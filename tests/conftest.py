@@ -1,9 +1,14 @@
-"""Tiny, offline fixtures: a character-level tokenizer with a chat template, and random tiny models.
+"""Tiny, offline fixtures: a character-level tokenizer with a chat template, random tiny models, and a toy
+task with the config and trainer of a tiny GRPO run on it.
 
 The tokenizer splits text into characters, except for a few merges that mimic SmolLM2's pieces:
 `</` and `><` are single tokens, so `</think>` is several tokens and can share its last token with the
 next tag (`</` `t` `h` `i` `n` `k` `><` ...). With `special_think=True`, `<think>` and `</think>` are
 single added tokens, as in Qwen3.
+
+The plain helpers (`make_model`, `EchoTask`, `config`, `make_trainer`, ...) are imported by name,
+`from conftest import ...`: tests/ has no __init__.py, so pytest puts it on sys.path and loads this file
+as the module `conftest`, the one such an import then finds.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from grpo.config import Config
+from grpo.task import Example, Reward, Task
+from grpo.trainer import Trainer
 
 # The tests compute what a CPU without bf16 arithmetic computes, whatever this one has: `--autocast auto` is off
 # (grpo.precision.cpu_bf16_pays), here and in the scripts the tests start (they inherit the environment)
@@ -142,3 +151,51 @@ def assert_close_relative(actual: torch.Tensor, expected: torch.Tensor, rel: flo
     assert error <= rel * scale, (
         f"{msg}: ‖actual − expected‖ = {error:.3g} > {rel:g} · ‖expected‖ = {rel * scale:.3g}"
     )
+
+
+# ---------------------------------------------------------------- a toy task and a tiny GRPO run on it
+
+
+class EchoTask(Task):
+    """Answer with the letter the user names. Short prompts, so a tiny model can play."""
+
+    name = "echo"
+
+    def examples(self, split):
+        letters = "abcdefgh" if split == "train" else "xyz"
+        return [Example(id=f"{split}-{c}", gold=c, data={"letter": c}) for c in letters]
+
+    def messages(self, example):
+        return [{"role": "user", "content": f"say {example.gold}"}]
+
+    def score(self, example, response):
+        # a dense, made-up reward so that groups differ: the share of the letter in the response
+        share = response.count(example.gold) / max(1, len(response))
+        return Reward(total=share, parts={"share": share})
+
+
+def config(tmp_path, **overrides) -> Config:
+    """The config of a tiny EchoTask run into tmp_path/run: 2 steps of 2 prompts × G 4 = 8 completions of
+    at most 12 tokens, micro-batches of 3 rows (so the last one is short), β 0.01."""
+    base = dict(
+        task="echo",
+        steps=2,
+        prompts_per_step=2,
+        group_size=4,
+        micro_batch_size=3,
+        max_new_tokens=12,
+        max_prompt_tokens=64,
+        lr=1e-2,
+        beta=0.01,
+        seed=0,
+        out_dir=str(tmp_path / "run"),
+    )
+    return Config(**{**base, **overrides})
+
+
+def make_trainer(cfg: Config, tokenizer, model_factory=make_model) -> Trainer:
+    """A Trainer on EchoTask whose policy and reference (when β > 0) are the same weights, `model_factory`'s
+    model of seed 0: π_θ = π_ref until the first update."""
+    policy = model_factory(tokenizer, seed=0)
+    reference = model_factory(tokenizer, seed=0).requires_grad_(False) if cfg.beta > 0 else None
+    return Trainer(cfg, policy, reference, tokenizer, EchoTask())

@@ -28,8 +28,7 @@ def stable(line: str) -> dict:
 
 
 def test_a_resumed_run_equals_one_never_interrupted(tmp_path, tokenizer):
-    from conftest import make_model
-    from test_trainer import EchoTask, config
+    from conftest import EchoTask, config, make_model
 
     straight = Trainer(
         config(tmp_path / "a", steps=4, save_every=0),

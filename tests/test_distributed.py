@@ -36,8 +36,7 @@ def fixed_batch(shared_prompts: bool = False) -> dict:
 def update(
     rank: int, world: World, aggregation: str, shared_prompts: bool = False, fsdp: bool = False
 ) -> dict:
-    from conftest import make_float64_model, make_tokenizer
-    from test_trainer import EchoTask
+    from conftest import EchoTask, make_float64_model, make_tokenizer
 
     tokenizer = make_tokenizer()
     policy = make_float64_model(tokenizer, seed=0)  # float64: see the test's tolerance

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_model
-from test_trainer import EchoTask, config, make_trainer
+from conftest import EchoTask, config, make_model, make_trainer
 
 from grpo.precision import evaluation_precision, lost_update_fraction, training_precision
 from grpo.trainer import Trainer

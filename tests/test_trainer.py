@@ -7,61 +7,19 @@ import math
 
 import pytest
 import torch
+from conftest import EchoTask, config, make_model, make_trainer
 from transformers import AutoModelForCausalLM
 
-from grpo.config import Config, UsageError
+from grpo.config import UsageError
 from grpo.models import enable_activation_checkpointing
 from grpo.rollout import build_prompt
 from grpo.run import train, train_step
-from grpo.task import Example, Reward, Task
+from grpo.task import Reward
 from grpo.trainer import Trainer
-
-
-class EchoTask(Task):
-    """Answer with the letter the user names. Short prompts, so a tiny model can play."""
-
-    name = "echo"
-
-    def examples(self, split):
-        letters = "abcdefgh" if split == "train" else "xyz"
-        return [Example(id=f"{split}-{c}", gold=c, data={"letter": c}) for c in letters]
-
-    def messages(self, example):
-        return [{"role": "user", "content": f"say {example.gold}"}]
-
-    def score(self, example, response):
-        # a dense, made-up reward so that groups differ: the share of the letter in the response
-        share = response.count(example.gold) / max(1, len(response))
-        return Reward(total=share, parts={"share": share})
-
-
-def config(tmp_path, **overrides):
-    base = dict(
-        task="echo",
-        steps=2,
-        prompts_per_step=2,
-        group_size=4,
-        micro_batch_size=3,
-        max_new_tokens=12,
-        max_prompt_tokens=64,
-        lr=1e-2,
-        beta=0.01,
-        seed=0,
-        out_dir=str(tmp_path / "run"),
-    )
-    return Config(**{**base, **overrides})
-
-
-def make_trainer(cfg, tokenizer, make_model):
-    policy = make_model(tokenizer, seed=0)
-    reference = make_model(tokenizer, seed=0).requires_grad_(False) if cfg.beta > 0 else None
-    return Trainer(cfg, policy, reference, tokenizer, EchoTask())
 
 
 @pytest.fixture
 def model_factory():
-    from conftest import make_model
-
     return make_model
 
 
@@ -75,8 +33,9 @@ def test_training_steps_change_parameters_and_write_metrics(tmp_path, tokenizer,
     assert changed > 0
 
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and json.loads(lines[-1])["step"] == 2
-    metrics = json.loads(lines[0])
+    assert [json.loads(line) for line in lines] == history  # the file holds what train returned
+    assert [m["step"] for m in history] == [1, 2]
+    metrics = history[0]
     for key in (
         "reward_mean",
         "reward_std",
@@ -94,6 +53,30 @@ def test_training_steps_change_parameters_and_write_metrics(tmp_path, tokenizer,
         "loss",
     ):
         assert key in metrics, key
+
+    n = cfg.prompts_per_step * cfg.group_size  # 2 × 4 = 8 completions a step
+    for m in history:
+        # every completion stopped for one reason, after its first token and by max_new_tokens = 12
+        assert sum(m["finish_reasons"].values()) == n
+        assert 1 <= m["completion_length_mean"] <= m["completion_length_max"] <= cfg.max_new_tokens
+        # the loss keeps a prefix of each completion: all of it (rule), or its reasoning span (logprob)
+        assert m["loss_tokens_mean"] <= m["completion_length_mean"]
+        # tokens/s of the rollout = the batch's tokens (mean × 8) over the rollout's seconds
+        assert m["rollout_tokens_per_s"] == pytest.approx(n * m["completion_length_mean"] / m["time_rollout"])
+        # the format reward is 0 or 1 per completion: a mean of 8 of them is a multiple of 1/8
+        assert (n * m["format_rate"]).is_integer() and 0.0 <= m["format_rate"] <= 1.0
+        # 2 groups: the share of all-equal groups is 0, 1/2 or 1
+        assert m["zero_std_fraction"] in (0.0, 0.5, 1.0)
+        # both rewards lie in [0, 1] (a letter's share; 0.9 · min-max in [0, 1] + 0.1 · format in {0, 1}),
+        # and the spread of values in [0, 1] is at most half the range
+        assert 0.0 <= m["reward_mean"] <= 1.0 and 0.0 <= m["reward_std"] <= 0.5
+        assert m["nonfinite_rewards"] == 0 and m["skipped_updates"] == 0
+        # "<|user|>say a\n<|assistant|>Let me think it through first.\n<think>" is 46 tokens: all fit in 64
+        assert m["skipped_long_prompts"] == 0
+        assert m["lr"] == cfg.lr  # constant schedule, no warm-up
+        # a finite loss; the gradient norm is logged (not None) as max_grad_norm = 1 > 0
+        assert math.isfinite(m["loss"]) and m["grad_norm"] >= 0.0
+        assert all(m[f"time_{phase}"] >= 0.0 for phase in ("rollout", "reward", "reference", "update"))
     if reward == "logprob":
         for key in (
             "logprob_mean",
@@ -105,15 +88,46 @@ def test_training_steps_change_parameters_and_write_metrics(tmp_path, tokenizer,
             "rule_share_mean",
         ):
             assert key in metrics, key
-        assert 0.0 <= metrics["logprob_mean"] <= 1.0  # min-max normalised
+        for m in history:
+            assert 0.0 <= m["logprob_mean"] <= 1.0  # min-max normalised
+            # R_i = 0.9 · logprob_i + 0.1 · format_i (the default weights), so the means add up alike
+            assert m["reward_mean"] == pytest.approx(
+                cfg.logprob_weight * m["logprob_mean"] + cfg.format_weight * m["format_mean"]
+            )
+            assert m["format_mean"] == pytest.approx(m["format_rate"])
+            # every gold answer is one letter, one token: per token is the sum, and a log-prob is ≤ 0
+            assert m["gold_tokens_mean"] == 1.0 and m["gold_tokens_std"] == 0.0
+            assert m["logprob_per_token_mean"] == m["logprob_raw_mean"] <= 0.0
+            assert 0.0 <= m["rule_share_mean"] <= 1.0  # watched, not trained on
     else:
-        assert "share_mean" in metrics
+        for m in history:  # the rule reward is the task's total, here its only part
+            assert m["share_mean"] == m["reward_mean"] and m["share_std"] == m["reward_std"]
+            # the loss keeps every completion token (no reasoning mask without the logprob reward)
+            assert m["loss_tokens_mean"] == m["completion_length_mean"]
     if mu == 1:
-        assert metrics["ratio_mean"] == pytest.approx(1.0)  # π_old is the policy itself on the only update
-    samples = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
+        # the only update of a step starts from the policy that sampled: π_old is the policy itself, so
+        # r_t = exp(logp − logp.detach()) = 1 exactly, and min(r·Â, clip(r)·Â) never picks the clipped term
+        assert [m["ratio_mean"] for m in history] == [1.0, 1.0]
+        assert [m["clip_fraction"] for m in history] == [0.0, 0.0]
+        # step 1's update starts from π_θ = π_ref (the same weights, scored by the same micro-batches), so
+        # the k3 KL is expm1(0) − 0 = 0 exactly; after that update the policy has moved away from π_ref
+        assert history[0]["kl"] == 0.0
+    else:
+        for m in history:
+            assert 0.0 <= m["clip_fraction"] <= 1.0 and m["ratio_mean"] > 0.0
+    assert history[1]["kl"] > 0.0  # the policy was updated at least once: it is no longer π_ref
+
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 * cfg.samples_per_step
-    assert json.loads(samples[0])["response"].startswith("<think>")
-    assert history[0]["step"] == 1
+    assert [s["step"] for s in samples] == [1] * cfg.samples_per_step + [2] * cfg.samples_per_step
+    assert all(s["response"].startswith("<think>") for s in samples)
+    # a step's first samples_per_step = 4 = G completions are its first group: A_i = R_i − mean of the 4
+    assert cfg.samples_per_step == cfg.group_size
+    for step in (1, 2):
+        group = [s for s in samples if s["step"] == step]
+        mean = sum(s["reward"] for s in group) / len(group)
+        for s in group:
+            assert s["advantage"] == pytest.approx(s["reward"] - mean, abs=1e-6)
 
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "final")
     for p, q in zip(trainer.policy.parameters(), reloaded.parameters()):
@@ -288,8 +302,6 @@ class HugeRewardTask(EchoTask):
 def test_a_non_finite_update_is_skipped_the_weights_stay_finite_and_three_in_a_row_stop(
     tmp_path, tokenizer, capsys
 ):
-    from conftest import make_model
-
     from grpo.trainer import MAX_SKIPPED_IN_A_ROW, NonFiniteUpdates
 
     cfg = config(tmp_path, steps=5, beta=0.0)

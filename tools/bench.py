@@ -44,6 +44,7 @@ import platform
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -473,90 +474,121 @@ def ratio(x: float | None) -> str:
 
 
 def table(report: dict) -> str:
+    """The report as the table printed before the JSON: one block per section the report holds."""
     lines = [
         f"machine: {report['machine']['cpu']}"
         + (f", {report['machine']['gpu']}" if "gpu" in report["machine"] else "")
     ]
     lines.append(f"model: {report['model']} on {report['device']} in {report['dtype']}")
     if report.get("rollout"):
-        lines += [
-            "",
-            "rollout: useful tokens/s of ours (static), the previous sampler and generate (computed tokens)",
-        ]
-        lines.append(
-            f"{'batch':>6} {'ours':>8} {'previous':>9} {'generate':>9} {'ours/prev':>10} {'ours/gen':>9}"
-        )
-        for r in report["rollout"]:
-            o, p, g = r["ours"], r.get("previous"), r["generate"]
-            lines.append(
-                f"{r['batch']:>6} {o['useful_tokens_per_s']:>8.1f} "
-                f"{p['useful_tokens_per_s'] if p else float('nan'):>9.1f} {g['useful_tokens_per_s']:>9.1f} "
-                f"{r.get('rollout_vs_previous', float('nan')):>10.2f} {r['rollout_vs_generate']:>9.2f}   "
-                f"({o['computed_tokens']} / {p['computed_tokens'] if p else '-'} / {g['computed_tokens']})"
-            )
+        lines += rollout_lines(report["rollout"])
     if report.get("ops"):
-        o = report["ops"]
-        lines.append(
-            f"ops per decode step, {o['model']} at batch {o['batch']}{' under bf16 autocast' if o['autocast_bf16'] else ''}:"
-        )
-        for name in ("ours", "previous"):
-            r = o[name]
-            lines.append(
-                f"  {name:>8}: {r['aten_ops_per_step']:,.0f} aten ops, {r['casts_per_step']:,.0f} casts, "
-                f"{r['item_reads_per_step']:.2f} .item() reads and {r['host_reads_of_tokens']:.3g} reads of the tokens"
-            )
+        lines += ops_lines(report["ops"])
     if report.get("compile"):
-        c = report["compile"]
-        lines.append(
-            f"compiled decode step, batch {c['batch']} × {c['max_new_tokens']}: {c['compiled_tokens_per_s']:.1f} tok/s "
-            f"against {c['eager_tokens_per_s']:.1f} eager ({c['compiled_vs_eager']:.2f}×), after "
-            f"{c['compile_seconds']:.0f} s of compiling"
-        )
+        lines.append(compile_line(report["compile"]))
     if report.get("fixed_decode"):
-        r = report["fixed_decode"]
-        lines.append(
-            f"fixed-length decode, batch {r['batch']} × {r['max_new_tokens']}: ours "
-            f"{r['ours']['computed_tokens_per_s']:.1f} tok/s, generate {r['generate']['computed_tokens_per_s']:.1f} "
-            f"tok/s, ratio {r['rollout_vs_generate']:.2f}"
-        )
+        lines.append(fixed_decode_line(report["fixed_decode"]))
     if report.get("scoring"):
-        s = report["scoring"]
-        lines += [
-            "",
-            f"log-prob scoring, {s['rows']} rows × {s['positions']} positions ({s['scored_tokens']} scored)",
-        ]
-        labels = {
-            "ours": f"ours, {s['micro_batch_size']} rows at a time, prompt once per group (as trained)",
-            "ours_whole_batch": "ours, the whole batch at once",
-            "naive": "naive log_softmax of the whole batch",
-        }
-        width = max(len(label) for label in labels.values())
-        for name, label in labels.items():
-            lines.append(
-                f"  {label:<{width}}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak {mib(s[name]['peak_bytes'])}"
-            )
-        lines.append(
-            f"  memory ours/naive {ratio(s['memory_vs_naive'])}, speed ours/naive {s['speed_vs_naive']:.2f}, "
-            f"max |difference| {s['max_abs_difference']:.1e}"
-        )
+        lines += scoring_lines(report["scoring"])
+    # the scaling's first step is the step section's base: listed once
     steps = report.get("step", []) + [r for r in report.get("scaling", []) if r not in report.get("step", [])]
     if steps:
-        lines += ["", "GRPO step (logprob reward), seconds"]
-        lines.append(
-            f"{'prompts×G×T':>13} {'sampler':>9} {'bf16':>5} {'tokens':>7} {'rollout':>8} {'reward':>7} {'ref':>6} "
-            f"{'update':>7} {'total':>7}"
-        )
-        for r in steps:
-            s = r["seconds"]
-            shape = f"{r['prompts']}×{r['group_size']}×{r['max_new_tokens']}"
-            lines.append(
-                f"{shape:>13} {r.get('sampler', 'ours'):>9} {'yes' if r['autocast_bf16'] else 'no':>5} "
-                f"{r['completion_tokens']:>7} {s['rollout']:>8.1f} {s['reward']:>7.1f} {s['reference']:>6.1f} "
-                f"{s['update']:>7.1f} {r['total_seconds']:>7.1f}"
-            )
+        lines += step_lines(steps)
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def rollout_lines(rollouts: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "rollout: useful tokens/s of ours (static), the previous sampler and generate (computed tokens)",
+    ]
+    lines.append(
+        f"{'batch':>6} {'ours':>8} {'previous':>9} {'generate':>9} {'ours/prev':>10} {'ours/gen':>9}"
+    )
+    for r in rollouts:
+        o, p, g = r["ours"], r.get("previous"), r["generate"]
+        lines.append(
+            f"{r['batch']:>6} {o['useful_tokens_per_s']:>8.1f} "
+            f"{p['useful_tokens_per_s'] if p else float('nan'):>9.1f} {g['useful_tokens_per_s']:>9.1f} "
+            f"{r.get('rollout_vs_previous', float('nan')):>10.2f} {r['rollout_vs_generate']:>9.2f}   "
+            f"({o['computed_tokens']} / {p['computed_tokens'] if p else '-'} / {g['computed_tokens']})"
+        )
+    return lines
+
+
+def ops_lines(o: dict) -> list[str]:
+    lines = [
+        f"ops per decode step, {o['model']} at batch {o['batch']}{' under bf16 autocast' if o['autocast_bf16'] else ''}:"
+    ]
+    for name in ("ours", "previous"):
+        r = o[name]
+        lines.append(
+            f"  {name:>8}: {r['aten_ops_per_step']:,.0f} aten ops, {r['casts_per_step']:,.0f} casts, "
+            f"{r['item_reads_per_step']:.2f} .item() reads and {r['host_reads_of_tokens']:.3g} reads of the tokens"
+        )
+    return lines
+
+
+def compile_line(c: dict) -> str:
+    return (
+        f"compiled decode step, batch {c['batch']} × {c['max_new_tokens']}: {c['compiled_tokens_per_s']:.1f} tok/s "
+        f"against {c['eager_tokens_per_s']:.1f} eager ({c['compiled_vs_eager']:.2f}×), after "
+        f"{c['compile_seconds']:.0f} s of compiling"
+    )
+
+
+def fixed_decode_line(r: dict) -> str:
+    return (
+        f"fixed-length decode, batch {r['batch']} × {r['max_new_tokens']}: ours "
+        f"{r['ours']['computed_tokens_per_s']:.1f} tok/s, generate {r['generate']['computed_tokens_per_s']:.1f} "
+        f"tok/s, ratio {r['rollout_vs_generate']:.2f}"
+    )
+
+
+def scoring_lines(s: dict) -> list[str]:
+    lines = [
+        "",
+        f"log-prob scoring, {s['rows']} rows × {s['positions']} positions ({s['scored_tokens']} scored)",
+    ]
+    labels = {
+        "ours": f"ours, {s['micro_batch_size']} rows at a time, prompt once per group (as trained)",
+        "ours_whole_batch": "ours, the whole batch at once",
+        "naive": "naive log_softmax of the whole batch",
+    }
+    width = max(len(label) for label in labels.values())
+    for name, label in labels.items():
+        lines.append(
+            f"  {label:<{width}}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak {mib(s[name]['peak_bytes'])}"
+        )
+    lines.append(
+        f"  memory ours/naive {ratio(s['memory_vs_naive'])}, speed ours/naive {s['speed_vs_naive']:.2f}, "
+        f"max |difference| {s['max_abs_difference']:.1e}"
+    )
+    return lines
+
+
+def step_lines(steps: list[dict]) -> list[str]:
+    lines = ["", "GRPO step (logprob reward), seconds"]
+    lines.append(
+        f"{'prompts×G×T':>13} {'sampler':>9} {'bf16':>5} {'tokens':>7} {'rollout':>8} {'reward':>7} {'ref':>6} "
+        f"{'update':>7} {'total':>7}"
+    )
+    for r in steps:
+        s = r["seconds"]
+        shape = f"{r['prompts']}×{r['group_size']}×{r['max_new_tokens']}"
+        lines.append(
+            f"{shape:>13} {r.get('sampler', 'ours'):>9} {'yes' if r['autocast_bf16'] else 'no':>5} "
+            f"{r['completion_tokens']:>7} {s['rollout']:>8.1f} {s['reward']:>7.1f} {s['reference']:>6.1f} "
+            f"{s['update']:>7.1f} {r['total_seconds']:>7.1f}"
+        )
+    return lines
+
+
+# ---------------------------------------------------------------- the command line and the run
+
+SECTIONS = ("rollout", "ops", "compile", "fixed", "scoring", "step", "scaling")
 
 
 def parse_args(argv=None):
@@ -595,7 +627,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--sections",
-        default="rollout,ops,compile,fixed,scoring,step,scaling",
+        default=",".join(SECTIONS),
         help="which sections to run, comma-separated",
     )
     parser.add_argument(
@@ -609,27 +641,176 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def checked_args(args) -> tuple[set[str], list[int], tuple[int, int, int]]:
+    """The sections to run, the rollout batches and the step's (prompts, G, T), or a one-line error."""
     sections = set(args.sections.split(","))
-    unknown = sections - {"rollout", "ops", "compile", "fixed", "scoring", "step", "scaling"}
+    unknown = sections - set(SECTIONS)
     if unknown:
         raise SystemExit(f"error: unknown --sections {sorted(unknown)}")
     batches = [int(b) for b in args.batches.split(",") if b]
     n_prompts, G, T = (int(x) for x in args.step_shape.split(","))
     if any(b % args.group_size for b in batches):
         raise SystemExit(f"error: every batch must be a multiple of --group-size {args.group_size}")
+    return sections, batches, (n_prompts, G, T)
 
-    device = pick_device(args.device)
+
+def load_bench_model(args, device: torch.device):
+    """(model, tokenizer, the model's name in the report): --random-init's model with the packaged tokenizer,
+    or --model loaded as train.py loads it, without a reference."""
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     if args.random_init:
         tokenizer = load_tokenizer(DEFAULT_MODEL)
         model = random_model(args.random_init, tokenizer, device, dtype)
-        name = f"random-init {args.random_init}"
-    else:
-        model, _, tokenizer = load_models(args.model, str(device), args.dtype, with_reference=False)
-        model.eval()
-        name = args.model
+        return model, tokenizer, f"random-init {args.random_init}"
+    model, _, tokenizer = load_models(args.model, str(device), args.dtype, with_reference=False)
+    model.eval()
+    return model, tokenizer, args.model
+
+
+@dataclass
+class Setup:
+    """What every section runs on: one model, its tokenizer and prompts, and the command line's settings."""
+
+    args: argparse.Namespace
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    prompts: list[list[int]]  # Countdown prompts, enough for the largest batch (and at least 64 rows)
+    stop_ids: list[int]  # the model's end-of-turn tokens
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def save(report: dict, out: Path | None) -> None:
+    """Write the report to --out, if given. Called after every section, so that a failure late in the run
+    keeps what was measured."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def warm_up(setup: Setup) -> None:
+    """First calls allocate, pick kernels and fill caches; neither side should pay for that."""
+    model, tokenizer, prompt, seed = setup.model, setup.tokenizer, setup.prompts[:1], setup.args.seed
+    run_ours(model, tokenizer, prompt, 2, 2, setup.stop_ids, [ANSWER_CLOSE], seed, setup.device)
+    run_generate(model, tokenizer, prompt, 2, 2, setup.stop_ids, [ANSWER_CLOSE], seed, setup.device)
+
+
+def rollout_section(setup: Setup, batches: list[int], report: dict):
+    """Ours against generate at each batch, into report["rollout"]; returns the first batch's rollout."""
+    first = None
+    for batch in batches:
+        say(f"rollout: batch {batch}, ours then generate ...")
+        out, r = bench_rollout(
+            setup.model, setup.tokenizer, setup.prompts, batch, setup.args.group_size,
+            setup.args.max_new_tokens, setup.stop_ids, [ANSWER_CLOSE], setup.args.seed, setup.device,
+        )  # fmt: skip
+        report["rollout"].append(r)
+        first = out if first is None else first
+        say(f"  ratio {r['rollout_vs_generate']:.2f}")
+    return first
+
+
+def ops_section(setup: Setup, report: dict) -> None:
+    say(
+        f"ops per decode step: Qwen3-1.7B's structure, batch {setup.args.ops_batch}, bf16 autocast, ours then previous ..."
+    )
+    report["ops"] = bench_ops(setup.tokenizer, batch=setup.args.ops_batch, steps=4, autocast=True)
+
+
+def compile_section(setup: Setup, report: dict) -> None:
+    batch, t = (int(x) for x in setup.args.compile_shape.split(","))
+    say(f"compiled decode step: batch {batch} × {t}, eager then compiled twice ...")
+    try:
+        report["compile"] = bench_compile(
+            setup.model, setup.tokenizer, setup.prompts, batch, setup.args.group_size, t, setup.args.seed,
+            setup.device,
+        )  # fmt: skip
+    except Exception as error:  # noqa: BLE001 (the report says what failed; the other sections go on)
+        report["notes"].append(f"compile section failed: {type(error).__name__}: {error}"[:500])
+
+
+def fixed_section(setup: Setup, batches: list[int], report: dict):
+    """The first batch without stops, into report["fixed_decode"]; returns its rollout."""
+    say(f"fixed-length decode: batch {batches[0]} × {setup.args.fixed_tokens} ...")
+    out, report["fixed_decode"] = bench_rollout(
+        setup.model, setup.tokenizer, setup.prompts, batches[0], setup.args.group_size,
+        setup.args.fixed_tokens, [], [], setup.args.seed, setup.device,
+    )  # fmt: skip
+    return out
+
+
+def scoring_section(setup: Setup, batches: list[int], report: dict, scoring_batch) -> None:
+    """Score `scoring_batch` (a rollout), or, when no section made one, a rollout of the first batch."""
+    if scoring_batch is None:
+        scoring_batch, _ = run_ours(
+            setup.model, setup.tokenizer, setup.prompts[: batches[0] // setup.args.group_size],
+            setup.args.group_size, setup.args.max_new_tokens, setup.stop_ids, [ANSWER_CLOSE], setup.args.seed,
+            setup.device,
+        )  # fmt: skip
+    say("log-prob scoring: ours then naive ...")
+    report["scoring"] = bench_scoring(
+        setup.model,
+        scoring_batch.input_ids,
+        scoring_batch.attention_mask,
+        scoring_batch.prompt_length,
+        setup.device,
+        micro_batch_size=Config.micro_batch_size,
+        group_size=setup.args.group_size,
+    )
+
+
+def timed_step(
+    setup: Setup, n_prompts: int, g: int, t: int, bf16: bool = False, sampler: str = "ours"
+) -> dict:
+    say(
+        f"GRPO step: {n_prompts} prompts × G {g} × {t} tokens, {sampler} sampler{', bf16' if bf16 else ''} ..."
+    )
+    return bench_step(
+        setup.model, setup.tokenizer, prompts_per_step=n_prompts, group_size=g, max_new_tokens=t,
+        autocast=bf16, seed=setup.args.seed, sampler=sampler,
+    )  # fmt: skip
+
+
+def step_sections(setup: Setup, step_shape: tuple[int, int, int], with_scaling: bool, report: dict) -> None:
+    """The GRPO step with either sampler (and under bf16 autocast where it pays, or with --bf16 on), into
+    report["step"]; with `with_scaling`, the same step with G doubled and with T doubled, into
+    report["scaling"]."""
+    n_prompts, G, T = step_shape
+    setup.model.float()  # the update keeps float32 master weights (a no-op for a float32 model)
+    use_bf16 = setup.args.bf16 == "on" or (setup.args.bf16 == "auto" and bf16_is_fast(setup.device))
+    if setup.args.bf16 == "auto" and not use_bf16:
+        report["notes"].append(
+            f"bf16 autocast step skipped: no bf16 arithmetic on this {setup.device.type} "
+            f"({report['machine']['cpu_capability']}); --bf16 on times it anyway"
+        )
+    # warm-up, not reported: the first step timed in a process came out with an update 1.4-2× the next's
+    timed_step(setup, n_prompts, G, T)
+    base = timed_step(setup, n_prompts, G, T)  # the step breakdown and the scaling's starting point
+    report["step"] = [base, timed_step(setup, n_prompts, G, T, sampler="previous")] + (
+        [timed_step(setup, n_prompts, G, T, bf16=True)] if use_bf16 else []
+    )
+    report["step_vs_previous"] = report["step"][1]["total_seconds"] / base["total_seconds"]
+    report["scaling"] = []
+    if with_scaling:
+        report["scaling"] = [
+            base,
+            timed_step(setup, n_prompts, 2 * G, T),
+            timed_step(setup, n_prompts, G, 2 * T),
+        ]
+        single, double_g, double_t = (r["total_seconds"] for r in report["scaling"])
+        report["scaling_ratios"] = {"double_group": double_g / single, "double_length": double_t / single}
+    if use_bf16:
+        report["bf16_speedup"] = base["total_seconds"] / report["step"][-1]["total_seconds"]
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    sections, batches, step_shape = checked_args(args)
+    device = pick_device(args.device)
+    model, tokenizer, name = load_bench_model(args, device)
     stop_ids = stop_token_ids(model, tokenizer)
     report = {
         "machine": machine(),
@@ -641,115 +822,30 @@ def main(argv=None) -> dict:
         "notes": [],
     }
     prompts = countdown_prompts(tokenizer, max(batches + [64]) // args.group_size)
+    setup = Setup(args, model, tokenizer, device, prompts, stop_ids)
 
-    def say(message):
-        print(message, flush=True)
-
-    def save():  # after every section, so that a failure late in the run keeps what was measured
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=2) + "\n")
-
-    # warm-up: first calls allocate, pick kernels and fill caches; neither side should pay for that
-    run_ours(model, tokenizer, prompts[:1], 2, 2, stop_ids, [ANSWER_CLOSE], args.seed, device)
-    run_generate(model, tokenizer, prompts[:1], 2, 2, stop_ids, [ANSWER_CLOSE], args.seed, device)
-
+    warm_up(setup)
     scoring_batch = None  # a realistic batch to score: the first rollout's
     if "rollout" in sections:
-        for batch in batches:
-            say(f"rollout: batch {batch}, ours then generate ...")
-            out, r = bench_rollout(
-                model, tokenizer, prompts, batch, args.group_size, args.max_new_tokens, stop_ids, [ANSWER_CLOSE],
-                args.seed, device,
-            )  # fmt: skip
-            report["rollout"].append(r)
-            scoring_batch = out if scoring_batch is None else scoring_batch
-            say(f"  ratio {r['rollout_vs_generate']:.2f}")
-    save()
+        scoring_batch = rollout_section(setup, batches, report)
+    save(report, args.out)
     if "ops" in sections:
-        say(
-            f"ops per decode step: Qwen3-1.7B's structure, batch {args.ops_batch}, bf16 autocast, ours then previous ..."
-        )
-        report["ops"] = bench_ops(tokenizer, batch=args.ops_batch, steps=4, autocast=True)
-    save()
+        ops_section(setup, report)
+    save(report, args.out)
     if "compile" in sections:
-        batch, t = (int(x) for x in args.compile_shape.split(","))
-        say(f"compiled decode step: batch {batch} × {t}, eager then compiled twice ...")
-        try:
-            report["compile"] = bench_compile(
-                model, tokenizer, prompts, batch, args.group_size, t, args.seed, device
-            )
-        except Exception as error:  # noqa: BLE001 (the report says what failed; the other sections go on)
-            report["notes"].append(f"compile section failed: {type(error).__name__}: {error}"[:500])
-    save()
+        compile_section(setup, report)
+    save(report, args.out)
     if "fixed" in sections:
-        say(f"fixed-length decode: batch {batches[0]} × {args.fixed_tokens} ...")
-        out, report["fixed_decode"] = bench_rollout(
-            model,
-            tokenizer,
-            prompts,
-            batches[0],
-            args.group_size,
-            args.fixed_tokens,
-            [],
-            [],
-            args.seed,
-            device,
-        )
+        out = fixed_section(setup, batches, report)
         scoring_batch = out if scoring_batch is None else scoring_batch
-    save()
+    save(report, args.out)
     if "scoring" in sections:
-        if scoring_batch is None:
-            scoring_batch, _ = run_ours(
-                model, tokenizer, prompts[: batches[0] // args.group_size], args.group_size, args.max_new_tokens,
-                stop_ids, [ANSWER_CLOSE], args.seed, device,
-            )  # fmt: skip
-        say("log-prob scoring: ours then naive ...")
-        report["scoring"] = bench_scoring(
-            model,
-            scoring_batch.input_ids,
-            scoring_batch.attention_mask,
-            scoring_batch.prompt_length,
-            device,
-            micro_batch_size=Config.micro_batch_size,
-            group_size=args.group_size,
-        )
-    save()
-    if "step" in sections or "scaling" in sections:
-        model.float()  # the update keeps float32 master weights (a no-op for a float32 model)
-        use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and bf16_is_fast(device))
-        if args.bf16 == "auto" and not use_bf16:
-            report["notes"].append(
-                f"bf16 autocast step skipped: no bf16 arithmetic on this {device.type} "
-                f"({report['machine']['cpu_capability']}); --bf16 on times it anyway"
-            )
+        scoring_section(setup, batches, report, scoring_batch)
+    save(report, args.out)
+    if "step" in sections or "scaling" in sections:  # scaling starts from the step's base
+        step_sections(setup, step_shape, "scaling" in sections, report)
+    save(report, args.out)
 
-        def step(g, t, bf16=False, sampler="ours"):
-            say(
-                f"GRPO step: {n_prompts} prompts × G {g} × {t} tokens, {sampler} sampler{', bf16' if bf16 else ''} ..."
-            )
-            return bench_step(
-                model, tokenizer, prompts_per_step=n_prompts, group_size=g, max_new_tokens=t, autocast=bf16,
-                seed=args.seed, sampler=sampler,
-            )  # fmt: skip
-
-        # warm-up, not reported: the first step timed in a process came out with an update 1.4-2× the next's
-        step(G, T)
-        base = step(G, T)  # the step breakdown and the scaling's starting point
-        report["step"] = [base, step(G, T, sampler="previous")] + (
-            [step(G, T, bf16=True)] if use_bf16 else []
-        )
-        report["step_vs_previous"] = report["step"][1]["total_seconds"] / base["total_seconds"]
-        report["scaling"] = []
-        if "scaling" in sections:
-            report["scaling"] = [base, step(2 * G, T), step(G, 2 * T)]
-        if report["scaling"]:
-            single, double_g, double_t = (r["total_seconds"] for r in report["scaling"])
-            report["scaling_ratios"] = {"double_group": double_g / single, "double_length": double_t / single}
-        if use_bf16:
-            report["bf16_speedup"] = base["total_seconds"] / report["step"][-1]["total_seconds"]
-
-    save()
     say("")
     say(table(report))
     print(json.dumps(report, indent=2))
