@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grpo.config import DType, OneLineErrorParser, TaskName, add_options
+from grpo.config import DType, OneLineErrorParser, add_options, task_choices, task_option_problem
 from grpo.evaluation import (
     REPETITIVE_TRIGRAMS,
     SHORT_REASONING_TOKENS,
@@ -46,7 +46,7 @@ from grpo.evaluation import (
     score_records,
 )
 from grpo.task import Example, Task
-from tasks import RECORD_FIELDS, REQUIRED_FIELDS
+from tasks import TASKS
 from tasks.base import json_object, json_type
 
 # ----------------------------------------------------------------------------------------------------
@@ -56,8 +56,8 @@ from tasks.base import json_object, json_type
 @dataclass
 class EvalConfig:
     # ---------------------------------------------------------------- what to evaluate (one of four modes)
-    task: TaskName | None = None
-    """Domain: `math` (Countdown), `poetry` or `jsonl` (your own prompts and answers, from --data). Needed with --model and --completions."""
+    task: str | None = None
+    """Domain, needed with --model and --completions"""
     model: str | None = None
     """Generate one completion per test example and score it. `smollm2-135m` (the packaged default policy), a local Hugging Face directory, a checkpoint written by train.py (runs/<run>/final), or a hub id such as Qwen/Qwen3-1.7B."""
     completions: str | None = None
@@ -133,7 +133,8 @@ def build_parser(description: str = "", epilog: str = "", prog: str | None = Non
         epilog=epilog,
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=28),
     )
-    add_options(parser, EvalConfig, metavars=EVAL_METAVARS, nargs=EVAL_NARGS, default_in_help=True)
+    add_options(parser, EvalConfig, metavars=EVAL_METAVARS, nargs=EVAL_NARGS, default_in_help=True,
+                choices=task_choices(TASKS))  # fmt: skip
     return parser
 
 
@@ -146,8 +147,8 @@ class CompletionsFileError(ValueError):
 
 
 def _looks_like(record: Mapping[str, Any]) -> str | None:
-    """The task whose fields (tasks.RECORD_FIELDS) a record has, or None."""
-    found = [name for name, keys in RECORD_FIELDS.items() if any(key in record for key in keys)]
+    """The task whose fields (`Task.record_fields`) a record has, or None."""
+    found = [name for name, task in TASKS.items() if any(key in record for key in task.record_fields)]
     return found[0] if len(found) == 1 else None
 
 
@@ -156,22 +157,22 @@ def example_from_record(task: Task, record: Mapping[str, Any]) -> Example:
 
     Raises ValueError, with a message meant for the user, for a missing field or a wrong type.
     """
-    missing = [key for key in REQUIRED_FIELDS.get(task.name, ()) if key not in record]
+    missing = [key for key in task.required_fields if key not in record]
     if missing:
         raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}")
-    reader = getattr(task, "example_from_record", None)
-    if reader is None:
-        raise CompletionsFileError(f"task {task.name!r} cannot build examples from records")
-    return reader(dict(record))
+    try:
+        return task.example_from_record(dict(record))
+    except NotImplementedError as err:  # a domain that reads no records: the whole file cannot be scored
+        raise CompletionsFileError(str(err)) from None
 
 
 def parse_completion_line(task: Task, line: str) -> tuple[Example, str]:
     """(example, response) from one JSONL line; ValueError with a one-line reason if it is not usable."""
     record = json_object(line)
     other = _looks_like(record)
-    if other is not None and other != task.name and other in RECORD_FIELDS:
+    if other is not None and other != task.name:
         raise ValueError(
-            f"a {other} record (it has {', '.join(k for k in RECORD_FIELDS[other] if k in record)})"
+            f"a {other} record (it has {', '.join(k for k in TASKS[other].record_fields if k in record)})"
         )
     if "completion" not in record:
         raise ValueError("missing field 'completion'")
@@ -217,17 +218,17 @@ def score_completions_file(
         responses.append(response)
         line_numbers.append(number)
     objects = sum(kinds.values())
-    for other in RECORD_FIELDS:
+    for other, kind in TASKS.items():
         if other != task.name and objects and kinds[other] == objects:
             raise CompletionsFileError(
-                f"{path} holds {other} examples (fields {', '.join(RECORD_FIELDS[other])}), "
+                f"{path} holds {other} examples (fields {', '.join(kind.record_fields)}), "
                 f"not {task.name}: pass --task {other}"
             )
     records = score_records(task, examples, responses)
     for record, number in zip(records, line_numbers, strict=True):
         record["line"] = number
     recorded = {"task": task.name, "completions": str(path), "name": path.stem, **(settings or {})}
-    return build_report(task.name, records, recorded, errors)
+    return build_report(task, records, recorded, errors)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -470,15 +471,13 @@ def usage_problem(config: EvalConfig) -> str | None:
     if reports and config.names and len(config.names) != len(reports):
         return f"--names gives {len(config.names)} names for {len(reports)} reports"
     if not reports and config.task is None:
-        return "--task math or --task poetry is needed with --model and --completions (or --task jsonl --data FILE)"
-    if config.data is not None and config.task not in ("poetry", "jsonl"):
-        return "--data is the poetry data, or the examples of --task jsonl; --task math makes its own"
-    if config.task == "jsonl" and config.model and config.data is None:
-        return "--task jsonl evaluates the test split of your examples: give them with --data FILE"
+        return f"--task is needed with --model and --completions (one of {', '.join(TASKS)})"
     if config.scorer is not None and not (config.model and config.likelihood):
         return "--scorer scores the likelihood figures of --model's completions; it needs --model and --likelihood"
-    if config.task != "jsonl" and (config.reward_fn is not None or config.system_prompt is not None):
-        return "--reward-fn and --system-prompt go with --task jsonl"
+    if config.task is not None:
+        problem = task_option_problem(config, TASKS, reward=None, needs_examples=bool(config.model))
+        if problem:
+            return problem
     checks = [
         (config.limit is None or config.limit >= 1, "--limit must be ≥ 1"),
         (config.batch_size >= 1, "--batch-size must be ≥ 1"),
@@ -539,11 +538,7 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
         "dtype": str(policy.dtype).removeprefix("torch."),
         "autocast": mixed_precision,
     }
-    if config.task in ("poetry", "jsonl"):
-        settings["data"] = str(task.data_path)
-    if config.task == "jsonl":
-        settings.update(test_fraction=config.test_fraction, system_prompt=task.system_prompt,
-                        reward_fn=config.reward_fn)  # fmt: skip
+    settings.update(task.report_settings())  # how the task read its examples: --data, …
     report = evaluate_model(
         policy,
         tokenizer,

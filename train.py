@@ -11,6 +11,7 @@ Every option, with its default, is in `python train.py --help` (generated from g
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 import uuid
@@ -18,6 +19,7 @@ import uuid
 import torch
 
 from grpo.config import Config, UsageError, parse_config
+from tasks import TASKS
 
 EXIT_USAGE = 2  # as argparse: options that cannot work, an input file that cannot be used
 # the numbers broke (NaN/inf logits, or non-finite updates in a row): the run stopped, its checkpoints stay
@@ -60,7 +62,7 @@ def check_device(device: str) -> None:
 
 
 def run(argv: list[str] | None = None) -> Config:
-    config = parse_config(argv, description=__doc__.split("\n\n")[0])
+    config = parse_config(argv, TASKS, description=__doc__.split("\n\n")[0])
     check_device(config.device)
     if config.lora_rank:
         from grpo.lora import peft
@@ -114,15 +116,15 @@ def run(argv: list[str] | None = None) -> Config:
     try:
         task = task_for(config, device=str(pick_device(device)))
         if not task.examples("train"):
-            source = getattr(task, "data_path", None)
-            if config.task == "jsonl":
+            source = task.data_path
+            if source is not None and task.examples("test"):
                 raise ValueError(f"{source}: every example is in the test split, none is left to train on")
             raise ValueError(
-                f"no poem of {source} makes a training example" if source else "no training examples"
+                f"no example of {source} makes a training example" if source else "no training examples"
             )
     except (OSError, ValueError) as err:
         raise UsageError(f"--task {config.task}: {err}") from None
-    if config.task == "jsonl":
+    if "max_answer_tokens" in task.options:  # a domain whose answers come from a user's file
         skip_long_answers(task, config, say)
     lora = LoraOptions.of(config)
     # a LoRA policy is its own reference (its adapters off): no copy to load
@@ -190,7 +192,7 @@ def skip_long_answers(task, config: Config, say) -> None:
     skipped = task.skip_long_answers(tokenizer, config.max_answer_tokens)
     if skipped == total:
         raise UsageError(
-            f"--task jsonl: the answer of every training example of {config.data} is longer than "
+            f"--task {config.task}: the answer of every training example of {config.data} is longer than "
             f"--max-answer-tokens {config.max_answer_tokens}"
         )
     if skipped:
@@ -203,11 +205,14 @@ def skip_long_answers(task, config: Config, say) -> None:
 def next_steps(config: Config) -> str:
     """The commands that tell whether this run helped: the start and the result on the same held-out
     examples and seeds, then their paired difference."""
-    data = f" --data {config.data}" if config.data else ""
-    if config.task == "jsonl":  # evaluation must split and prompt the examples as training did
-        jsonl = (("test-fraction", config.test_fraction), ("system-prompt", config.system_prompt),
-                 ("reward-fn", config.reward_fn))  # fmt: skip
-        data += "".join(f" --{flag} {shlex.quote(str(value))}" for flag, value in jsonl if value is not None)
+    from evaluate import EvalConfig
+
+    # the task's own options that evaluate.py takes too: it must read, split and prompt the examples as training did
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    shared = {f.name for f in dataclasses.fields(EvalConfig)}
+    given = [name for name in TASKS[config.task].options
+             if name in shared and getattr(config, name) != defaults[name]]  # fmt: skip
+    data = "".join(f" --{name.replace('_', '-')} {shlex.quote(str(getattr(config, name)))}" for name in given)
     # evaluated at the completion length it was trained at: a longer one is mostly reasoning it never practised
     common = (
         f"python evaluate.py --task {config.task}{data} --limit 50 --max-new-tokens {config.max_new_tokens}"

@@ -1,6 +1,8 @@
 """Every knob of a run, in one flat dataclass. The docstring under each field is its `--help` text.
 
-`python train.py --help` is generated from this file (`build_parser`), so the two cannot disagree.
+`python train.py --help` is generated from this file (`build_parser`), so the two cannot disagree. The domains
+are not named here: `--task`'s choices, their help, their CPU defaults and their option checks come from the
+registry the caller passes (`tasks.TASKS`, a name → `grpo.task.Task` subclass mapping).
 """
 
 from __future__ import annotations
@@ -14,27 +16,39 @@ import math
 import textwrap
 import time
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from grpo.loss import Aggregation
-from grpo.rewards import BatchNorm, Unclosed
+if TYPE_CHECKING:
+    from grpo.task import Task
 
-# The choices of every option that takes one of a few words, stated once: argparse's choices come from these
-TaskName = Literal["math", "poetry", "jsonl"]
+    Registry = Mapping[str, type[Task]]  # tasks.TASKS: the domains --task chooses from, by name
+
+# The choices of every option that takes one of a few words, stated once: argparse's choices, and the checks of
+# the functions that take them (grpo.loss, grpo.rewards), come from these
 RewardKind = Literal["rule", "logprob"]
 Preset = Literal["poster"]
 LrSchedule = Literal["constant", "cosine"]
 Scorer = Literal["reference", "policy"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
+Aggregation = Literal["sequence", "token", "constant"]  # grpo.loss.grpo_loss
+AGGREGATIONS = get_args(Aggregation)
+BatchNorm = Literal["none", "zscore", "minmax"]  # grpo.rewards.batch_normalise
+BATCH_NORMALISATIONS = get_args(BatchNorm)
+# what a completion without </think> is scored as (grpo.rewards.normalised_logprob): its text before its own
+# answer (`score`); the batch's lowest reward if it wrote an answer tag without closing </think>
+# (`bar_early_answer`); always the lowest (`batch_min`)
+Unclosed = Literal["score", "bar_early_answer", "batch_min"]
+UNCLOSED = get_args(Unclosed)
 
 
 @dataclass
 class Config:
     # ---------------------------------------------------------------- what to train
-    task: TaskName = "math"
-    """Domain: `math` (Countdown: 4 numbers, reach the target), `poetry` (write the ending of a poem) or `jsonl` (your own prompts and answers, from --data)."""
+    task: str | None = None
+    """Domain (the registry's names and summaries follow; default: its first)."""
     reward: RewardKind = "rule"
     """`rule`: the task's rule-based score. `logprob`: the teacher-forced log-prob of the gold answer after the model's own reasoning, plus the format reward."""
     model: str = "smollm2-135m"
@@ -201,12 +215,9 @@ GPU_DEFAULTS = dict(steps=100, prompts_per_step=16, max_new_tokens=1024, lr=1e-6
 # within-group spreads (0.05 nats a token, Countdown's 0.17) out from under the batch min-max; at lr 1e-5 the
 # KL penalty held the policy still (math: judged reasoning gain +0.002 [−0.054, +0.059])
 CPU_LOGPROB_DEFAULTS = dict(lr=3e-5, unclosed="bar_early_answer", scale_advantages=True)
-# keyed by (task, reward): the rule reward keeps the class defaults, poetry its higher lr, as measured before
-CPU_TASK_DEFAULTS = {
-    ("math", "logprob"): CPU_LOGPROB_DEFAULTS,
-    ("poetry", "logprob"): CPU_LOGPROB_DEFAULTS,
-    ("poetry", "rule"): dict(lr=3e-5),
-}
+# Which task takes it is the task's say (`Task.cpu_defaults`, by --reward): Countdown and poetry take it for
+# --reward logprob, poetry also lr 3e-5 for the rule reward, as measured before; the rule reward keeps the class
+# defaults otherwise
 
 
 # what --resume may change: how long the run goes on and what it writes or evaluates on the way, and where it
@@ -241,9 +252,12 @@ def add_options(
     metavars: dict | None = None,
     nargs: dict | None = None,
     default_in_help: bool = False,
+    choices: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """One --flag per field of the dataclass `cls`: the string under the field is its help, its type says how
-    to parse it (a bool gets --x / --no-x, a list one or more values, a Literal its choices)."""
+    to parse it (a bool gets --x / --no-x, a list one or more values, a Literal its choices). `choices`: for a
+    field whose words are not a Literal (--task's come from the task registry), {field: {word: what it is}},
+    listed in its help."""
     docs = field_docs(cls)
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -262,6 +276,12 @@ def add_options(
             kwargs["type"], kwargs["choices"] = str, get_args(hint)
         else:
             kwargs["type"] = hint
+        if f.name in (choices or {}):
+            described = [
+                f"`{word}` ({what})" if what else f"`{word}`" for word, what in choices[f.name].items()
+            ]
+            kwargs["choices"] = tuple(choices[f.name])
+            help_text += ": " + ", ".join(described)
         if default_in_help and hint is not bool and f.default is not None:
             help_text += f" (default: {f.default})"
         if f.name in (metavars or {}):
@@ -314,14 +334,23 @@ def one_line_warnings() -> None:
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
 
-def build_parser(description: str = "") -> argparse.ArgumentParser:
+def task_choices(tasks: Registry) -> dict[str, dict[str, str]]:
+    """`add_options`' `choices` for --task: every registered domain's name and summary."""
+    return {"task": {name: task.summary for name, task in tasks.items()}}
+
+
+def build_parser(tasks: Registry, description: str = "") -> argparse.ArgumentParser:
+    """train.py's parser, generated from Config; `tasks`: the domains --task chooses from (`tasks.TASKS`)."""
     parser = OneLineErrorParser(description=description, formatter_class=DefaultsHelpFormatter)
-    add_options(parser, Config)
+    add_options(parser, Config, choices=task_choices(tasks))
+    parser.set_defaults(task=next(iter(tasks)))
     return parser
 
 
-def parse_config(argv: list[str] | None = None, description: str = "") -> Config:
-    parser = build_parser(description)
+def parse_config(argv: list[str] | None, tasks: Registry, description: str = "") -> Config:
+    """The Config of a command line (`argv`; None: sys.argv), with the defaults of where it runs (a GPU, or the
+    task's on a CPU) and of its --preset, or those of the run it resumes, then checked (`validate`)."""
+    parser = build_parser(tasks, description)
     known = parser.parse_known_args(argv)[0]
     if known.resume:
         # a resumed run starts from the options it was started with; the command line still wins
@@ -361,14 +390,14 @@ def parse_config(argv: list[str] | None = None, description: str = "") -> Config
         if on_gpu(known.device):
             parser.set_defaults(**GPU_DEFAULTS)
         else:
-            parser.set_defaults(**CPU_TASK_DEFAULTS.get((known.task, known.reward), {}))
+            parser.set_defaults(**tasks[known.task].cpu_defaults.get(known.reward, {}))
         if known.preset:
             # a preset replaces the defaults; whatever the command line gives explicitly still wins
             parser.set_defaults(**PRESETS[known.preset])
     config = Config(**vars(parser.parse_args(argv)))
     if config.out_dir is None:
         config.out_dir = f"runs/{config.task}-{config.reward}-{time.strftime('%Y%m%d-%H%M%S')}"
-    validate(config)
+    validate(config, tasks)
     return config
 
 
@@ -379,7 +408,23 @@ def on_gpu(device: str) -> bool:
     return torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
 
 
-def validate(config: Config) -> None:
+def task_option_problem(
+    options: Any, tasks: Registry, reward: str | None, needs_examples: bool
+) -> str | None:
+    """What is wrong with the task options of `options` (a Config or evaluate.py's EvalConfig), or None: an
+    option that only other domains read (`Task.options`), given another value than its default, or what the
+    task itself refuses (`Task.option_problem`)."""
+    task = tasks[options.task]
+    defaults = {f.name: f.default for f in dataclasses.fields(options)}
+    for name in dict.fromkeys(option for other in tasks.values() for option in other.options):
+        if name in task.options or name not in defaults or getattr(options, name) == defaults[name]:
+            continue
+        readers = " and ".join(f"--task {other}" for other, cls in tasks.items() if name in cls.options)
+        return f"--{name.replace('_', '-')} is read by {readers}; --task {task.name} does not read it"
+    return task.option_problem(options, reward=reward, needs_examples=needs_examples)
+
+
+def validate(config: Config, tasks: Registry) -> None:
     """Refuse, with a UsageError naming the option, a combination of options that cannot work."""
     numbers = ("lr", "beta", "clip_eps", "temperature", "top_p", "warmup_ratio", "weight_decay",
                "max_grad_norm", "logprob_weight", "format_weight", "lora_dropout")  # fmt: skip
@@ -453,23 +498,6 @@ def validate(config: Config) -> None:
             "--temperature 0 makes every completion of a group identical: every advantage would be 0, "
             "with either reward (the logprob reward of equal reasoning is equal too)",
         ),
-        (
-            config.data is None or config.task in ("poetry", "jsonl"),
-            f"--data is read by --task poetry and --task jsonl; --task {config.task} does not read it",
-        ),
-        (
-            config.task != "jsonl" or config.data is not None,
-            "--task jsonl trains on your examples: give them with --data FILE (.jsonl or .csv)",
-        ),
-        (
-            config.task == "jsonl" or (config.reward_fn is None and config.system_prompt is None),
-            f"--reward-fn and --system-prompt are read by --task jsonl; --task {config.task} does not read them",
-        ),
-        (
-            not (config.task == "jsonl" and config.reward == "rule" and config.reward_fn is None),
-            "--reward rule needs a scoring function, and --task jsonl has none of its own: use --reward logprob "
-            "(it needs only the answers), or give one with --reward-fn module:function",
-        ),
         (0 <= config.test_fraction < 1, "--test-fraction must be in [0, 1)"),
         (config.max_answer_tokens >= 1, "--max-answer-tokens must be ≥ 1"),
         (
@@ -480,6 +508,9 @@ def validate(config: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    problem = task_option_problem(config, tasks, reward=config.reward, needs_examples=True)
+    if problem:
+        raise UsageError(problem)
 
 
 def use_reasoning_mask(config: Config) -> bool:

@@ -8,8 +8,8 @@ answer's likelihood, with 95% CIs.
         log P(gold | prompt, reasoning), teacher-forced        (grpo.rewards.gold_scores_of_completions)
     report = mean and 95% CI of each part, the total, each likelihood figure; the task score; every record
 
-The task score is the number in the poster's table: math (Countdown) = mean(format, equation), poetry = the
-weighted total. Both equal the mean of the per-example totals (Countdown's total is (format + equation) / 2),
+The task score is the number in the poster's table, each task's own (`Task.report_score`): Countdown's is
+mean(format, equation), poetry's the weighted total. Both equal the mean of the per-example totals (Countdown's total is (format + equation) / 2),
 so `total`'s interval is also the score's.
 
 The likelihood figures measure what `--reward logprob` optimises, with the context built by the same function
@@ -144,16 +144,6 @@ def _t_interval(values: list[float], level: float, wald: bool) -> dict[str, floa
     return {"mean": mean, "low": mean - half_width, "high": mean + half_width, "n": n}
 
 
-def task_score(
-    task_name: str, part_means: Mapping[str, float | None], total_mean: float | None
-) -> float | None:
-    """The poster's score: math = (mean format + mean equation) / 2; poetry (and any other task) = mean total."""
-    if task_name == "math":
-        fmt, equation = part_means.get("format"), part_means.get("equation")
-        return None if fmt is None or equation is None else (fmt + equation) / 2
-    return total_mean
-
-
 # ----------------------------------------------------------------------------------------------------
 # Records and reports
 
@@ -230,7 +220,7 @@ def score_records(
 
 
 def build_report(
-    task_name: str,
+    task: Task,
     records: Sequence[Mapping[str, Any]],
     settings: Mapping[str, Any],
     errors: Sequence[Mapping[str, Any]] = (),
@@ -247,11 +237,11 @@ def build_report(
         for name in part_names
     }
     total = mean_ci(record["total"] for record in records)
-    score = task_score(task_name, {name: ci["mean"] for name, ci in parts.items()}, total["mean"])
+    score = task.report_score({name: ci["mean"] for name, ci in parts.items()}, total["mean"])  # Task's own
     scored = [record["likelihood"] for record in records if record.get("likelihood")]
     likelihood = {name: mean_ci(f[name] for f in scored if name in f) for name in LIKELIHOOD_FIGURES}
     return {
-        "task": task_name,
+        "task": task.name,
         "name": settings.get("name"),
         "score": score,
         "total": total,
@@ -474,7 +464,7 @@ def evaluate_model(
         "autocast": autocast,
         **(settings or {}),
     }
-    report = build_report(task.name, records, recorded)
+    report = build_report(task, records, recorded)
     report["finish_reasons"] = dict(Counter(r["finish_reason"] for r in records))
     report["completion_tokens"] = mean_ci(r["completion_tokens"] for r in records)
     report["seconds"] = seconds

@@ -26,12 +26,10 @@ consequences, so it is an explicit argument:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 
-Aggregation = Literal["sequence", "token", "constant"]
-AGGREGATIONS = get_args(Aggregation)
+from grpo.config import AGGREGATIONS
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

@@ -43,12 +43,14 @@ Departures from the poster's code, on purpose:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Any
 
 import torch
 
+from grpo.config import BATCH_NORMALISATIONS, UNCLOSED, BatchNorm, Unclosed
 from grpo.distributed import all_gather
 from grpo.logprobs import token_logprobs
 from grpo.precision import full_precision as precision_off
@@ -56,17 +58,6 @@ from grpo.precision import model_device
 from grpo.reasoning import ReasoningSpan, reasoning_ids, reasoning_span
 from grpo.rollout import answer_separator, left_pad
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
-
-if TYPE_CHECKING:  # config.py imports this module for its option types
-    from grpo.config import Config
-
-BatchNorm = Literal["none", "zscore", "minmax"]
-BATCH_NORMALISATIONS = get_args(BatchNorm)
-# what a completion without </think> is scored as: its text before its own answer (`score`); the batch's
-# lowest reward if it wrote an answer tag without closing </think> (`bar_early_answer`); always the lowest
-# (`batch_min`)
-Unclosed = Literal["score", "bar_early_answer", "batch_min"]
-
 
 # ---------------------------------------------------------------- normalisations (pure torch)
 
@@ -218,15 +209,15 @@ def gold_answer_logprobs(
     return GoldScores(logp_sum[:n], gold_tokens, empty)
 
 
-def logprob_reward(
+def normalised_logprob(
     scores: GoldScores,
     closed: torch.Tensor,  # (N,) bool: the completion closed its </think>
     *,
     length_norm: bool = True,
     exp: bool = False,
-    batch_norm: str = "minmax",
+    batch_norm: BatchNorm = "minmax",
     debias: bool = False,
-    unclosed: str = "score",
+    unclosed: Unclosed = "score",
     too_short: torch.Tensor | None = None,  # (N,) bool: reasoning shorter than the run's minimum
     answered: torch.Tensor | None = None,  # (N,) bool: unclosed, but wrote an answer tag (bar_early_answer)
 ) -> torch.Tensor:
@@ -246,8 +237,8 @@ def logprob_reward(
         rewards = length_normalise(rewards, scores.gold_tokens)
     if exp:
         rewards = exp_normalise(rewards)
-    if unclosed not in get_args(Unclosed):
-        raise ValueError(f"unknown unclosed policy {unclosed!r}; choose one of {get_args(Unclosed)}")
+    if unclosed not in UNCLOSED:
+        raise ValueError(f"unknown unclosed policy {unclosed!r}; choose one of {UNCLOSED}")
     # barred rows take the lowest reward of the rated ones: R_i ← min_{j rated} R_j, then the batch norm
     barred = torch.zeros_like(closed) if too_short is None else too_short.clone()  # (N,) bool
     if unclosed == "batch_min":
@@ -318,6 +309,24 @@ def gold_scores_of_completions(
     )
 
 
+@dataclass(frozen=True)
+class LogprobRewardOptions:
+    """The options `logprob_rewards` reads (the run's fields of the same names, grpo.config.Config)."""
+
+    length_norm: bool
+    exp_norm: bool
+    batch_norm: BatchNorm
+    debias: bool
+    unclosed: Unclosed
+    min_reasoning_tokens: int
+    logprob_weight: float
+    format_weight: float
+
+    @classmethod
+    def of(cls, config: Any) -> LogprobRewardOptions:
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
 def logprob_rewards(
     scorer,
     tokenizer,
@@ -326,10 +335,12 @@ def logprob_rewards(
     completion_mask: torch.Tensor,  # (N, C)
     golds: Sequence[str],  # (N,) the gold answer of each completion
     formats: torch.Tensor,  # (N,) the format reward of each completion
-    config: Config,
+    options: LogprobRewardOptions,
     *,
     stop_token_ids: Sequence[int],
     spans: Sequence[ReasoningSpan],  # (N,) each completion's reasoning (grpo.reasoning.reasoning_mask)
+    micro_batch_size: int,  # rows per scoring pass
+    group_size: int = 1,  # completions per prompt, consecutive: each group's prompt is run once
     rank: int = 0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reward `--reward logprob` trains on, (N,) on the CPU, with its parts for the metrics:
@@ -337,10 +348,10 @@ def logprob_rewards(
         R_i = w_lp · norm(log P(a | p, r_i)) + w_fmt · format_i          (the poster: w_lp 0.9, w_fmt 0.1)
 
     log P(a | p, r_i) is scored by `scorer` (the frozen reference by default, so the target stays fixed);
-    norm is `logprob_reward`'s length → exp → batch normalisation, with the length guard. The batch statistics
+    norm is `normalised_logprob`'s length → exp → batch normalisation, with the length guard. The batch statistics
     are over every completion of the step on every rank (`all_gather`); this rank's rows come back.
     """
-    c = config
+    c = options
     scorer.eval()
     # log P(gold | prompt, reasoning_i), the context built as evaluation builds it
     gold = gold_scores_of_completions(
@@ -351,9 +362,9 @@ def logprob_rewards(
         completion_mask,
         golds,
         stop_token_ids=stop_token_ids,
-        micro_batch_size=c.micro_batch_size,
+        micro_batch_size=micro_batch_size,
         with_empty_reasoning=c.debias,
-        group_size=c.group_size,
+        group_size=group_size,
         spans=spans,
     )
     scores = gold.scores
@@ -364,7 +375,7 @@ def logprob_rewards(
         all_gather(scores.gold_tokens),
         None if scores.empty_logp_sum is None else all_gather(scores.empty_logp_sum),
     )
-    normalised = logprob_reward(
+    normalised = normalised_logprob(
         everyone,
         all_gather(gold.closed),
         length_norm=c.length_norm,

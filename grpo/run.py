@@ -246,7 +246,7 @@ def step_metrics(trainer: Trainer, result: StepResult) -> dict:
         zero_std_fraction=all_sum(result.zero_std_fraction) / world,
         skipped_long_prompts=trainer.skipped_long_prompts,
         skipped_updates=trainer.skipped_updates,
-        skipped_long_answers=getattr(trainer.task, "skipped_long_answers", 0),  # tasks.jsonl drops them
+        skipped_long_answers=trainer.task.skipped_long_answers,  # Task.skip_long_answers
         completion_length_mean=float(lengths.mean()),
         completion_length_max=float(lengths.max()),
         loss_tokens_mean=float(kept.mean()),

@@ -37,7 +37,7 @@ from grpo.loss import LossStats, grpo_loss, microbatch_weight
 from grpo.models import stop_token_ids
 from grpo.precision import autocast, lost_update_fraction, model_device, synchronize, training_precision
 from grpo.reasoning import reasoning_mask
-from grpo.rewards import logprob_rewards
+from grpo.rewards import LogprobRewardOptions, logprob_rewards
 from grpo.rollout import Rollout, build_prompt, compile_decoding, rollout
 from grpo.tags import THINK_OPEN, format_reward
 from grpo.task import Example, Task
@@ -202,9 +202,11 @@ class Trainer:
                         out.completion_mask,
                         [ex.gold for ex in rows],
                         formats,
-                        c,
+                        LogprobRewardOptions.of(c),
                         stop_token_ids=self.stop_ids,
                         spans=spans,
+                        micro_batch_size=c.micro_batch_size,
+                        group_size=G,
                         rank=self.world.rank,
                     )
                 parts.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on

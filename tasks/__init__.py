@@ -1,44 +1,33 @@
-"""Tasks: where the examples, the prompts and the rule-based scores of a domain live."""
+"""Tasks: where the examples, the prompts and the rule-based scores of a domain live.
+
+`TASKS` is the registry `--task` chooses from. A new domain is a `grpo.task.Task` subclass in its own file here
+and one line below: its name, summary, options, CPU defaults and report score come from the class.
+"""
 
 from grpo.task import Example, Reward, Task
+from tasks.countdown import CountdownTask
+from tasks.jsonl import JsonlTask
+from tasks.poetry import PoetryTask
 
-# the fields by which a record (a line of a completions file) is recognised as an example of each task,
-# and those every record must have (poetry's and jsonl's are alternatives, which their own readers check)
-RECORD_FIELDS = {
-    "math": ("nums", "target"),
-    "poetry": ("poem_start", "poem_end", "text"),
-    "jsonl": ("prompt", "messages"),
+# by name, in the order `--task` lists them; the first is the default
+TASKS: dict[str, type[Task]] = {
+    CountdownTask.name: CountdownTask,
+    PoetryTask.name: PoetryTask,
+    JsonlTask.name: JsonlTask,
 }
-REQUIRED_FIELDS = {"math": ("nums", "target"), "poetry": (), "jsonl": ()}
 
 
 def get_task(name: str, **kwargs) -> Task:
-    """Build a task by name: `math` (Countdown), `poetry` or `jsonl` (prompts and answers from a file)."""
-    if name == "math":
-        from tasks.countdown import CountdownTask
-
-        return CountdownTask(**kwargs)
-    if name == "poetry":
-        from tasks.poetry import PoetryTask
-
-        return PoetryTask(**kwargs)
-    if name == "jsonl":
-        from tasks.jsonl import JsonlTask
-
-        return JsonlTask(**kwargs)
-    raise ValueError(f"unknown task {name!r}: choose 'math', 'poetry' or 'jsonl'")
+    """Build a task by name (`TASKS`), with its constructor's arguments: `get_task("poetry", data=path)`."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}: choose {', '.join(map(repr, TASKS))}")
+    return TASKS[name](**kwargs)
 
 
 def task_for(options, device: str = "cpu") -> Task:
-    """The task a train.py or evaluate.py config names, built from the options that task reads: --data, and
-    for jsonl --test-fraction, --system-prompt and --reward-fn. `device`: where poetry's embedding model runs."""
-    if options.task == "poetry":
-        return get_task("poetry", data=options.data, device=device)
-    if options.task == "jsonl":
-        return get_task("jsonl", data=options.data, test_fraction=options.test_fraction,
-                        system_prompt=options.system_prompt, reward_fn=options.reward_fn,
-                        reward_fn_timeout=options.reward_fn_timeout)  # fmt: skip
-    return get_task(options.task)
+    """The task a train.py or evaluate.py config names, built from the options that task reads
+    (`Task.from_options`). `device`: where poetry's embedding model runs."""
+    return TASKS[options.task].from_options(options, device=device)
 
 
-__all__ = ["Example", "Reward", "Task", "get_task", "task_for"]
+__all__ = ["TASKS", "Example", "Reward", "Task", "get_task", "task_for"]

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from grpo.config import CPU_LOGPROB_DEFAULTS
 from grpo.tags import format_reward, parse_response
 from grpo.task import Example, Reward, Task
 from tasks.base import FORMAT_INSTRUCTIONS
@@ -437,6 +438,9 @@ class CountdownTask(Task):
     """Countdown with 4 numbers in 1..99 and targets in 1..100, generated in-process from `seed`."""
 
     name = "math"
+    summary = "Countdown: 4 numbers, reach the target"
+    cpu_defaults = {"logprob": CPU_LOGPROB_DEFAULTS}
+    record_fields = required_fields = ("nums", "target")
 
     def __init__(self, n_train: int = 10_000, n_test: int = 1_000, seed: int = 0):
         for arg, value in (("n_train", n_train), ("n_test", n_test)):
@@ -480,6 +484,11 @@ class CountdownTask(Task):
         )
         # The poster's math score is the mean of the two parts.
         return Reward(total=(fmt + equation) / 2, parts={"format": fmt, "equation": equation})
+
+    def report_score(self, part_means: Mapping[str, float | None], total_mean: float | None) -> float | None:
+        """The poster's math score: (mean format + mean equation) / 2."""
+        fmt, equation = part_means.get("format"), part_means.get("equation")
+        return None if fmt is None or equation is None else (fmt + equation) / 2
 
     @staticmethod
     def example_from_record(record: dict[str, Any]) -> Example:

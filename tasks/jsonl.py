@@ -312,7 +312,34 @@ class JsonlTask(Task):
     """
 
     name = "jsonl"
+    summary = "your own prompts and answers, from --data"
     overlap_field = "prompt"
+    options = (
+        "data",
+        "test_fraction",
+        "system_prompt",
+        "reward_fn",
+        "reward_fn_timeout",
+        "max_answer_tokens",
+    )
+    record_fields = ("prompt", "messages")  # either one: parse_record checks
+
+    @classmethod
+    def from_options(cls, options: Any, device: str = "cpu") -> JsonlTask:
+        return cls(data=options.data, test_fraction=options.test_fraction, system_prompt=options.system_prompt,
+                   reward_fn=options.reward_fn, reward_fn_timeout=options.reward_fn_timeout)  # fmt: skip
+
+    @classmethod
+    def option_problem(cls, options: Any, reward: str | None, needs_examples: bool) -> str | None:
+        if needs_examples and options.data is None:
+            verb = "trains on" if reward is not None else "evaluates the test split of"
+            return f"--task jsonl {verb} your examples: give them with --data FILE (.jsonl or .csv)"
+        if reward == "rule" and options.reward_fn is None:
+            return (
+                "--reward rule needs a scoring function, and --task jsonl has none of its own: use --reward "
+                "logprob (it needs only the answers), or give one with --reward-fn module:function"
+            )
+        return None
 
     def __init__(
         self,
@@ -331,6 +358,9 @@ class JsonlTask(Task):
         self.system_prompt = FORMAT_INSTRUCTIONS if system_prompt is None else system_prompt
         examples = [] if data is None else read_examples(data)  # the file's errors first, then the function's
         self.reward_fn = load_reward_fn(reward_fn) if isinstance(reward_fn, str) else reward_fn
+        self.reward_fn_spec = (
+            reward_fn if reward_fn is None or isinstance(reward_fn, str) else repr(reward_fn)
+        )
         self._splits = build_splits(examples, test_fraction)
         self.skipped_long_answers = 0
         self._function_parts: dict[str, None] = {}  # names of the function's parts seen so far, in order
@@ -340,6 +370,10 @@ class JsonlTask(Task):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: choose 'train' or 'test'")
         return self._splits[split]
+
+    def report_settings(self) -> dict[str, Any]:
+        return {**super().report_settings(), "test_fraction": self.test_fraction,
+                "system_prompt": self.system_prompt, "reward_fn": self.reward_fn_spec}  # fmt: skip
 
     def skip_long_answers(self, tokenizer, max_tokens: int) -> int:
         """Drop the training examples whose answer is longer than `max_tokens` tokens; return how many.

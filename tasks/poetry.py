@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from grpo.config import CPU_LOGPROB_DEFAULTS
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, format_reward, parse_response
 from grpo.task import Example, Reward, Task
 from tasks.base import json_type
@@ -355,7 +356,19 @@ class PoetryTask(Task):
     """
 
     name = "poetry"
+    summary = "write the ending of a poem"
+    options = ("data",)
+    cpu_defaults = {"logprob": CPU_LOGPROB_DEFAULTS, "rule": {"lr": 3e-5}}  # the rule reward's lr as measured
+    record_fields = (
+        "poem_start",
+        "poem_end",
+        "text",
+    )  # poem_start + poem_end, or text: example_from_record checks
     example_from_record = staticmethod(example_from_record)
+
+    @classmethod
+    def from_options(cls, options: Any, device: str = "cpu") -> PoetryTask:
+        return cls(data=options.data, device=device)
 
     def __init__(
         self,

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import pytest
 
-from grpo.config import (
-    PRESETS,
-    Config,
-    UsageError,
-    build_parser,
-    field_docs,
-    parse_config,
-    use_reasoning_mask,
-)
+from grpo import config as grpo_config
+from grpo.config import PRESETS, Config, UsageError, field_docs, use_reasoning_mask
+from tasks import TASKS
+
+# train.py's parser and parse, over the project's domains
+build_parser = functools.partial(grpo_config.build_parser, TASKS)
+parse_config = functools.partial(grpo_config.parse_config, tasks=TASKS)
 
 FIELDS = [f.name for f in dataclasses.fields(Config)]
 
@@ -63,7 +62,9 @@ def test_parse_config_defaults_are_the_dataclass_defaults():
     # out_dir is the one default filled in at parse time: a fresh, dated directory per run
     assert config.out_dir.startswith("runs/math-rule-")
     config.out_dir = None
-    assert config == Config(device="cpu")
+    assert config == Config(
+        device="cpu", task="math"
+    )  # --task's default is the registry's first (tasks.TASKS)
     assert (config.task, config.reward, config.group_size, config.lr) == ("math", "rule", 4, 1e-5)
     assert config.one_think is True and config.reasoning_mask is None and config.preset is None
 
@@ -222,17 +223,16 @@ def test_autocast_with_bf16_weights_is_refused():
 
 
 def test_the_choices_of_each_option_are_its_literal_type_and_every_task_name_builds_a_task():
-    from typing import get_args
 
-    from grpo.config import TaskName, build_parser
-    from tasks import RECORD_FIELDS, get_task
+    from tasks import get_task
 
     actions = {a.dest: a for a in build_parser()._actions}
     assert actions["loss_aggregation"].choices == ("sequence", "token", "constant")
     assert actions["batch_norm"].choices == ("none", "zscore", "minmax")
     assert actions["unclosed"].choices == ("score", "bar_early_answer", "batch_min")
     assert actions["preset"].choices == ("poster",) and actions["preset"].default is None
-    assert set(get_args(TaskName)) == set(RECORD_FIELDS)
+    assert actions["task"].choices == ("math", "poetry", "jsonl") and actions["task"].default == "math"
+    assert all(task.name == name for name, task in TASKS.items())  # the registry's key is the task's name
     assert get_task("math").name == "math"  # the others need a data file; an unknown name is refused:
     with pytest.raises(ValueError, match="unknown task"):
         get_task("chess")

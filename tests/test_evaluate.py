@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from conftest import make_model
+from conftest import EchoTask, config, make_model, make_trainer
 
 import evaluate
 from evaluate import (
@@ -29,7 +29,6 @@ from grpo.evaluation import (
     mean_ci,
     paired_difference,
     repetition_figures,
-    task_score,
 )
 from grpo.models import stop_token_ids
 from grpo.rewards import gold_scores_of_completions
@@ -37,6 +36,7 @@ from grpo.rollout import build_prompt, rollout
 from grpo.tags import THINK_OPEN
 from grpo.task import Example, Reward, Task
 from tasks.countdown import CountdownTask
+from tasks.poetry import PoetryTask
 
 # ----------------------------------------------------------------------------------------------------
 # Intervals and scores
@@ -74,9 +74,12 @@ def test_mean_ci_edges():
 
 
 def test_task_score_is_the_posters():
-    assert task_score("math", {"format": 0.313, "equation": 0.289}, 0.9) == pytest.approx(0.301)
-    assert task_score("poetry", {"format": 1.0, "similarity": 0.2}, 0.55) == 0.55
-    assert task_score("math", {"format": 0.5}, 0.5) is None
+    countdown = CountdownTask(n_train=0, n_test=0)
+    assert countdown.report_score({"format": 0.313, "equation": 0.289}, 0.9) == pytest.approx(0.301)
+    assert countdown.report_score({"format": 0.5}, 0.5) is None
+    # poetry's, as any task's that does not say otherwise, is the mean total
+    assert PoetryTask.report_score is Task.report_score
+    assert Task().report_score({"format": 1.0, "similarity": 0.2}, 0.55) == 0.55
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -274,8 +277,6 @@ def test_likelihood_draws_nothing_from_the_sampler(tokenizer, tiny_model):
 
 
 def test_trainer_logs_the_held_out_likelihood(tmp_path, tokenizer):
-    from test_trainer import EchoTask, config, make_trainer
-
     from grpo.run import held_out_evaluation
 
     trainer = make_trainer(config(tmp_path, beta=0.0, eval_limit=2), tokenizer, make_model)
@@ -379,7 +380,9 @@ def test_table_merges_a_runs_reports_into_one_row():
 
 
 def test_table_of_math_reports_only_keeps_both_score_columns():
-    table = format_table([("Baseline", build_report("math", [], {"name": "Baseline"}))])
+    table = format_table(
+        [("Baseline", build_report(CountdownTask(n_train=0, n_test=0), [], {"name": "Baseline"}))]
+    )
     assert table.split("\n")[0] == "| Run | Math Score | Poetry Score |"
     assert table.split("\n")[2] == "| Baseline | – | – |"
 
@@ -426,10 +429,10 @@ def test_summary_shows_likelihood_figures_where_the_report_has_them():
     records = [
         {"total": 0.5, "parts": {"format": 1.0}, "likelihood": dict.fromkeys(LIKELIHOOD_FIGURES, 0) | figures}
     ]
-    summary = format_summary(build_report("math", records, {"name": "one"}))
+    summary = format_summary(build_report(CountdownTask(n_train=0, n_test=0), records, {"name": "one"}))
     assert "    gold log-prob/token                  -2.000  95% CI [–, –]" in summary  # n = 1: no interval
     assert "    </think> closed                       1.000  95% CI [–, –]" in summary
-    assert "log P(gold" not in format_summary(build_report("math", [], {}))
+    assert "log P(gold" not in format_summary(build_report(CountdownTask(n_train=0, n_test=0), [], {}))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -569,8 +572,11 @@ def test_help_lists_every_option_with_its_docstring(monkeypatch):
     [
         ([], "give --model"),
         (["--task", "math", "--model", "m", "--completions", "f"], "separate modes"),
-        (["--model", "m"], "--task math or --task poetry is needed"),
-        (["--task", "math", "--model", "m", "--data", "d.csv"], "--data is the poetry data"),
+        (["--model", "m"], "--task is needed with --model and --completions (one of math, poetry, jsonl)"),
+        (
+            ["--task", "math", "--model", "m", "--data", "d.csv"],
+            "--data is read by --task poetry and --task jsonl; --task math does not read it",
+        ),
         (["--task", "math", "--model", "m", "--top-p", "0"], "--top-p must be in (0, 1]"),
         (["--compare", "a.json", "b.json", "--table", "c.json"], "--table and --compare are separate modes"),
         (["--compare", "a.json", "b.json", "--names", "one"], "--names gives 1 names for 2 reports"),

@@ -61,7 +61,7 @@ def test_an_unknown_dtype_is_an_argparse_error(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1  # one line, not the usage of every flag before it
 
 
-@pytest.mark.parametrize("content, cause", [("", "missing CSV column"), ("author,title,text\n", "no poem"),
+@pytest.mark.parametrize("content, cause", [("", "missing CSV column"), ("author,title,text\n", "no example of"),
                                             ('{"author": "a"}\n', "missing field"), ("[1, 2", "not JSON")])  # fmt: skip
 def test_poetry_data_is_checked_before_a_model_loads(tmp_path, capsys, content, cause):
     data = tmp_path / ("poems.json" if content.startswith(("{", "[")) else "poems.csv")

@@ -479,7 +479,10 @@ def test_jsonl_options_are_refused_with_other_tasks(tmp_path, capsys):
         tmp_path / "r",
     ]
     code, err = train_errors(argv, capsys)
-    assert code == 2 and "--reward-fn and --system-prompt are read by --task jsonl" in err
+    assert code == 2 and "--reward-fn is read by --task jsonl; --task math does not read it" in err
+    # the same for an option that has a default: another value than it is refused
+    code, err = train_errors([*argv[:2], "--test-fraction", "0.2", *argv[4:]], capsys)
+    assert code == 2 and "--test-fraction is read by --task jsonl; --task math does not read it" in err
     assert Config(task="jsonl", data="d.jsonl", reward="logprob").test_fraction == 0.1
 
 
@@ -614,7 +617,10 @@ def test_a_hand_written_completions_file(tmp_path, capsys):
     "argv, message",
     [
         (["--task", "jsonl", "--model", "m"], "--task jsonl evaluates the test split of your examples"),
-        (["--task", "math", "--model", "m", "--reward-fn", "a:b"], "--reward-fn and --system-prompt go with"),
+        (
+            ["--task", "math", "--model", "m", "--reward-fn", "a:b"],
+            "--reward-fn is read by --task jsonl; --task math does not read it",
+        ),
         (
             ["--task", "jsonl", "--data", "d", "--model", "m", "--test-fraction", "1"],
             "--test-fraction must be",

@@ -7,7 +7,7 @@ import torch
 from test_logprobs import positions_run
 
 import grpo.rewards as rewards_module
-from grpo.rewards import gold_answer_logprobs, logprob_reward
+from grpo.rewards import gold_answer_logprobs, normalised_logprob
 
 
 def enc(tokenizer, text):
@@ -115,7 +115,7 @@ def test_raising_the_gold_answers_probability_raises_the_reward(tokenizer, tiny_
     # and the normalised reward follows: completion 0 now ranks above its group-mate, whichever way it ranked before
     closed = torch.ones(4, dtype=torch.bool)
     for batch_norm in ("none", "zscore", "minmax"):
-        r = logprob_reward(after, closed, batch_norm=batch_norm)
+        r = normalised_logprob(after, closed, batch_norm=batch_norm)
         assert r[0] > r[1]
 
 

@@ -7,8 +7,7 @@ import copy
 
 import pytest
 import torch
-from conftest import make_model, make_qwen3_model
-from test_trainer import EchoTask, config
+from conftest import EchoTask, config, make_model, make_qwen3_model
 
 from grpo.config import UsageError, parse_config
 from grpo.logprobs import batched_token_logprobs
@@ -22,6 +21,7 @@ from grpo.lora import (
 )
 from grpo.run import train
 from grpo.trainer import Trainer
+from tasks import TASKS
 
 OPTIONS = LoraOptions(rank=4, alpha=8.0)
 
@@ -149,7 +149,7 @@ def test_merging_does_not_change_the_policy(tokenizer):
 
 
 def test_lora_options_are_checked(tmp_path):
-    parse = lambda *argv: parse_config(["--out-dir", str(tmp_path / "r"), *argv])  # noqa: E731
+    parse = lambda *argv: parse_config(["--out-dir", str(tmp_path / "r"), *argv], TASKS)  # noqa: E731
     assert LoraOptions.of(parse()) is None
     assert LoraOptions.of(parse("--lora-rank", "8")) == LoraOptions(8, 16.0, 0.0, None)
     assert LoraOptions.of(parse("--lora-rank", "8", "--lora-targets", "q_proj", "v_proj")).targets == (

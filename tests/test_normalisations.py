@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from grpo.rewards import GoldScores, batch_normalise, exp_normalise, length_normalise, logprob_reward
+from grpo.rewards import GoldScores, batch_normalise, exp_normalise, length_normalise, normalised_logprob
 
 
 def scores(logp_sum, gold_tokens, empty_logp_sum=None) -> GoldScores:
@@ -82,7 +82,7 @@ def test_unknown_batch_normalisation_raises():
     with pytest.raises(ValueError, match="unknown batch normalisation"):
         batch_normalise(torch.tensor([1.0, 2.0]), "rank")
     with pytest.raises(ValueError, match="unknown batch normalisation"):
-        logprob_reward(scores([-1.0, -2.0], [1, 1]), all_closed(2), batch_norm="max")
+        normalised_logprob(scores([-1.0, -2.0], [1, 1]), all_closed(2), batch_norm="max")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def test_unknown_batch_normalisation_raises():
 def test_a_more_likely_gold_answer_always_gets_a_higher_reward(length_norm, exp, batch_norm):
     # one gold answer of 3 tokens, scored after four reasonings; sorted from least to most likely
     logp_sum = [-9.0, -6.0, -2.5, -0.3]
-    rewards = logprob_reward(
+    rewards = normalised_logprob(
         scores(logp_sum, [3, 3, 3, 3]), all_closed(4), length_norm=length_norm, exp=exp, batch_norm=batch_norm
     )
     # strictly increasing with logp_sum (the poster's abs() made it strictly decreasing)
@@ -113,13 +113,16 @@ def test_order_length_then_exp_then_batch_two_completions():
     s = scores([-2.0, -6.0], [2, 3])
     closed = all_closed(2)
     # length: [−2/2, −6/3] = [−1, −2]
-    length = logprob_reward(s, closed, length_norm=True, exp=False, batch_norm="none")
+    length = normalised_logprob(s, closed, length_norm=True, exp=False, batch_norm="none")
     assert length.tolist() == [-1.0, -2.0]
     # exp: [e^−1, e^−2]
-    exp = logprob_reward(s, closed, length_norm=True, exp=True, batch_norm="none")
+    exp = normalised_logprob(s, closed, length_norm=True, exp=True, batch_norm="none")
     torch.testing.assert_close(exp, torch.tensor([math.exp(-1), math.exp(-2)], dtype=torch.float64))
     # minmax: [1, 0]
-    assert logprob_reward(s, closed, length_norm=True, exp=True, batch_norm="minmax").tolist() == [1.0, 0.0]
+    assert normalised_logprob(s, closed, length_norm=True, exp=True, batch_norm="minmax").tolist() == [
+        1.0,
+        0.0,
+    ]
 
 
 def test_order_length_then_exp_then_batch_three_completions():
@@ -127,17 +130,17 @@ def test_order_length_then_exp_then_batch_three_completions():
     s = scores([-2.0, -6.0, -3.0], [2, 3, 1])
     # length: [−1, −2, −3] → exp: [e^−1, e^−2, e^−3] → minmax: [1, (e^−2 − e^−3)/(e^−1 − e^−3), 0]
     # and (e^−2 − e^−3)/(e^−1 − e^−3) = e^−1 (1 − e^−1)/(1 − e^−2) = 1/(1 + e) = 0.268941
-    rewards = logprob_reward(s, all_closed(3), length_norm=True, exp=True, batch_norm="minmax")
+    rewards = normalised_logprob(s, all_closed(3), length_norm=True, exp=True, batch_norm="minmax")
     torch.testing.assert_close(rewards, torch.tensor([1.0, 1 / (1 + math.e), 0.0], dtype=torch.float64))
     # minmax then exp would give [e, e^0.5, 1]; no exp gives [1, 0.5, 0]
-    no_exp = logprob_reward(s, all_closed(3), length_norm=True, exp=False, batch_norm="minmax")
+    no_exp = normalised_logprob(s, all_closed(3), length_norm=True, exp=False, batch_norm="minmax")
     assert no_exp.tolist() == [1.0, 0.5, 0.0]
 
 
 def test_without_length_norm_the_sum_is_used():
     s = scores([-2.0, -6.0, -3.0], [2, 3, 1])
     # minmax of the sums: (R + 6) / 4 → [1, 0, 0.75]
-    rewards = logprob_reward(s, all_closed(3), length_norm=False, exp=False, batch_norm="minmax")
+    rewards = normalised_logprob(s, all_closed(3), length_norm=False, exp=False, batch_norm="minmax")
     assert rewards.tolist() == [1.0, 0.0, 0.75]
 
 
@@ -149,13 +152,13 @@ def test_batch_min_gives_unclosed_the_lowest_closed_reward_before_batch_norm():
     s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
     closed = torch.tensor([True, True, True, False])
     # length: [−1, −3, −2, −0.5]; the unclosed one (the most likely!) takes the closed minimum, −3
-    before = logprob_reward(s, closed, batch_norm="none", unclosed="batch_min")
+    before = normalised_logprob(s, closed, batch_norm="none", unclosed="batch_min")
     assert before.tolist() == [-1.0, -3.0, -2.0, -3.0]
     # minmax over [−1, −3, −2, −3]: (R + 3) / 2 → [1, 0, 0.5, 0]
-    after = logprob_reward(s, closed, batch_norm="minmax", unclosed="batch_min")
+    after = normalised_logprob(s, closed, batch_norm="minmax", unclosed="batch_min")
     assert after.tolist() == [1.0, 0.0, 0.5, 0.0]
     # "score" keeps its own value: minmax over [−1, −3, −2, −0.5] → [0.8, 0, 0.4, 1]
-    scored = logprob_reward(s, closed, batch_norm="minmax", unclosed="score")
+    scored = normalised_logprob(s, closed, batch_norm="minmax", unclosed="score")
     torch.testing.assert_close(scored, torch.tensor([0.8, 0.0, 0.4, 1.0], dtype=torch.float64))
 
 
@@ -166,10 +169,10 @@ def test_bar_early_answer_bars_only_the_unclosed_that_wrote_an_answer():
     # answer written at once would score as no reasoning at all; it takes the lowest rated reward, −3.
     # Row 2, unclosed but with no answer (cut by the length limit), is rated on its own −2.
     answered = torch.tensor([False, False, False, True])
-    rewards = logprob_reward(s, closed, batch_norm="none", unclosed="bar_early_answer", answered=answered)
+    rewards = normalised_logprob(s, closed, batch_norm="none", unclosed="bar_early_answer", answered=answered)
     assert rewards.tolist() == [-1.0, -3.0, -2.0, -3.0]
     # a closed row is never barred by it, whatever `answered` says
-    rewards = logprob_reward(
+    rewards = normalised_logprob(
         s,
         all_closed(4),
         batch_norm="none",
@@ -178,13 +181,13 @@ def test_bar_early_answer_bars_only_the_unclosed_that_wrote_an_answer():
     )
     assert rewards.tolist() == [-1.0, -3.0, -2.0, -0.5]
     with pytest.raises(ValueError, match="needs `answered`"):
-        logprob_reward(s, closed, unclosed="bar_early_answer")
+        normalised_logprob(s, closed, unclosed="bar_early_answer")
 
 
 def test_batch_min_leaves_values_when_none_is_closed():
     s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
     closed = torch.zeros(4, dtype=torch.bool)
-    rewards = logprob_reward(s, closed, batch_norm="none", unclosed="batch_min")
+    rewards = normalised_logprob(s, closed, batch_norm="none", unclosed="batch_min")
     assert rewards.tolist() == [-1.0, -3.0, -2.0, -0.5]
 
 
@@ -196,10 +199,10 @@ def test_too_short_reasoning_takes_the_lowest_reward_of_the_others():
     s = scores([-2.0, -6.0, -4.0, -1.0], [2, 2, 2, 2])
     too_short = torch.tensor([False, False, False, True])
     # length: [−1, −3, −2, −0.5]; the short one scored best (no reasoning to get wrong) but takes −3
-    before = logprob_reward(s, all_closed(4), batch_norm="none", too_short=too_short)
+    before = normalised_logprob(s, all_closed(4), batch_norm="none", too_short=too_short)
     assert before.tolist() == [-1.0, -3.0, -2.0, -3.0]
     # minmax over [−1, −3, −2, −3] → [1, 0, 0.5, 0]
-    after = logprob_reward(s, all_closed(4), batch_norm="minmax", too_short=too_short)
+    after = normalised_logprob(s, all_closed(4), batch_norm="minmax", too_short=too_short)
     assert after.tolist() == [1.0, 0.0, 0.5, 0.0]
 
 
@@ -208,17 +211,17 @@ def test_too_short_and_unclosed_are_both_barred_and_rated_against_the_rest():
     closed = torch.tensor([True, True, False, True])
     too_short = torch.tensor([False, False, False, True])
     # rated: rows 0 and 1 (−1, −3); row 2 unclosed and row 3 too short both take −3
-    rewards = logprob_reward(s, closed, batch_norm="none", unclosed="batch_min", too_short=too_short)
+    rewards = normalised_logprob(s, closed, batch_norm="none", unclosed="batch_min", too_short=too_short)
     assert rewards.tolist() == [-1.0, -3.0, -3.0, -3.0]
     # with unclosed="score" the unclosed row keeps its −2
-    rewards = logprob_reward(s, closed, batch_norm="none", unclosed="score", too_short=too_short)
+    rewards = normalised_logprob(s, closed, batch_norm="none", unclosed="score", too_short=too_short)
     assert rewards.tolist() == [-1.0, -3.0, -2.0, -3.0]
 
 
 def test_a_nan_row_is_not_the_minimum_the_too_short_take():
     s = scores([-2.0, float("nan"), -4.0, -1.0], [2, 2, 2, 2])
     too_short = torch.tensor([False, False, False, True])
-    rewards = logprob_reward(s, all_closed(4), batch_norm="none", too_short=too_short)
+    rewards = normalised_logprob(s, all_closed(4), batch_norm="none", too_short=too_short)
     # finite rated rows: −1 and −2, so the short row takes −2; the NaN row stays NaN (advantages drop it)
     assert rewards[[0, 2, 3]].tolist() == [-1.0, -2.0, -2.0]
     assert math.isnan(rewards[1].item())
@@ -226,7 +229,7 @@ def test_a_nan_row_is_not_the_minimum_the_too_short_take():
 
 def test_unknown_unclosed_policy_raises():
     with pytest.raises(ValueError, match="unknown unclosed policy"):
-        logprob_reward(scores([-1.0, -2.0], [1, 1]), all_closed(2), unclosed="drop")
+        normalised_logprob(scores([-1.0, -2.0], [1, 1]), all_closed(2), unclosed="drop")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,15 +240,15 @@ def test_debias_subtracts_the_empty_reasoning_score_before_length_norm():
     s = scores([-6.0, -6.0], [2, 2], empty_logp_sum=[-4.0, -8.0])
     # (−6 − (−4)) / 2 = −1 and (−6 − (−8)) / 2 = 1
     # (subtracting after length norm would give −3 + 4 = 1 and −3 + 8 = 5)
-    rewards = logprob_reward(s, all_closed(2), debias=True, batch_norm="none")
+    rewards = normalised_logprob(s, all_closed(2), debias=True, batch_norm="none")
     assert rewards.tolist() == [-1.0, 1.0]
     # the same scores undebiased: [−3, −3]
-    assert logprob_reward(s, all_closed(2), debias=False, batch_norm="none").tolist() == [-3.0, -3.0]
+    assert normalised_logprob(s, all_closed(2), debias=False, batch_norm="none").tolist() == [-3.0, -3.0]
 
 
 def test_debias_without_empty_scores_raises():
     with pytest.raises(ValueError, match="empty-reasoning"):
-        logprob_reward(scores([-6.0, -6.0], [2, 2]), all_closed(2), debias=True)
+        normalised_logprob(scores([-6.0, -6.0], [2, 2]), all_closed(2), debias=True)
 
 
 @pytest.mark.parametrize("method", ["zscore", "minmax"])

@@ -48,13 +48,13 @@ def measure(setup: str, model: str, lora_rank: int, device: str) -> dict:
     from grpo.lora import LoraOptions
     from grpo.models import load_models
     from grpo.trainer import Trainer
-    from tasks import task_for
+    from tasks import TASKS, task_for
 
     argv = ["--task", "math", "--reward", "logprob", "--model", model, "--device", device, "--seed", "0"]
     argv += ["--out-dir", "/nonexistent/bench-memory"]  # nothing is written
     if setup == "lora":
         argv += ["--lora-rank", str(lora_rank)]
-    config = parse_config(argv)
+    config = parse_config(argv, TASKS)
     torch.manual_seed(0)
     lora = LoraOptions.of(config)
     policy, reference, tokenizer = load_models(

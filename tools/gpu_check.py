@@ -390,7 +390,7 @@ def part_poster_step(check: Check) -> dict:
     """--preset poster at its scale (tiny in a dry run): 2 steps, as train.py runs them."""
     from grpo.config import parse_config
     from grpo.trainer import Trainer
-    from tasks import task_for
+    from tasks import TASKS, task_for
 
     argv = ["--preset", "poster", "--task", "math", "--reward", "logprob", "--steps", "2",
             "--device", str(check.device), "--out-dir", tempfile.mkdtemp()]  # fmt: skip
@@ -406,7 +406,7 @@ def part_poster_step(check: Check) -> dict:
             "4",
         ]
         argv += ["--lr", "1e-3"]  # so that a 2-step tiny run moves visibly
-    config = parse_config(argv)
+    config = parse_config(argv, TASKS)
     check.release()
     free(check.device)
     policy = check.new_model(seed=0)
@@ -462,14 +462,14 @@ def part_lora_step(check: Check) -> dict:
     from grpo.config import parse_config
     from grpo.lora import LoraOptions, add_adapters
     from grpo.trainer import Trainer
-    from tasks import task_for
+    from tasks import TASKS, task_for
     from tools.bench_memory import tensor_bytes
 
     argv = ["--preset", "poster", "--task", "math", "--reward", "logprob", "--steps", "1", "--lora-rank", "16",
             "--lr", "1e-5", "--device", str(check.device), "--out-dir", tempfile.mkdtemp()]  # fmt: skip
     if check.dry_run:
         argv += ["--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8", "--lr", "1e-3"]
-    config = parse_config(argv)
+    config = parse_config(argv, TASKS)
     check.release()
     free(check.device)
     policy = add_adapters(check.new_model(seed=0), LoraOptions.of(config))

@@ -30,7 +30,7 @@ from grpo.models import load_models
 from grpo.run import progress_line, train_step
 from grpo.task import Example, Task
 from grpo.trainer import Trainer
-from tasks import get_task
+from tasks import TASKS, get_task
 
 FIGURE = "gold_logprob_per_token"
 # lr 1e-5, no length guard, every unclosed completion scored, advantages not divided by the group's std
@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=16, help="completions per problem, each side (default 16)"
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the run's seed: its training draws and its judged samples (default 0)",
+    )
     args = parser.parse_args(argv)
     config = parse_config(
         [
@@ -78,10 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             str(args.steps),
             "--prompts-per-step",
             str(args.problems),
+            "--seed",
+            str(args.seed),
             "--out-dir",
             "unused",
             *LOOP_RECIPE,
-        ]  # fmt: skip
+        ],  # fmt: skip
+        TASKS,
     )
     torch.manual_seed(config.seed)
     policy, reference, tokenizer = load_models(config.model, "cpu", "float32", with_reference=True)
