@@ -35,11 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from grpo.config import DType, OneLineErrorParser, add_options, task_choices, task_option_problem
+from grpo.config import (
+    EXIT_USAGE,
+    DType,
+    OneLineErrorParser,
+    UsageError,
+    add_options,
+    shared_checks,
+    task_choices,
+    task_option_problem,
+)
 from grpo.evaluation import (
     REPETITIVE_TRIGRAMS,
     SHORT_REASONING_TOKENS,
-    ComparisonError,
     build_report,
     compare_reports,
     evaluate_model,
@@ -446,12 +454,6 @@ def slug(name: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 # The four modes
 
-EXIT_USAGE = 2  # as argparse and train.py: a usage error, an input (file, model) that cannot be used
-
-
-class UsageError(ValueError):
-    """Inputs that do not go together (e.g. two reports of one task under one row name)."""
-
 
 def usage_problem(config: EvalConfig) -> str | None:
     """What is wrong with the combination of options, or None."""
@@ -481,15 +483,7 @@ def usage_problem(config: EvalConfig) -> str | None:
     checks = [
         (config.limit is None or config.limit >= 1, "--limit must be ≥ 1"),
         (config.batch_size >= 1, "--batch-size must be ≥ 1"),
-        (config.max_new_tokens >= 1, "--max-new-tokens must be ≥ 1"),
-        (config.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
-        (0 < config.top_p <= 1, "--top-p must be in (0, 1]"),
-        (0 <= config.test_fraction < 1, "--test-fraction must be in [0, 1)"),
-        (0 <= config.reward_fn_timeout < float("inf"), "--reward-fn-timeout must be a number of seconds ≥ 0"),
-        (
-            not config.autocast or config.dtype in ("auto", "float32"),
-            "--autocast computes in bf16 over float32 weights: use it with --dtype auto or float32",
-        ),
+        *shared_checks(config),  # as train.py's
     ]
     return next((message for ok, message in checks if not ok), None)
 
@@ -626,17 +620,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{'table' if config.table else 'comparison'} written to {config.out}", file=sys.stderr)
             return 0
         report, path = run_model(config) if config.model else run_completions(config)
-    except (
-        FileNotFoundError,
-        IsADirectoryError,
-        CompletionsFileError,
-        ReportFileError,
-        ComparisonError,
-        UsageError,
-    ) as err:
-        print(f"evaluate.py: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (OSError, RuntimeError, ValueError) as err:  # a model that cannot be found or is damaged, …
+    # a file that is missing or unusable (CompletionsFileError, ReportFileError, ComparisonError: all
+    # ValueErrors), inputs that do not go together (UsageError), a model that cannot be found or is damaged
+    except (OSError, RuntimeError, ValueError) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     print(format_summary(report))

@@ -15,13 +15,14 @@ import dataclasses
 import shlex
 import sys
 import uuid
+from pathlib import Path
 
 import torch
 
-from grpo.config import Config, UsageError, parse_config
+from grpo.config import EXIT_USAGE, Config, UsageError, parse_config
+from grpo.task import Task
 from tasks import TASKS
 
-EXIT_USAGE = 2  # as argparse: options that cannot work, an input file that cannot be used
 # the numbers broke (NaN/inf logits, or non-finite updates in a row): the run stopped, its checkpoints stay
 EXIT_DIVERGED = 3
 
@@ -29,7 +30,6 @@ EXIT_DIVERGED = 3
 def main(argv: list[str] | None = None) -> int:
     """Train; every usage or input error is one line `error: …` and exit code 2, a traceback only for a bug."""
     from grpo.checkpoint import DamagedCheckpoint
-    from grpo.config import UsageError
     from grpo.rollout import NonFiniteLogits
     from grpo.run import release_out_dirs
     from grpo.trainer import NonFiniteUpdates
@@ -62,6 +62,7 @@ def check_device(device: str) -> None:
 
 
 def run(argv: list[str] | None = None) -> Config:
+    """Everything train.py does: the options, the run directory, the data, the models, the steps."""
     config = parse_config(argv, TASKS, description=__doc__.split("\n\n")[0])
     check_device(config.device)
     if config.lora_rank:
@@ -73,16 +74,10 @@ def run(argv: list[str] | None = None) -> Config:
             raise UsageError(str(err)) from None
     torch.manual_seed(config.seed)
 
-    from pathlib import Path
-
-    from grpo.checkpoint import MODEL_DIR, SHARDED_DIR, resumable_checkpoint, truncate_jsonl
-    from grpo.distributed import barrier, setup
-    from grpo.lora import LoraOptions
-    from grpo.models import enable_activation_checkpointing, load_models, pick_device
-    from grpo.precision import training_precision
-    from grpo.run import hold_out_dir, prepare_out_dir, quiet_transformers, train
+    from grpo.distributed import setup
+    from grpo.models import enable_activation_checkpointing, pick_device
+    from grpo.run import quiet_transformers, train
     from grpo.trainer import Trainer
-    from tasks import task_for
 
     world, device = setup(config.device)  # torchrun: join the process group; one process: a world of 1
     if config.fsdp and world.size < 2:
@@ -96,6 +91,32 @@ def run(argv: list[str] | None = None) -> Config:
             f"note: --micro-batch-size {config.micro_batch_size} is not a multiple of --group-size "
             f"{config.group_size}: a group split between micro-batches runs its prompt once per row (same result, slower)"
         )
+    resume_from, state = take_out_dir(config, world)
+    if not sys.stderr.isatty():
+        quiet_transformers()  # no "Loading weights" bar redrawn with carriage returns in a log file
+    task = load_task(config, str(pick_device(device)), say)  # the data is read and checked before any model
+    policy, reference, tokenizer = load_policy(config, device, resume_from, world, say)
+    if config.gradient_checkpointing:
+        enable_activation_checkpointing(policy)
+    if reference is not None and config.reference_device:
+        reference.to(config.reference_device)
+    trainer = Trainer(config, policy, reference, tokenizer, task, world)
+    if resume_from is not None:
+        resume(trainer, resume_from, state, world, say)
+    # a fresh run empties the directory of an old one now (--overwrite); prints where the model is, or how to resume
+    train(trainer, prepare_dir=resume_from is None)
+    if (Path(config.out_dir) / "final").is_dir():
+        say(next_steps(config))
+    return config
+
+
+def take_out_dir(config: Config, world) -> tuple[Path | None, dict | None]:
+    """Hold the run directory for this process (rank 0), checked before the slow part; for --resume, the
+    newest checkpoint of this run that reads whole and its state. A fresh run gets its run id."""
+    from grpo.checkpoint import resumable_checkpoint
+    from grpo.distributed import barrier
+    from grpo.run import hold_out_dir, prepare_out_dir
+
     out_dir = Path(config.out_dir)
     resume_from, state = None, None
     if world.is_main:
@@ -109,12 +130,16 @@ def run(argv: list[str] | None = None) -> Config:
     else:
         config.run_id = config.run_id or uuid.uuid4().hex[:12]
     barrier()
+    return resume_from, state
 
-    if not sys.stderr.isatty():
-        quiet_transformers()  # no "Loading weights" bar redrawn with carriage returns in a log file
-    # the data is read and checked before any model loads
+
+def load_task(config: Config, device: str, say) -> Task:
+    """The task's data, read and checked (a UsageError names what is wrong); a domain that reads the user's
+    answers drops those longer than --max-answer-tokens."""
+    from tasks import task_for
+
     try:
-        task = task_for(config, device=str(pick_device(device)))
+        task = task_for(config, device=device)
         if not task.examples("train"):
             source = task.data_path
             if source is not None and task.examples("test"):
@@ -126,6 +151,17 @@ def run(argv: list[str] | None = None) -> Config:
         raise UsageError(f"--task {config.task}: {err}") from None
     if "max_answer_tokens" in task.options:  # a domain whose answers come from a user's file
         skip_long_answers(task, config, say)
+    return task
+
+
+def load_policy(config: Config, device, resume_from: Path | None, world, say):
+    """(policy, reference or None, tokenizer), in the precision of grpo.precision.training_precision, the
+    policy from the checkpoint it resumes; one line says what loaded where."""
+    from grpo.checkpoint import MODEL_DIR
+    from grpo.lora import LoraOptions
+    from grpo.models import load_models, pick_device
+    from grpo.precision import training_precision
+
     lora = LoraOptions.of(config)
     # a LoRA policy is its own reference (its adapters off): no copy to load
     needs_reference = lora is None and (
@@ -153,29 +189,27 @@ def run(argv: list[str] | None = None) -> Config:
         kind = f"reference: {'frozen copy' if reference is not None else 'none (β = 0)'}"
     say(
         f"policy {config.model} on {policy.device} in {policy.dtype}{' with bf16 autocast' if mixed_precision else ''} "
-        f"× {world.size} process(es){', sharded (FSDP2)' if config.fsdp else ''}; {kind}; writing to {out_dir}"
+        f"× {world.size} process(es){', sharded (FSDP2)' if config.fsdp else ''}; {kind}; writing to {config.out_dir}"
     )
-    if config.gradient_checkpointing:
-        enable_activation_checkpointing(policy)
-    if reference is not None and config.reference_device:
-        reference.to(config.reference_device)
-    trainer = Trainer(config, policy, reference, tokenizer, task, world)
-    if resume_from is not None:
-        shards = resume_from / SHARDED_DIR
-        if config.fsdp and not (shards / ".metadata").is_file():  # torch.distributed.checkpoint's index
-            raise UsageError(
-                f"{resume_from} has no complete {SHARDED_DIR}/ (the FSDP shards of its weights and AdamW state)"
-            )
-        trainer.load_state_dict(state, sharded=shards if config.fsdp else None)
-        if world.is_main:
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                truncate_jsonl(out_dir / name, trainer.step_index)
-        say(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})")
-    # a fresh run empties the directory of an old one now (--overwrite); prints where the model is, or how to resume
-    train(trainer, prepare_dir=resume_from is None)
-    if (out_dir / "final").is_dir():
-        say(next_steps(config))
-    return config
+    return policy, reference, tokenizer
+
+
+def resume(trainer, resume_from: Path, state: dict, world, say) -> None:
+    """The trainer's state from the checkpoint (FSDP: its shards); metrics.jsonl and samples.jsonl cut back to
+    its step, so that the resumed run appends where the checkpoint was taken."""
+    from grpo.checkpoint import SHARDED_DIR, truncate_jsonl
+
+    config = trainer.config
+    shards = resume_from / SHARDED_DIR
+    if config.fsdp and not (shards / ".metadata").is_file():  # torch.distributed.checkpoint's index
+        raise UsageError(
+            f"{resume_from} has no complete {SHARDED_DIR}/ (the FSDP shards of its weights and AdamW state)"
+        )
+    trainer.load_state_dict(state, sharded=shards if config.fsdp else None)
+    if world.is_main:
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            truncate_jsonl(Path(config.out_dir) / name, trainer.step_index)
+    say(f"resuming from {resume_from} (step {trainer.step_index} of {config.steps})")
 
 
 def skip_long_answers(task, config: Config, say) -> None:

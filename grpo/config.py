@@ -227,7 +227,11 @@ CHANGEABLE_ON_RESUME = {"steps", "save_every", "keep_checkpoints", "samples_per_
 
 
 class UsageError(ValueError):
-    """Options that cannot work, or an input file that cannot be used: `error: …` and exit 2, no traceback."""
+    """Options that cannot work, or inputs that cannot be used together: train.py and evaluate.py print
+    `error: …` and exit with EXIT_USAGE, no traceback."""
+
+
+EXIT_USAGE = 2  # as argparse: options that cannot work, an input (file, model) that cannot be used
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -265,17 +269,7 @@ def add_options(
         if get_origin(hint) in (Union, types.UnionType):  # X | None → X
             hint = next(t for t in get_args(hint) if t is not types.NoneType)
         help_text = docs.get(f.name, "")
-        kwargs: dict = {"default": f.default}
-        if hint is bool and f.default is None:  # None is `auto`: --x [auto|on|off], --no-x
-            kwargs["action"] = AutoOnOff
-        elif hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif get_origin(hint) is list:
-            kwargs["nargs"] = (nargs or {}).get(f.name, "+")
-        elif get_origin(hint) is Literal:
-            kwargs["type"], kwargs["choices"] = str, get_args(hint)
-        else:
-            kwargs["type"] = hint
+        kwargs = {"default": f.default, **parsing_of(hint, f.default, (nargs or {}).get(f.name, "+"))}
         if f.name in (choices or {}):
             described = [
                 f"`{word}` ({what})" if what else f"`{word}`" for word, what in choices[f.name].items()
@@ -292,6 +286,20 @@ def add_options(
             parser.add_argument(
                 "--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=argparse.SUPPRESS
             )
+
+
+def parsing_of(hint: Any, default: Any, nargs: str | int) -> dict[str, Any]:
+    """How argparse reads an option of type `hint`: a bool whose default is None (`auto`) as --x [auto|on|off],
+    another bool as --x / --no-x, a list as `nargs` values, a Literal as one of its words, else by its type."""
+    if hint is bool and default is None:
+        return {"action": AutoOnOff}
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if get_origin(hint) is list:
+        return {"nargs": nargs}
+    if get_origin(hint) is Literal:
+        return {"type": str, "choices": get_args(hint)}
+    return {"type": hint}
 
 
 class AutoOnOff(argparse.Action):
@@ -424,6 +432,25 @@ def task_option_problem(
     return task.option_problem(options, reward=reward, needs_examples=needs_examples)
 
 
+def shared_checks(options: Any) -> list[tuple[bool, str]]:
+    """(holds, message) for the options train.py and evaluate.py share (a Config or an EvalConfig)."""
+    return [
+        (options.max_new_tokens >= 1, "--max-new-tokens must be ≥ 1"),
+        (options.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
+        (0 < options.top_p <= 1, "--top-p must be in (0, 1]"),
+        (0 <= options.test_fraction < 1, "--test-fraction must be in [0, 1)"),
+        (
+            0 <= options.reward_fn_timeout < math.inf,
+            "--reward-fn-timeout must be a number of seconds ≥ 0 (0: no limit)",
+        ),
+        (
+            not options.autocast or options.dtype in ("auto", "float32"),
+            "--autocast keeps float32 weights and computes in bf16: use it with --dtype float32 (or auto), "
+            "or pass --no-autocast for pure half-precision weights",
+        ),
+    ]
+
+
 def validate(config: Config, tasks: Registry) -> None:
     """Refuse, with a UsageError naming the option, a combination of options that cannot work."""
     numbers = ("lr", "beta", "clip_eps", "temperature", "top_p", "warmup_ratio", "weight_decay",
@@ -438,10 +465,7 @@ def validate(config: Config, tasks: Registry) -> None:
         (config.prompts_per_step >= 1, "--prompts-per-step must be ≥ 1"),
         (config.group_size >= 2, "--group-size must be ≥ 2: a group of one has no baseline to compare with"),
         (config.micro_batch_size >= 1, "--micro-batch-size must be ≥ 1"),
-        (config.max_new_tokens >= 1, "--max-new-tokens must be ≥ 1"),
         (config.max_prompt_tokens >= 1, "--max-prompt-tokens must be ≥ 1"),
-        (config.temperature >= 0, "--temperature must be ≥ 0 (0 is greedy)"),
-        (0 < config.top_p <= 1, "--top-p must be in (0, 1]"),
         (config.mu >= 1, "--mu must be ≥ 1"),
         (config.beta >= 0, "--beta must be ≥ 0"),
         (0 <= config.clip_eps < 1, "--clip-eps must be in [0, 1)"),
@@ -489,23 +513,13 @@ def validate(config: Config, tasks: Registry) -> None:
             "on a GPU that has bf16), float32, or bfloat16",
         ),
         (
-            not config.autocast or config.dtype in ("auto", "float32"),
-            "--autocast keeps float32 weights and computes in bf16: use it with --dtype float32 (or auto), "
-            "or pass --no-autocast for pure half-precision weights",
-        ),
-        (
             not (config.temperature == 0 and config.group_size > 1),
             "--temperature 0 makes every completion of a group identical: every advantage would be 0, "
             "with either reward (the logprob reward of equal reasoning is equal too)",
         ),
-        (0 <= config.test_fraction < 1, "--test-fraction must be in [0, 1)"),
         (config.max_answer_tokens >= 1, "--max-answer-tokens must be ≥ 1"),
-        (
-            0 <= config.reward_fn_timeout < math.inf,
-            "--reward-fn-timeout must be a number of seconds ≥ 0 (0: no limit)",
-        ),
     ]
-    for ok, message in checks:
+    for ok, message in checks + shared_checks(config):
         if not ok:
             raise UsageError(message)
     problem = task_option_problem(config, tasks, reward=config.reward, needs_examples=True)

@@ -134,73 +134,94 @@ def train(trainer: Trainer, progress: bool = True, prepare_dir: bool = True) -> 
     `prepare_dir`: first make the run directory hold only this run (`prepare_out_dir`); a resumed run
     continues the files it finds, so it passes False.
     """
-    from tqdm.auto import tqdm
-
-    config, out_dir = trainer.config, Path(trainer.config.out_dir)
-    main = trainer.world.is_main
+    config = trainer.config
     # a terminal gets bars (steps, the rollout's tokens, the phase running); a file or a pipe gets one
     # plain line per step, without carriage returns
-    interactive = progress and main and sys.stderr.isatty()
-    trainer.progress = interactive
-    if not interactive:
-        quiet_transformers()  # its own bars (e.g. "Writing model shards") would redraw with \r
-    if main:
-        if prepare_dir:
-            prepare_out_dir(out_dir, config.overwrite)
-        (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
-    barrier()
-    history = []
-    bar = tqdm(
-        total=config.steps,
-        initial=trainer.step_index,
-        desc=f"{trainer.task.name}/{config.reward}",
-        disable=not interactive,
-    )
-    if interactive:
-        trainer.show_phase = lambda name: bar.set_postfix_str(f"{name}…")
-    saved_at, stopping = None, False
+    interactive = progress and trainer.world.is_main and sys.stderr.isatty()
+    start_run_files(trainer, interactive, prepare_dir)
+    bar = step_bar(trainer, interactive)
+    history, saved_at, stopping = [], None, False
     with StopRequests() as stop:
         while trainer.step_index < config.steps and not stopping:
-            metrics, samples = train_step(trainer)
-            if main and config.eval_every and trainer.step_index % config.eval_every == 0:
-                trainer.show_phase("held-out evaluation")
-                metrics.update(held_out_evaluation(trainer))
+            metrics = step_and_write(trainer)
             history.append(metrics)
-            if main:
-                with open(out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(metrics) + "\n")
-                with open(out_dir / "samples.jsonl", "a") as f:
-                    for s in samples:
-                        f.write(json.dumps(s) + "\n")
             bar.update(1)
             bar.set_postfix_str(progress_line(metrics))
-            if progress and main and not interactive:
+            if progress and trainer.world.is_main and not interactive:
                 print(f"step {trainer.step_index}/{config.steps}  {progress_line(metrics)}", file=sys.stderr)
             # every rank stops after the same step, whichever of them the signal reached
             stopping = all_sum(1.0 if stop.signal else 0.0) > 0
-            every = config.save_every
-            if (every and trainer.step_index % every == 0) or stopping:
+            if (config.save_every and trainer.step_index % config.save_every == 0) or stopping:
                 checkpoint(trainer)
                 saved_at = trainer.step_index
         bar.close()
         if stopping:
-            if main:
+            if trainer.world.is_main:
                 print(
                     f"stopped by {stop.signal or 'a stop request'} after step {trainer.step_index}; checkpoint "
-                    f"saved. Resume with: python train.py --resume {out_dir}",
+                    f"saved. Resume with: python train.py --resume {config.out_dir}",
                     file=sys.stderr,
                 )
             return history
         # still inside StopRequests: a SIGTERM now is noted, not fatal, and the last checkpoint and final/
         # are written whole (a signal here used to kill the save and leave no complete checkpoint)
-        if saved_at != trainer.step_index:
-            checkpoint(trainer)
-        if main:
-            last = out_dir / "checkpoints" / f"step-{trainer.step_index:08d}"
-            save_model(trainer, out_dir / "final", same_as=last)
-            print(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final", file=sys.stderr)
+        finish_run(trainer, saved_at)
     barrier()
     return history
+
+
+def start_run_files(trainer: Trainer, interactive: bool, prepare_dir: bool) -> None:
+    """Before the first step: the run directory holds this run only (`prepare_dir`), with its config.json."""
+    trainer.progress = interactive
+    if not interactive:
+        quiet_transformers()  # its own bars (e.g. "Writing model shards") would redraw with \r
+    if trainer.world.is_main:
+        out_dir = Path(trainer.config.out_dir)
+        if prepare_dir:
+            prepare_out_dir(out_dir, trainer.config.overwrite)
+        (out_dir / "config.json").write_text(json.dumps(asdict(trainer.config), indent=2) + "\n")
+    barrier()
+
+
+def step_bar(trainer: Trainer, interactive: bool):
+    """The steps' progress bar (off unless `interactive`), which also shows the phase a step is in."""
+    from tqdm.auto import tqdm
+
+    config = trainer.config
+    bar = tqdm(total=config.steps, initial=trainer.step_index, desc=f"{trainer.task.name}/{config.reward}",
+               disable=not interactive)  # fmt: skip
+    if interactive:
+        trainer.show_phase = lambda name: bar.set_postfix_str(f"{name}…")
+    return bar
+
+
+def step_and_write(trainer: Trainer) -> dict:
+    """One step (and the held-out evaluation every --eval-every steps); rank 0 appends its line to
+    metrics.jsonl and its samples to samples.jsonl. Returns the step's metrics."""
+    config, out_dir = trainer.config, Path(trainer.config.out_dir)
+    metrics, samples = train_step(trainer)
+    if not trainer.world.is_main:
+        return metrics
+    if config.eval_every and trainer.step_index % config.eval_every == 0:
+        trainer.show_phase("held-out evaluation")
+        metrics.update(held_out_evaluation(trainer))
+    with open(out_dir / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(metrics) + "\n")
+    with open(out_dir / "samples.jsonl", "a") as f:
+        for s in samples:
+            f.write(json.dumps(s) + "\n")
+    return metrics
+
+
+def finish_run(trainer: Trainer, saved_at: int | None) -> None:
+    """After the last step: its checkpoint (unless the last step wrote one) and final/, the model."""
+    if saved_at != trainer.step_index:
+        checkpoint(trainer)
+    if trainer.world.is_main:
+        out_dir = Path(trainer.config.out_dir)
+        last = out_dir / "checkpoints" / f"step-{trainer.step_index:08d}"
+        save_model(trainer, out_dir / "final", same_as=last)
+        print(f"done: metrics in {out_dir}/metrics.jsonl, model in {out_dir}/final", file=sys.stderr)
 
 
 def train_step(trainer: Trainer) -> tuple[dict, list[dict]]:

@@ -128,6 +128,35 @@ def _csv_rows(path: Path, reader: csv.DictReader) -> list[tuple[int, dict[str, A
     return numbered
 
 
+def _checked_prompt(record: Mapping[str, Any]) -> dict[str, Any]:
+    """{"prompt": text} or {"messages": [...]} from a record's fields; ValueError unless exactly one is usable."""
+    if "prompt" in record and "messages" in record:
+        raise ValueError("has both 'prompt' and 'messages': give one of them")
+    if "messages" in record:
+        return {"messages": _checked_messages(record["messages"])}
+    if "prompt" not in record:
+        raise ValueError("needs 'prompt' (a string) or 'messages' (a list of chat messages)")
+    if not isinstance(record["prompt"], str):
+        raise ValueError(f"'prompt' must be a string, got {json_type(record['prompt'])}")
+    if not record["prompt"].strip():
+        raise ValueError("'prompt' is empty")
+    return {"prompt": record["prompt"]}
+
+
+def _checked_answer(record: Mapping[str, Any]) -> str:
+    """The record's answer, stripped: its `answer`, or `gold` (what a report's records call it, for evaluate.py
+    --completions reading them back); ValueError if missing, not a string or empty."""
+    name = "answer" if "answer" in record or "gold" not in record else "gold"
+    if name not in record:
+        raise ValueError("missing field 'answer'")
+    if not isinstance(record[name], str):
+        raise ValueError(f"'{name}' must be a string, got {json_type(record[name])}")
+    answer = record[name].strip()
+    if not answer:
+        raise ValueError(f"'{name}' is empty")
+    return answer
+
+
 def _checked_messages(messages: Any) -> list[dict[str, str]]:
     """role and content of each chat message; ValueError unless it is a chat the model can answer."""
     if not isinstance(messages, list) or not messages:
@@ -162,27 +191,7 @@ def prompt_key(data: Mapping[str, Any]) -> str:
 
 def parse_record(record: Mapping[str, Any]) -> tuple[Example, str | None]:
     """(example, its `split` or None) from one line's fields; ValueError with a one-line reason."""
-    if "prompt" in record and "messages" in record:
-        raise ValueError("has both 'prompt' and 'messages': give one of them")
-    if "prompt" in record:
-        if not isinstance(record["prompt"], str):
-            raise ValueError(f"'prompt' must be a string, got {json_type(record['prompt'])}")
-        if not record["prompt"].strip():
-            raise ValueError("'prompt' is empty")
-        data: dict[str, Any] = {"prompt": record["prompt"]}
-    elif "messages" in record:
-        data = {"messages": _checked_messages(record["messages"])}
-    else:
-        raise ValueError("needs 'prompt' (a string) or 'messages' (a list of chat messages)")
-    # `gold` is what a report's records call it (evaluate.py --completions reads them back)
-    name = "answer" if "answer" in record or "gold" not in record else "gold"
-    if name not in record:
-        raise ValueError("missing field 'answer'")
-    if not isinstance(record[name], str):
-        raise ValueError(f"'{name}' must be a string, got {json_type(record[name])}")
-    answer = record[name].strip()
-    if not answer:
-        raise ValueError(f"'{name}' is empty")
+    data, answer = _checked_prompt(record), _checked_answer(record)
     split = record.get("split")
     if split is not None and split not in SPLITS:
         raise ValueError(f"'split' must be 'train' or 'test', got {json.dumps(split)}")
