@@ -29,11 +29,8 @@ import argparse
 import json
 import re
 import sys
-from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from grpo.config import (
     EXIT_USAGE,
@@ -45,17 +42,20 @@ from grpo.config import (
     task_choices,
     task_option_problem,
 )
-from grpo.evaluation import (
-    REPETITIVE_TRIGRAMS,
-    SHORT_REASONING_TOKENS,
-    build_report,
-    compare_reports,
-    evaluate_model,
-    score_records,
+from grpo.evaluation import compare_reports, evaluate_model
+from grpo.reports import (
+    format_comparison,
+    format_summary,
+    format_table,
+    load_report,
+    report_name,
+    write_report,
 )
-from grpo.task import Example, Task
 from tasks import TASKS
-from tasks.base import json_object, json_type
+from tasks.completions import CompletionsFileError, score_completions_file
+
+# the tasks whose score columns --table always shows, with their titles: the poster's two
+POSTER_TABLE = {"math": "Math", "poetry": "Poetry"}
 
 # ----------------------------------------------------------------------------------------------------
 # Options of evaluate.py: one flat dataclass, a docstring per field, the CLI generated from it
@@ -144,300 +144,6 @@ def build_parser(description: str = "", epilog: str = "", prog: str | None = Non
     add_options(parser, EvalConfig, metavars=EVAL_METAVARS, nargs=EVAL_NARGS, default_in_help=True,
                 choices=task_choices(TASKS))  # fmt: skip
     return parser
-
-
-# ----------------------------------------------------------------------------------------------------
-# Scoring a file of completions
-
-
-class CompletionsFileError(ValueError):
-    """A completions file that cannot be scored as a whole (e.g. it holds the other task's examples)."""
-
-
-def _looks_like(record: Mapping[str, Any]) -> str | None:
-    """The task whose fields (`Task.record_fields`) a record has, or None."""
-    found = [name for name, task in TASKS.items() if any(key in record for key in task.record_fields)]
-    return found[0] if len(found) == 1 else None
-
-
-def example_from_record(task: Task, record: Mapping[str, Any]) -> Example:
-    """Build an Example of `task` from a record's fields, with the task's own reader (which checks them).
-
-    Raises ValueError, with a message meant for the user, for a missing field or a wrong type.
-    """
-    missing = [key for key in task.required_fields if key not in record]
-    if missing:
-        raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}")
-    try:
-        return task.example_from_record(dict(record))
-    except NotImplementedError as err:  # a domain that reads no records: the whole file cannot be scored
-        raise CompletionsFileError(str(err)) from None
-
-
-def parse_completion_line(task: Task, line: str) -> tuple[Example, str]:
-    """(example, response) from one JSONL line; ValueError with a one-line reason if it is not usable."""
-    record = json_object(line)
-    other = _looks_like(record)
-    if other is not None and other != task.name:
-        raise ValueError(
-            f"a {other} record (it has {', '.join(k for k in TASKS[other].record_fields if k in record)})"
-        )
-    if "completion" not in record:
-        raise ValueError("missing field 'completion'")
-    if not isinstance(record["completion"], str):
-        raise ValueError(f"'completion' must be a string, got {json_type(record['completion'])}")
-    return example_from_record(task, record), record["completion"]
-
-
-def score_completions_file(
-    task: Task, path: str | Path, settings: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Score a JSONL file of completions, one object per line; no policy model is loaded.
-
-    Each line holds an example's fields and `completion`, the whole response from `<think>` on (scored
-    as written: a completion without the opening tag fails the format part). A line that cannot be used
-    (not JSON, a missing field, a wrong type) becomes an entry of the report's `errors`, with its line
-    number, and the other lines are still scored. Blank lines are skipped. Raises FileNotFoundError for a
-    missing file and CompletionsFileError when every line holds the other task's examples.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"completions file {path} does not exist")
-    examples: list[Example] = []
-    responses: list[str] = []
-    line_numbers: list[int] = []
-    errors: list[dict[str, Any]] = []
-    kinds: Counter = Counter()  # which task each JSON object looks like
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if isinstance(record, dict):
-                kinds[_looks_like(record)] += 1
-        except json.JSONDecodeError:
-            pass
-        try:
-            example, response = parse_completion_line(task, line)
-        except ValueError as err:
-            errors.append({"line": number, "message": str(err)})
-            continue
-        examples.append(example)
-        responses.append(response)
-        line_numbers.append(number)
-    objects = sum(kinds.values())
-    for other, kind in TASKS.items():
-        if other != task.name and objects and kinds[other] == objects:
-            raise CompletionsFileError(
-                f"{path} holds {other} examples (fields {', '.join(kind.record_fields)}), "
-                f"not {task.name}: pass --task {other}"
-            )
-    records = score_records(task, examples, responses)
-    for record, number in zip(records, line_numbers, strict=True):
-        record["line"] = number
-    recorded = {"task": task.name, "completions": str(path), "name": path.stem, **(settings or {})}
-    return build_report(task, records, recorded, errors)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Summaries and tables
-
-# the likelihood figures that tables and summaries show, with their labels
-SHOWN_LIKELIHOOD = {
-    "gold_logprob_per_token": "gold log-prob/token",
-    "gold_logprob_empty_per_token": "gold log-prob/token, empty reasoning",
-    "reasoning_gain_per_token": "reasoning gain/token",
-}
-# what the likelihood figures are read by: a gain that comes with shorter reasonings is not elicited reasoning
-SHOWN_REASONING = {
-    "reasoning_tokens": "scored reasoning, tokens",
-    "reasoning_short": f"reasoning under {SHORT_REASONING_TOKENS} tokens",
-    "early_answer": "answered before </think>",
-    "reasoning_repetitive": f"reasoning under {REPETITIVE_TRIGRAMS:.0%} distinct trigrams",
-}
-
-
-def format_summary(report: Mapping[str, Any]) -> str:
-    """A few lines for a terminal: the score, every part and the total, each with its 95% CI, then the
-    likelihood figures when the report has them."""
-
-    def number(x: float | None, sign: str = "") -> str:
-        return "–" if x is None else f"{x:{sign}.3f}"
-
-    def line(label: str, ci: Mapping[str, Any], width: int = 12, sign: str = "") -> str:
-        interval = f"95% CI [{number(ci['low'])}, {number(ci['high'])}]"
-        return f"  {label:<{width}} {number(ci['mean'], sign)}  {interval}"
-
-    head = f"{report['task']}: {report.get('name') or 'run'}, {report['n']} examples scored"
-    if report.get("n_errors"):
-        head += f", {report['n_errors']} lines with errors"
-    lines = [head, f"  {'score':<12} {number(report['score'])}"]
-    lines += [line(name, ci) for name, ci in report["parts"].items()]
-    lines.append(line("total", report["total"]))
-    if report.get("likelihood"):
-        lines.append("  log P(gold | prompt, reasoning), teacher-forced, in nats:")
-        shown = {**SHOWN_LIKELIHOOD, "think_closed": "</think> closed", **SHOWN_REASONING}
-        likelihood = report["likelihood"]
-        lines += [
-            line(f"  {label}", likelihood[name], 38, " ")
-            for name, label in shown.items()
-            if name in likelihood
-        ]
-    for error in report.get("errors", [])[:5]:
-        lines.append(f"  line {error['line']}: {error['message']}")
-    return "\n".join(lines)
-
-
-TASK_TITLES = {"math": "Math", "poetry": "Poetry"}
-TABLE_TASKS = ("math", "poetry")  # their score columns are always there, as in the poster
-
-
-def report_name(report: Mapping[str, Any], default: str = "run") -> str:
-    return report.get("name") or report.get("settings", {}).get("name") or default
-
-
-def _named_reports(reports) -> Iterable[tuple[str, Mapping[str, Any]]]:
-    """(row name, report) pairs from {name: report or [reports]}, [(name, report)] or [report]."""
-    if isinstance(reports, Mapping):
-        for name, value in reports.items():
-            for report in [value] if isinstance(value, Mapping) else value:
-                yield name, report
-        return
-    for i, item in enumerate(reports):
-        if isinstance(item, Mapping):
-            yield report_name(item, f"run {i + 1}"), item
-        else:
-            name, report = item
-            yield name, report
-
-
-def format_table(reports) -> str:
-    """The poster's table in Markdown: one row per run, the math and poetry scores, then every part, then
-    the likelihood figures (SHOWN_LIKELIHOOD) of a task when any of its reports has them.
-
-    `reports`: {row name: [reports]}, [(row name, report)] or [report] (named by their `name`). A math
-    report fills a row's math columns and a poetry report its poetry columns, so a run's two reports
-    share a row; two reports of the same task in one row are an error. Numbers have 3 decimals, a
-    likelihood figure is "mean [low, high]" (its 95% CI), and "–" marks what a row lacks (e.g. a report
-    written before evaluation scored the likelihood).
-    """
-    rows: dict[str, dict[str, Mapping[str, Any]]] = {}  # row name → task → report
-    for name, report in _named_reports(reports):
-        task = report["task"]
-        if task in rows.setdefault(name, {}):
-            raise ValueError(f"two {task} reports for the row {name!r}; give each run its own name")
-        rows[name][task] = report
-    seen = list(dict.fromkeys(task for row in rows.values() for task in row))
-    tasks = list(TABLE_TASKS) + [t for t in seen if t not in TABLE_TASKS]
-    part_columns = [  # (task, part) in the order the reports list their parts
-        (task, part)
-        for task in tasks
-        for part in dict.fromkeys(p for row in rows.values() if task in row for p in row[task]["parts"])
-    ]
-    likelihood_columns = [  # (task, figure) for the tasks some of whose reports have the figures
-        (task, figure)
-        for task in tasks
-        if any(row[task].get("likelihood") for row in rows.values() if task in row)
-        for figure in SHOWN_LIKELIHOOD
-    ]
-
-    def title(task: str) -> str:
-        return TASK_TITLES.get(task, task.capitalize())
-
-    def cell(x: float | None) -> str:
-        return "–" if x is None else f"{x:.3f}"
-
-    def ci_cell(ci: Mapping[str, Any] | None) -> str:
-        if not ci or ci.get("mean") is None:
-            return "–"
-        return f"{ci['mean']:.3f} [{cell(ci.get('low'))}, {cell(ci.get('high'))}]"
-
-    header = ["Run"] + [f"{title(t)} Score" for t in tasks] + [f"{title(t)} {p}" for t, p in part_columns]
-    header += [f"{title(t)} {SHOWN_LIKELIHOOD[f]}" for t, f in likelihood_columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
-    for name, row in rows.items():
-        # a report that scored only some lines of its file says so beside its name: its means are of those
-        skipped = sum(report.get("n_errors", 0) for report in row.values())
-        scored = sum(report.get("n", 0) for report in row.values())
-        label = f"{name} ({skipped} of {skipped + scored} lines unscored)" if skipped else name
-        cells = [label] + [cell(row[t]["score"] if t in row else None) for t in tasks]
-        for task, part in part_columns:
-            ci = row[task]["parts"].get(part) if task in row else None
-            cells.append(cell(ci["mean"] if ci else None))
-        for task, figure in likelihood_columns:
-            cells.append(ci_cell((row[task].get("likelihood") or {}).get(figure) if task in row else None))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def format_comparison(comparison: Mapping[str, Any]) -> str:
-    """A comparison as a Markdown table: one row per figure, mean(A), mean(B), B − A, its 95% CI and n."""
-
-    def signed(x: float) -> str:
-        return f"{x:+.3f}"
-
-    name_a, name_b = comparison["a"]["name"], comparison["b"]["name"]
-    lines = [
-        f"| Figure ({comparison['task']}) | A: {name_a} | B: {name_b} | B − A | 95% CI | n |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for row in comparison["figures"]:
-        interval = "n < 2" if row["low"] is None else f"[{signed(row['low'])}, {signed(row['high'])}]"
-        figure = row["figure"] + (" (not a score)" if row.get("diagnostic") else "")
-        cells = [figure, f"{row['mean_a']:.3f}", f"{row['mean_b']:.3f}", signed(row["difference"])]
-        lines.append("| " + " | ".join([*cells, interval, str(row["n"])]) + " |")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Files
-
-
-class ReportFileError(ValueError):
-    """A file that is not a report written by evaluate.py."""
-
-
-def load_report(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"report {path} does not exist")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ReportFileError(f"{path} is not JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(report, dict) or not {"task", "score", "parts"} <= report.keys():
-        raise ReportFileError(f"{path} is not a report written by evaluate.py (no task, score and parts)")
-    for i, record in enumerate(report.get("records") or []):
-        problem = record_problem(record)
-        if problem:
-            raise ReportFileError(f"{path}: record {i} {problem}; it is not a record written by evaluate.py")
-    return report
-
-
-def record_problem(record: Any) -> str | None:
-    """What makes a report's record unusable for a comparison or a table, or None."""
-    if not isinstance(record, dict):
-        return f"is {type(record).__name__} {str(record)[:40]!r}, not an object"
-    if "id" not in record:
-        return "has no id"
-    if not isinstance(record.get("parts", {}), dict) or not isinstance(record.get("likelihood") or {}, dict):
-        return "has parts or likelihood figures that are not an object"
-    numbers = {
-        "total": record.get("total"),
-        **(record.get("parts") or {}),
-        **(record.get("likelihood") or {}),
-    }
-    for name, value in numbers.items():
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return f"has {name} = {str(value)[:40]!r}, not a number"
-    return None
-
-
-def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    return path
 
 
 def default_run_name(model: str) -> str:
@@ -576,7 +282,7 @@ def run_table(config: EvalConfig) -> str:
     reports = [load_report(path) for path in config.table]
     names = config.names or [report_name(r, Path(p).stem) for r, p in zip(reports, config.table, strict=True)]
     try:
-        table = format_table(list(zip(names, reports, strict=True)))
+        table = format_table(list(zip(names, reports, strict=True)), always=POSTER_TABLE)
     except ValueError as err:
         raise UsageError(str(err)) from None
     if config.out:

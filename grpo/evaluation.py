@@ -42,9 +42,9 @@ Where this departs from, or adds to, the poster:
 - Two runs are compared example by example (`compare_reports`): the interval of the paired difference
   mean(B − A) leaves out how hard each example is, which the two reports' own intervals both carry.
 
-`evaluate.py` is the command line over this module: its options, the reading of completions files written by
-any other system (`score_completions_file`, no policy model loaded), the poster's table and the layout of a
-comparison.
+`evaluate.py` is the command line over this module. Completions files written by any other system are read
+in `tasks/completions.py` (`score_completions_file`, no policy model loaded); the summaries, the poster's table,
+the layout of a comparison and the report files in `grpo/reports.py`.
 """
 
 from __future__ import annotations

@@ -14,11 +14,11 @@ For completion i (of N), token t, with the advantage Â_i shared by all its toke
 up to and including `</think>` (the poster's logprob runs). Which denominator is used is a choice with
 consequences, so it is an explicit argument:
 
-- "sequence" (default, the poster's and DeepSeekMath's): each sequence's mean over its kept tokens,
-  then the mean over sequences. Every sequence weighs the same, so a token of a long completion weighs
-  less than one of a short completion.
-- "token" (DAPO): the sum over all kept tokens of the batch divided by their count. Every token weighs
-  the same; long completions are not diluted.
+- "sequence" (the poster's and DeepSeekMath's; `grpo_loss`'s default): each sequence's mean over its kept
+  tokens, then the mean over sequences. Every sequence weighs the same, so a token of a long completion
+  weighs less than one of a short completion.
+- "token" (DAPO; a run's default, `--loss-aggregation`): the sum over all kept tokens of the batch divided
+  by their count. Every token weighs the same; long completions are not diluted.
 - "constant" (Dr. GRPO): the sum divided by N × `max_tokens`, a constant, which removes the length
   bias of the per-sequence mean without making the step size depend on the batch's lengths.
 """

@@ -43,7 +43,7 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from grpo.config import CPU_LOGPROB_DEFAULTS
 from grpo.tags import format_reward, parse_response
@@ -68,14 +68,15 @@ _OPERATORS = {"+": "+", "-": "-", "*": "*", "/": "/", "×": "*", "÷": "/", "−
 
 # An expression tree: an int leaf, or (operator, left, right).
 Node = int | tuple[str, "Node", "Node"]
+Number = TypeVar("Number", Fraction, float)  # exact values (Fraction) or the generator's fast floats
 
 
 # ----------------------------------------------------------------------------------------------------
 # Expression trees: exact value and minimal-parentheses text
 
 
-def _apply(op: str, a: Fraction, b: Fraction) -> Fraction | None:
-    """a op b exactly; None for division by zero."""
+def _apply(op: str, a: Number, b: Number) -> Number | None:
+    """a op b: exact for Fractions, in floating point for floats and ints; None for division by zero."""
     if op == "+":
         return a + b
     if op == "-":
@@ -100,15 +101,7 @@ def _approximate_value(node: Node) -> float | None:
         return node
     op, left, right = node
     a, b = _approximate_value(left), _approximate_value(right)
-    if a is None or b is None:
-        return None
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    return a / b if b != 0 else None
+    return None if a is None or b is None else _apply(op, a, b)
 
 
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}

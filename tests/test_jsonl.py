@@ -16,13 +16,13 @@ from conftest import make_model
 
 import evaluate
 import train
-from evaluate import score_completions_file
 from grpo.config import Config
 from grpo.evaluation import evaluate_model
 from grpo.rollout import build_prompt
 from grpo.trainer import Trainer
 from tasks import get_task
 from tasks.base import FORMAT_INSTRUCTIONS
+from tasks.completions import score_completions_file
 from tasks.jsonl import JsonlTask, exact_match, held_out, load_reward_fn
 
 REPO = Path(__file__).resolve().parents[1]
