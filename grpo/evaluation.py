@@ -54,7 +54,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -66,6 +66,11 @@ from grpo.rewards import gold_scores_of_completions
 from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_CLOSE, THINK_OPEN
 from grpo.task import Example, Task, text_key
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from grpo.models import CausalLM
 
 # ----------------------------------------------------------------------------------------------------
 # Statistics
@@ -297,8 +302,8 @@ def check_disjoint(
 
 @torch.no_grad()
 def likelihood_figures(
-    model,
-    tokenizer,
+    model: CausalLM,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Sequence[int]],  # one per completion
     out: Rollout,  # a group-size-1 rollout of `prompts`
     golds: Sequence[str],  # one per completion
@@ -324,6 +329,7 @@ def likelihood_figures(
         with_empty_reasoning=True,
         group_size=1,
     )
+    assert gold.scores.empty_logp_sum is not None  # (with_empty_reasoning=True)
     columns = zip(
         scored,
         gold.scores.logp_sum.tolist(),  # log P(a | p, r)
@@ -354,8 +360,8 @@ def likelihood_figures(
 
 @torch.no_grad()
 def evaluate_model(
-    model,
-    tokenizer,
+    model: CausalLM,
+    tokenizer: PreTrainedTokenizerBase,
     task: Task,
     *,
     split: str = "test",
@@ -370,7 +376,7 @@ def evaluate_model(
     train_ids: Iterable[str] | None = None,
     settings: Mapping[str, Any] | None = None,
     likelihood: bool = True,
-    scorer=None,
+    scorer: CausalLM | None = None,
     autocast: bool = False,
     compile: bool = False,
 ) -> dict[str, Any]:
@@ -548,7 +554,9 @@ def _derived_diagnostics(likelihood: Mapping[str, Any], completion: Any) -> dict
     return derived
 
 
-def _comparison_warnings(a: Mapping[str, Any], b: Mapping[str, Any], pairs) -> list[str]:
+def _comparison_warnings(
+    a: Mapping[str, Any], b: Mapping[str, Any], pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+) -> list[str]:
     warnings = []
     settings_a, settings_b = a.get("settings", {}), b.get("settings", {})
     differing = [

@@ -28,13 +28,21 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from grpo.models import unwrapped
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
-def shard(model, root: torch.nn.Module) -> None:
+    from torch.distributed.fsdp import FSDPModule
+
+    from grpo.models import CausalLM
+
+
+def shard(model: CausalLM, root: torch.nn.Module) -> None:
     """fully_shard every decoder layer of `model`, then `root` with what is left (the embeddings, the final
     norm, the output projection); parameters become sharded DTensors. `root` is a `TokenLogprobs` of `model`:
     the module whose forward the training pass calls (it runs the decoder and the output projection apart,
@@ -53,17 +61,20 @@ def shard(model, root: torch.nn.Module) -> None:
     ids = torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device)
     with torch.no_grad():
         root(ids, torch.ones_like(ids), 1)
-    root.reshard()  # a root keeps its parameters gathered after its forward; the optimizer needs the shards
+    # a root keeps its parameters gathered after its forward; the optimizer needs the shards (fully_shard made
+    # `root` an FSDPModule)
+    # a root keeps its parameters gathered after its forward; the optimizer needs the shards
+    cast("FSDPModule", root).reshard()
 
 
-def _fsdp_modules(model) -> list:
+def _fsdp_modules(model: torch.nn.Module) -> list[FSDPModule]:
     from torch.distributed.fsdp import FSDPModule
 
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
 @contextlib.contextmanager
-def gathered(model):
+def gathered(model: torch.nn.Module) -> Iterator[None]:
     """A block in which every layer of a sharded `model` stays whole: gathered once at entry, resharded at
     exit (a model that is not sharded: nothing happens)."""
     modules = _fsdp_modules(model)
@@ -78,17 +89,19 @@ def gathered(model):
             m.set_reshard_after_forward(True)
 
 
-def full_state_dict(root, prefix: str = "") -> dict[str, torch.Tensor]:
+def full_state_dict(root: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
     """Every parameter and buffer of the sharded `root` whole, on the CPU of rank 0 (the other ranks get an
     empty dict; every rank must call it), keys without `prefix` (the trainer's root holds the policy as
     `model.`)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(root, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {key.removeprefix(prefix): value for key, value in state.items()}
+    # typed as any state value (a DTensor, a number, …); a module's whole state dict holds plain tensors
+    whole = cast("dict[str, torch.Tensor]", state)
+    return {key.removeprefix(prefix): value for key, value in whole.items()}
 
 
-def save_sharded(path: Path, model, optimizer) -> None:
+def save_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """This rank's shards of the parameters and of AdamW's state, into `path` (every rank writes its own)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -97,13 +110,13 @@ def save_sharded(path: Path, model, optimizer) -> None:
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(path))
 
 
-def load_sharded(path: Path, model, optimizer) -> None:
+def load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """The shards `save_sharded` wrote, back into a sharded `model` and its optimizer (the same ranks)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optimizer_state}
+    state: dict[str, Any] = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(state, checkpoint_id=str(path))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 

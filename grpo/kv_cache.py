@@ -26,17 +26,25 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from grpo.models import unwrapped
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from transformers import PretrainedConfig
+
+    from grpo.models import CausalLM
+
 
 class PreallocatedLayer(DynamicLayer):
     """One layer's keys and values, in buffers of `rows` × `capacity` positions allocated on first use."""
 
-    def __init__(self, rows: int, capacity: int):
+    def __init__(self, rows: int, capacity: int) -> None:
         super().__init__()
         self.is_initialized = False  # (transformers < 4.57 does not set it)
         self.rows, self.capacity = rows, capacity
@@ -62,8 +70,11 @@ class PreallocatedLayer(DynamicLayer):
         self.keys = self.key_buffer[: self.batch_size, :, : self.length]  # (b, heads, length, key_dim)
         self.values = self.value_buffer[: self.batch_size, :, : self.length]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.static:  # one column at `position`, the whole capacity back
+            assert self.position is not None  # decode_at sets it before it sets `static`
             keys, values = self.key_buffer[: self.batch_size], self.value_buffer[: self.batch_size]
             keys.index_copy_(2, self.position, key_states.to(keys.dtype))  # (b, heads, capacity, key_dim)
             values.index_copy_(2, self.position, value_states.to(values.dtype))
@@ -83,6 +94,7 @@ class PreallocatedLayer(DynamicLayer):
         self.value_buffer[: self.batch_size, :, self.length : end] = value_states
         self.length = end
         self._views()
+        assert self.keys is not None and self.values is not None  # _views just set them
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -133,7 +145,11 @@ class PreallocatedLayer(DynamicLayer):
 class PreallocatedCache(Cache):
     """`num_layers` PreallocatedLayers, for a model whose every layer attends to the whole past."""
 
-    def __init__(self, num_layers: int, rows: int, capacity: int):
+    # Cache types its layers as a list of any kind of layer; these are PreallocatedLayers, and only they have the
+    # buffers, the length and the position read below (a list is invariant, so narrowing it needs the ignore)
+    layers: list[PreallocatedLayer]  # type: ignore[assignment]
+
+    def __init__(self, num_layers: int, rows: int, capacity: int) -> None:
         super().__init__(layers=[PreallocatedLayer(rows, capacity) for _ in range(num_layers)])
         self.position: torch.Tensor | None = None
 
@@ -170,7 +186,7 @@ class PreallocatedCache(Cache):
             layer.batch_select_indices(indices, columns)
 
 
-def supports_preallocation(config) -> bool:
+def supports_preallocation(config: PretrainedConfig) -> bool:
     """True when every layer is a plain full-attention layer (sliding windows and linear attention are not)."""
     config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
     layer_types = getattr(config, "layer_types", None)
@@ -181,7 +197,7 @@ def supports_preallocation(config) -> bool:
     )
 
 
-def make_rollout_cache(model, rows: int, capacity: int, reuse: bool = False) -> Cache | None:
+def make_rollout_cache(model: CausalLM, rows: int, capacity: int, reuse: bool = False) -> Cache | None:
     """A PreallocatedCache for `model`, or None (the model's own cache) where its layers need another kind.
 
     `reuse`: hand back the last cache made with `reuse` when it was made for the same model, shape and
@@ -218,11 +234,11 @@ def make_rollout_cache(model, rows: int, capacity: int, reuse: bool = False) -> 
 _REUSED: dict = {}  # make_rollout_cache(reuse=True)'s last cache, with its model (weakly) and shape
 
 
-def cache_argument(model) -> str:
+def cache_argument(model: CausalLM) -> str:
     """The keyword a model's forward takes its cache by: transformers 5 renamed `past_key_values` to `cache`."""
     forward = unwrapped(model).forward  # a PEFT wrapper's forward takes **kwargs and passes them on
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
-def returned_cache(out) -> Cache | None:
+def returned_cache(out: Mapping[str, Any]) -> Cache | None:
     return out["cache"] if "cache" in out else out.get("past_key_values")

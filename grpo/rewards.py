@@ -46,7 +46,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -58,6 +58,11 @@ from grpo.precision import model_device
 from grpo.reasoning import ReasoningSpan, reasoning_ids, reasoning_span
 from grpo.rollout import answer_separator, left_pad
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from grpo.models import CausalLM
 
 # ---------------------------------------------------------------- normalisations (pure torch)
 
@@ -105,7 +110,7 @@ class GoldScores:
 
 
 def _score_rows(
-    model,
+    model: CausalLM,
     prompts: list[list[int]],
     rests: list[list[int]],  # reasoning + <answer> + gold + </answer>
     gold_lengths: list[int],
@@ -140,8 +145,8 @@ def _score_rows(
 
 @torch.no_grad()
 def gold_answer_logprobs(
-    model,
-    tokenizer,
+    model: CausalLM,
+    tokenizer: PreTrainedTokenizerBase,
     prompt_ids: Sequence[Sequence[int]],  # one per completion
     reasoning_ids: Sequence[Sequence[int]],  # one per completion, ending in </think>
     golds: Sequence[str],  # one per completion
@@ -262,8 +267,8 @@ class CompletionGoldScores:
 
 
 def gold_scores_of_completions(
-    model,
-    tokenizer,
+    model: CausalLM,
+    tokenizer: PreTrainedTokenizerBase,
     prompt_ids: Sequence[Sequence[int]],  # one per completion
     completion_ids: torch.Tensor,  # (N, C) right-padded
     completion_mask: torch.Tensor,  # (N, C)
@@ -328,8 +333,8 @@ class LogprobRewardOptions:
 
 
 def logprob_rewards(
-    scorer,
-    tokenizer,
+    scorer: CausalLM,
+    tokenizer: PreTrainedTokenizerBase,
     prompt_ids: Sequence[Sequence[int]],  # (N,) the prompt of each completion
     completion_ids: torch.Tensor,  # (N, C) right-padded
     completion_mask: torch.Tensor,  # (N, C)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +27,14 @@ from tqdm.auto import tqdm
 from grpo.kv_cache import PreallocatedCache, cache_argument, make_rollout_cache, returned_cache
 from grpo.models import unwrapped
 from grpo.tags import ANSWER_CLOSE, ANSWER_SEPARATOR, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from transformers import PreTrainedTokenizerBase
+    from transformers.cache_utils import Cache
+
+    from grpo.models import CausalLM
 
 
 @dataclass
@@ -53,13 +62,14 @@ class Rollout:
         return self.prompt_ids.shape[1]
 
 
-def build_prompt(tokenizer, messages: list[dict]) -> list[int]:
+def build_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
     """Chat template with the assistant turn opened and prefilled up to `<think>`, as token ids."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # typed as any of its outputs (ids, batches, …); with tokenize=False one conversation renders as one str
+    text = cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return tokenizer.encode(text + ASSISTANT_PREFILL, add_special_tokens=False)
 
 
-def answer_separator(tokenizer) -> str:
+def answer_separator(tokenizer: PreTrainedTokenizerBase) -> str:
     """What the model's chat template writes between `</think>` and the answer that follows it.
 
     Qwen3's template renders an assistant turn as `<think>\n…\n</think>\n\n` + answer, so that model was
@@ -73,7 +83,7 @@ def answer_separator(tokenizer) -> str:
         {"role": "assistant", "content": f"{THINK_OPEN}r{THINK_CLOSE}{marker}"},
     ]
     try:
-        text = tokenizer.apply_chat_template(turn, tokenize=False)
+        text = cast(str, tokenizer.apply_chat_template(turn, tokenize=False))  # (as in build_prompt)
     except Exception:  # no template, or one that refuses this turn: the format's own default
         return ANSWER_SEPARATOR
     end, at = text.rfind(THINK_CLOSE), text.rfind(marker)
@@ -81,7 +91,9 @@ def answer_separator(tokenizer) -> str:
     return between if between and not between.strip() else ANSWER_SEPARATOR
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
@@ -147,7 +159,7 @@ class StopWatcher:
     Only the tail that a new token can complete is searched, so the cost per step is constant.
     """
 
-    def __init__(self, n_rows: int, stop_strings: Sequence[str], one_think: bool):
+    def __init__(self, n_rows: int, stop_strings: Sequence[str], one_think: bool) -> None:
         self.stop_strings = [s for s in stop_strings if s]
         self.one_think = one_think
         longest = max([len(s) for s in self.stop_strings] + [len(THINK_CLOSE)])
@@ -177,7 +189,7 @@ class StopWatcher:
 class NonFiniteLogits(RuntimeError):
     """The policy's next-token logits are NaN or infinite in a row that holds a real sequence."""
 
-    def __init__(self, model, rows: list[int], step: int):
+    def __init__(self, model: CausalLM, rows: list[int], step: int) -> None:
         attention = getattr(getattr(model, "config", None), "_attn_implementation", "?")
         dtype = next(model.parameters()).dtype
         super().__init__(
@@ -209,8 +221,8 @@ PREVIOUS_SAMPLER = dict(static=False, check_every=1, leave_at=1.0)
 
 @torch.no_grad()
 def rollout(
-    model,
-    tokenizer,
+    model: CausalLM,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Sequence[int]],
     *,
     group_size: int,
@@ -324,7 +336,15 @@ def rollout(
 class Ends:
     """Where each row ends and why, found on the host from the tokens it reads every few steps."""
 
-    def __init__(self, tokenizer, n_rows, max_new_tokens, stop_token_ids, stop_strings, one_think):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        n_rows: int,
+        max_new_tokens: int,
+        stop_token_ids: Sequence[int],
+        stop_strings: Sequence[str],
+        one_think: bool,
+    ) -> None:
         self.tokenizer = tokenizer
         self.stop_ids = set(stop_token_ids)
         self.watcher = StopWatcher(n_rows, stop_strings, one_think)
@@ -332,7 +352,7 @@ class Ends:
         self.reasons = ["length"] * n_rows  # "eos" | "stop" | "second_think" | "length"
         self.running = list(range(n_rows))  # output rows not finished yet
 
-    def read(self, ids: torch.Tensor, broken: torch.Tensor, first_step: int, model) -> None:
+    def read(self, ids: torch.Tensor, broken: torch.Tensor, first_step: int, model: CausalLM) -> None:
         """Read the tokens of steps first_step.. (ids and broken: (N, w)), one transfer for both."""
         w = ids.shape[1]
         both = torch.cat([ids, broken.long()], dim=1).tolist()  # (N, 2w)
@@ -374,13 +394,20 @@ class DecodeStep:
     """
 
     def __init__(
-        self, model, cache, prompt_mask: torch.Tensor, max_new_tokens: int, compile: bool, static: bool = True
-    ):
+        self,
+        model: CausalLM,
+        cache: Cache | None,
+        prompt_mask: torch.Tensor,
+        max_new_tokens: int,
+        compile: bool,
+        static: bool = True,
+    ) -> None:
         self.model, self.cache, self.cache_kw = model, cache, cache_argument(model)
         attention = getattr(getattr(unwrapped(model), "config", None), "_attn_implementation", None)
         self.static = static and isinstance(cache, PreallocatedCache) and attention in STATIC_ATTENTION
         n, P = prompt_mask.shape
         if self.static:
+            assert isinstance(cache, PreallocatedCache)  # (self.static says so)
             capacity = cache.capacity
             self.position = cache.decode_at(P, compiled=compile)  # (1,) the column the next step writes
             # sdpa takes a boolean mask (True: attend); eager adds its mask to the scores
@@ -430,12 +457,20 @@ class DecodeStep:
         if self.cache is None:
             return
         if self.static:
+            assert isinstance(self.cache, PreallocatedCache)  # (self.static says so)
             self.cache.select_rows(keep, written)
         else:
             self.cache.batch_select_indices(keep)
 
 
-def decode_forward(model, cache_kw: str, cache, input_ids, position_ids, attention_mask) -> torch.Tensor:
+def decode_forward(
+    model: CausalLM,
+    cache_kw: str,
+    cache: Cache | None,
+    input_ids: torch.Tensor,  # (b, 1)
+    position_ids: torch.Tensor,  # (b, 1)
+    attention_mask: torch.Tensor,  # (b, 1, 1, capacity) static, else (b, length)
+) -> torch.Tensor:
     out = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -454,10 +489,10 @@ def compile_decoding(setting: bool | None, device: torch.device) -> bool:
     return bool(setting)
 
 
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
 
 
-def compiled_decode_forward(device: torch.device):
+def compiled_decode_forward(device: torch.device) -> Callable[..., torch.Tensor]:
     """`decode_forward` under torch.compile, made once per process and device type: CUDA graphs on a GPU
     (`reduce-overhead`), inductor's default elsewhere. Every shape compiles once, so dynamo's limit of
     recompilations is raised above the number of (rows, capacity) buckets a run meets."""
@@ -480,7 +515,12 @@ def warn_compile_failed(error: Exception) -> None:
     )
 
 
-def decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids) -> list[str]:
+def decode_completions(
+    tokenizer: PreTrainedTokenizerBase,
+    completion_ids: torch.Tensor,  # (N, C)
+    completion_mask: torch.Tensor,  # (N, C)
+    stop_token_ids: Sequence[int],
+) -> list[str]:
     """Decode each row's generated tokens, leaving out padding and end-of-turn tokens."""
     stop = set(stop_token_ids)
     rows = []

@@ -23,6 +23,7 @@ import threading
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -33,6 +34,12 @@ from grpo.evaluation import evaluate_model
 from grpo.fsdp import full_state_dict, save_sharded
 from grpo.lora import ADAPTER_DIR, save_merged
 from grpo.trainer import StepResult, Trainer
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from peft import PeftModel
+    from tqdm.auto import tqdm
 
 # everything a run writes into its directory; --overwrite removes exactly these
 RUN_FILES = ("config.json", "metrics.jsonl", "samples.jsonl")
@@ -106,23 +113,23 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, remove: bool = True) -> None
 class StopRequests:
     """SIGINT / SIGTERM ask the run to stop after the current step (a second SIGINT stops it at once)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.signal: str | None = None
         self._previous: dict = {}
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
         print(f"\n{self.signal}: finishing the current step, then saving a checkpoint", file=sys.stderr)
 
-    def __enter__(self):
+    def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -176,6 +183,7 @@ def start_run_files(trainer: Trainer, interactive: bool, prepare_dir: bool) -> N
     if not interactive:
         quiet_transformers()  # its own bars (e.g. "Writing model shards") would redraw with \r
     if trainer.world.is_main:
+        assert trainer.config.out_dir is not None  # (parse_config names one)
         out_dir = Path(trainer.config.out_dir)
         if prepare_dir:
             prepare_out_dir(out_dir, trainer.config.overwrite)
@@ -183,7 +191,7 @@ def start_run_files(trainer: Trainer, interactive: bool, prepare_dir: bool) -> N
     barrier()
 
 
-def step_bar(trainer: Trainer, interactive: bool):
+def step_bar(trainer: Trainer, interactive: bool) -> tqdm:
     """The steps' progress bar (off unless `interactive`), which also shows the phase a step is in."""
     from tqdm.auto import tqdm
 
@@ -198,6 +206,7 @@ def step_bar(trainer: Trainer, interactive: bool):
 def step_and_write(trainer: Trainer) -> dict:
     """One step (and the held-out evaluation every --eval-every steps); rank 0 appends its line to
     metrics.jsonl and its samples to samples.jsonl. Returns the step's metrics."""
+    assert trainer.config.out_dir is not None  # (parse_config names one)
     config, out_dir = trainer.config, Path(trainer.config.out_dir)
     metrics, samples = train_step(trainer)
     if not trainer.world.is_main:
@@ -218,6 +227,7 @@ def finish_run(trainer: Trainer, saved_at: int | None) -> None:
     if saved_at != trainer.step_index:
         checkpoint(trainer)
     if trainer.world.is_main:
+        assert trainer.config.out_dir is not None  # (parse_config names one)
         out_dir = Path(trainer.config.out_dir)
         last = out_dir / "checkpoints" / f"step-{trainer.step_index:08d}"
         save_model(trainer, out_dir / "final", same_as=last)
@@ -236,7 +246,7 @@ def step_metrics(trainer: Trainer, result: StepResult) -> dict:
     lengths = all_gather(result.completion_tokens)  # (N_global,)
     kept = all_gather(result.loss_tokens)  # (N_global,)
     formats = all_gather(result.formats)  # (N_global,)
-    metrics = {"step": trainer.step_index}
+    metrics: dict[str, Any] = {"step": trainer.step_index}
     all_rewards = all_gather(result.rewards)  # (N_global,)
     # a non-finite reward is left out of the normalisation and the baselines (advantage 0); count it
     metrics["nonfinite_rewards"] = int((~torch.isfinite(all_rewards)).sum())
@@ -348,6 +358,7 @@ def held_out_evaluation(trainer: Trainer) -> dict:
 
 def checkpoint(trainer: Trainer) -> None:
     state = trainer.state_dict()  # every rank takes part: the RNG states are gathered
+    assert trainer.config.out_dir is not None  # (parse_config names one)
     run_dir, weights = Path(trainer.config.out_dir), None
     if trainer.fsdp:  # every rank writes its shards, then the policy is gathered whole on rank 0
         save_sharded(shards_dir(run_dir, trainer.step_index), trainer.logprobs, trainer.optimizer)
@@ -376,7 +387,8 @@ def save_model(trainer: Trainer, path: Path, same_as: Path | None = None) -> Non
     source = None if same_as is None else same_as / MODEL_DIR
     with atomic_directory(path) as tmp:
         if trainer.lora:
-            save_merged(trainer.policy, trainer.tokenizer, tmp)
+            # (trainer.lora is is_adapted(policy): the policy is PEFT's wrapper)
+            save_merged(cast("PeftModel", trainer.policy), trainer.tokenizer, tmp)
             tmp = tmp / ADAPTER_DIR
             tmp.mkdir()
         if source is not None and source.is_dir():
@@ -386,7 +398,8 @@ def save_model(trainer: Trainer, path: Path, same_as: Path | None = None) -> Non
                 except OSError:
                     shutil.copy2(file, tmp / file.name)
         else:
-            trainer.policy.save_pretrained(tmp, safe_serialization=True)
+            # PEFT types the directory as a str; it takes any path, as transformers does
+            trainer.policy.save_pretrained(tmp, safe_serialization=True)  # type: ignore[arg-type]
             trainer.tokenizer.save_pretrained(tmp)
 
 

@@ -24,6 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -41,6 +42,15 @@ from grpo.rewards import LogprobRewardOptions, logprob_rewards
 from grpo.rollout import Rollout, build_prompt, compile_decoding, rollout
 from grpo.tags import THINK_OPEN, format_reward
 from grpo.task import Example, Task
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from torch.distributed.fsdp import FSDPModule
+    from torch.nn.parallel import DistributedDataParallel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from grpo.models import CausalLM
 
 MAX_SKIPPED_IN_A_ROW = 3  # non-finite updates in a row that stop the run
 
@@ -69,7 +79,7 @@ class StepResult:
     seconds: dict[str, float]  # the step's phases: rollout, reward, reference, update
 
 
-def lr_lambda(config: Config, total_updates: int):
+def lr_lambda(config: Config, total_updates: int) -> Callable[[int], float]:
     warmup = int(config.warmup_ratio * total_updates)
 
     def factor(update: int) -> float:
@@ -84,7 +94,15 @@ def lr_lambda(config: Config, total_updates: int):
 
 
 class Trainer:
-    def __init__(self, config: Config, policy, reference, tokenizer, task: Task, world: World | None = None):
+    def __init__(
+        self,
+        config: Config,
+        policy: CausalLM,
+        reference: PreTrainedModel | None,
+        tokenizer: PreTrainedTokenizerBase,
+        task: Task,
+        world: World | None = None,
+    ) -> None:
         """`reference`: the frozen copy of the start, or None (β = 0 and --scorer policy need none, and a LoRA
         policy is its own reference: itself with its adapters off, `grpo.lora`)."""
         world = world or World()
@@ -99,7 +117,7 @@ class Trainer:
             )
         # DDP averages gradients of what runs inside its wrapped module's forward: the policy's log-probs.
         # FSDP reduce-scatters them itself, and this module is its root (grpo.fsdp.shard says why)
-        self.logprobs = TokenLogprobs(policy)
+        self.logprobs: torch.nn.Module = TokenLogprobs(policy)  # wrapped by DDP below, with N > 1 processes
         self.fsdp = config.fsdp
         if self.fsdp:  # before the optimizer: AdamW's state takes the shards' shape
             if world.size < 2 or self.lora:
@@ -255,7 +273,16 @@ class Trainer:
             seconds=seconds,
         )
 
-    def policy_update(self, input_ids, attention_mask, start, advantages, loss_mask, ref_logp, old_logp):
+    def policy_update(
+        self,
+        input_ids: torch.Tensor,  # (N, P + C)
+        attention_mask: torch.Tensor,  # (N, P + C)
+        start: int,  # P: the completions' first column
+        advantages: torch.Tensor,  # (N,)
+        loss_mask: torch.Tensor,  # (N, C)
+        ref_logp: torch.Tensor | None,  # (N, C) log π_ref, None when β = 0
+        old_logp: torch.Tensor | None,  # (N, C) log π_old, None when μ = 1
+    ) -> tuple[list[float], list[LossStats], list[float]]:
         """μ AdamW steps on this rank's rows; with DDP the gradient is that of the global batch's loss."""
         c = self.config
         temperature = c.temperature or 1.0
@@ -343,22 +370,22 @@ class Trainer:
 
     # ------------------------------------------------------------ what the step uses
 
-    def whole(self, model):
+    def whole(self, model: CausalLM) -> contextlib.AbstractContextManager[None]:
         """A block in which `model`'s sharded parameters stay gathered (FSDP; nothing otherwise): the rollout
         and the scoring passes run a forward per token, and gather each layer once for all of them."""
         if not self.fsdp:
             return contextlib.nullcontext()
         return gathered(self.logprobs if model is self.policy else self.reference_root)
 
-    def gradient_sync(self, sync: bool):
+    def gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager[None]:
         """A block whose backward exchanges the gradients between ranks (`sync`) or only accumulates them."""
-        if self.fsdp:
-            self.logprobs.set_requires_gradient_sync(sync)
+        if self.fsdp:  # (`shard` made the module an FSDPModule; without FSDP, `sync` is False only under DDP)
+            cast("FSDPModule", self.logprobs).set_requires_gradient_sync(sync)
             return contextlib.nullcontext()
-        return contextlib.nullcontext() if sync else self.logprobs.no_sync()
+        return contextlib.nullcontext() if sync else cast("DistributedDataParallel", self.logprobs).no_sync()
 
     @contextlib.contextmanager
-    def reference_model(self):
+    def reference_model(self) -> Iterator[CausalLM]:
         """The frozen reference π_ref, in the block where it computes: the copy of the start, or with LoRA
         the policy itself with its adapters off (no second copy of the weights)."""
         if self.lora:
@@ -369,14 +396,14 @@ class Trainer:
             raise ValueError("this needs a reference model, and the run has none (β = 0 and --scorer policy)")
         yield self.reference
 
-    def scorer(self):
+    def scorer(self) -> contextlib.AbstractContextManager[CausalLM]:
         """A block yielding the model that scores the logprob reward: the frozen reference (a fixed target),
         or the policy."""
         if self.config.scorer == "reference":
             return self.reference_model()
         return contextlib.nullcontext(self.policy)
 
-    def sampled_logprobs(self, model, out: Rollout) -> torch.Tensor:
+    def sampled_logprobs(self, model: CausalLM, out: Rollout) -> torch.Tensor:
         """(N, C) log π of the sampled tokens under `model`, without gradient; greedy rollouts are scored as
         the T = 1 distribution. The reference may live on another device (--reference-device)."""
         on = model_device(model)
@@ -392,14 +419,14 @@ class Trainer:
             )
         return logp.to(self.device)
 
-    def autocast(self, model):
+    def autocast(self, model: CausalLM) -> contextlib.AbstractContextManager[None]:
         """bf16 autocast for `model`'s forward passes under mixed precision, on the device it lives on; float32
         for a model on another kind of device than the policy (a CPU reference beside a GPU policy)."""
         on = model_device(model)
         return autocast(on, self.mixed_precision and on.type == self.device.type)
 
     @contextlib.contextmanager
-    def phase(self, name: str, seconds: dict[str, float]):
+    def phase(self, name: str, seconds: dict[str, float]) -> Iterator[None]:
         """Time a phase of the step into `seconds[name]` and show its name on the terminal while it runs."""
         self.show_phase(name)
         synchronize(self.device)  # on a GPU, the work queued before the phase is not the phase's
