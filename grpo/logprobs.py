@@ -20,6 +20,7 @@ soft-capping or scaling).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,6 +31,20 @@ from grpo.models import unwrapped
 
 if TYPE_CHECKING:
     from grpo.models import CausalLM
+
+
+def left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one left-padded batch: ids (n, width), right-aligned on `pad_id`, and their 0/1 mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        if len(r):
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long, device=device)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

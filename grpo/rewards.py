@@ -52,11 +52,11 @@ import torch
 
 from grpo.config import BATCH_NORMALISATIONS, UNCLOSED, BatchNorm, Unclosed
 from grpo.distributed import all_gather
-from grpo.logprobs import token_logprobs
+from grpo.logprobs import left_pad, token_logprobs
 from grpo.precision import full_precision as precision_off
 from grpo.precision import model_device
 from grpo.reasoning import ReasoningSpan, reasoning_ids, reasoning_span
-from grpo.rollout import answer_separator, left_pad
+from grpo.rollout import answer_separator
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
 
 if TYPE_CHECKING:

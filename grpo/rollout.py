@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from grpo.kv_cache import PreallocatedCache, cache_argument, make_rollout_cache, returned_cache
+from grpo.logprobs import left_pad
 from grpo.models import unwrapped
 from grpo.tags import ANSWER_CLOSE, ANSWER_SEPARATOR, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
 
@@ -89,19 +90,6 @@ def answer_separator(tokenizer: PreTrainedTokenizerBase) -> str:
     end, at = text.rfind(THINK_CLOSE), text.rfind(marker)
     between = text[end + len(THINK_CLOSE) : at] if 0 <= end < at else ""
     return between if between and not between.strip() else ANSWER_SEPARATOR
-
-
-def left_pad(
-    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    for i, r in enumerate(rows):
-        if len(r):
-            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long, device=device)
-            mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 def nucleus(probs: torch.Tensor, top_p: float, candidates: int = 1024) -> torch.Tensor:

@@ -60,6 +60,20 @@ class NonFiniteUpdates(RuntimeError):
 
 
 @dataclass
+class Experience:
+    """What a step's μ updates train on: this rank's N sampled rows, and what the loss needs of each
+    (`grpo.loss.grpo_loss`). Built once per step, after the rollout, the rewards and the reference pass."""
+
+    input_ids: torch.Tensor  # (N, P + C) the prompts (left-padded) and the completions (right-padded)
+    attention_mask: torch.Tensor  # (N, P + C)
+    start: int  # P: the completions' first column
+    advantages: torch.Tensor  # (N,) A_i
+    loss_mask: torch.Tensor  # (N, C) the tokens that get gradient
+    ref_logp: torch.Tensor | None  # (N, C) log π_ref of the sampled tokens; None when β = 0
+    old_logp: torch.Tensor | None  # (N, C) log π_old; None when μ = 1 (π_old is the policy itself)
+
+
+@dataclass
 class StepResult:
     """What one step did on this rank, row by row (N = this rank's completions), for the run's metrics."""
 
@@ -246,15 +260,9 @@ class Trainer:
         # 5. μ updates, each one AdamW step over the whole batch, accumulated over micro-batches,
         # each forward under its own autocast block (policy_update)
         with self.phase("update", seconds):
-            losses, loss_stats, grad_norms = self.policy_update(
-                out.input_ids,
-                out.attention_mask,
-                out.prompt_length,
-                advantages,
-                loss_mask,
-                ref_logp,
-                old_logp,
-            )
+            batch = Experience(out.input_ids, out.attention_mask, out.prompt_length, advantages, loss_mask,
+                               ref_logp, old_logp)  # fmt: skip
+            losses, loss_stats, grad_norms = self.policy_update(batch)
         self.step_index += 1
         return StepResult(
             examples=rows,
@@ -273,28 +281,19 @@ class Trainer:
             seconds=seconds,
         )
 
-    def policy_update(
-        self,
-        input_ids: torch.Tensor,  # (N, P + C)
-        attention_mask: torch.Tensor,  # (N, P + C)
-        start: int,  # P: the completions' first column
-        advantages: torch.Tensor,  # (N,)
-        loss_mask: torch.Tensor,  # (N, C)
-        ref_logp: torch.Tensor | None,  # (N, C) log π_ref, None when β = 0
-        old_logp: torch.Tensor | None,  # (N, C) log π_old, None when μ = 1
-    ) -> tuple[list[float], list[LossStats], list[float]]:
+    def policy_update(self, batch: Experience) -> tuple[list[float], list[LossStats], list[float]]:
         """μ AdamW steps on this rank's rows; with DDP the gradient is that of the global batch's loss."""
         c = self.config
         temperature = c.temperature or 1.0
         self.policy.train()
-        advantages = advantages.to(self.device)
-        n = input_ids.shape[0]
+        advantages = batch.advantages.to(self.device)
+        n = batch.input_ids.shape[0]
         # DDP averages the ranks' gradients. For "sequence" and "constant" every rank holds as many rows, so
         # the mean of the ranks' means is the global mean. For "token" each rank's loss is rescaled from
         # its own token count to the global one: × world size × local kept tokens / global kept tokens.
         rescale = 1.0
         if c.loss_aggregation == "token" and self.world.size > 1:
-            local = float(loss_mask.sum())
+            local = float(batch.loss_mask.sum())
             rescale = self.world.size * local / max(all_sum(local), 1.0)
         starts = list(range(0, n, c.micro_batch_size))
         stats_log, losses, grad_norms = [], [], []
@@ -310,22 +309,29 @@ class Trainer:
                     sync = i == starts[-1] or self.world.size == 1
                     with self.gradient_sync(sync):
                         logp = self.logprobs(
-                            input_ids[rows], attention_mask[rows], start, temperature, group_size=c.group_size
+                            batch.input_ids[rows],
+                            batch.attention_mask[rows],
+                            batch.start,
+                            temperature,
+                            group_size=c.group_size,
                         )  # (mb, C): each group's prompt runs once
                         # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
-                        old = logp.detach() if old_logp is None else old_logp[rows]
+                        old = logp.detach() if batch.old_logp is None else batch.old_logp[rows]
                         loss, stats = grpo_loss(
                             logp,
                             old,
-                            None if ref_logp is None else ref_logp[rows],
+                            None if batch.ref_logp is None else batch.ref_logp[rows],
                             advantages[rows],
-                            loss_mask[rows],
+                            batch.loss_mask[rows],
                             clip_eps=c.clip_eps,
                             beta=c.beta,
                             aggregation=c.loss_aggregation,
                             max_tokens=c.max_new_tokens,
                         )
-                        weight = microbatch_weight(loss_mask[rows], loss_mask, c.loss_aggregation) * rescale
+                        weight = (
+                            microbatch_weight(batch.loss_mask[rows], batch.loss_mask, c.loss_aggregation)
+                            * rescale
+                        )
                         # outside autocast: the backward follows the dtypes of the forward it retraces
                         with torch.autocast(self.device.type, enabled=False):
                             (loss * weight).backward()

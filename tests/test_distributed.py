@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from grpo.config import Config
 from grpo.distributed import World, all_gather
 from grpo.fsdp import full_state_dict
-from grpo.trainer import Trainer
+from grpo.trainer import Experience, Trainer
 from tools.bench_memory import tensor_bytes
 
 N, LENGTH, START = 8, 20, 8  # 8 completions of 12 tokens after an 8-token prompt
@@ -52,13 +52,15 @@ def update(
         rank * N // world.size, (rank + 1) * N // world.size
     )  # this rank's share of the global batch
     trainer.policy_update(
-        b["ids"][rows],
-        b["mask"][rows],
-        START,
-        b["advantages"][rows],
-        b["loss_mask"][rows],
-        b["ref_logp"][rows],
-        None,
+        Experience(
+            b["ids"][rows],
+            b["mask"][rows],
+            START,
+            b["advantages"][rows],
+            b["loss_mask"][rows],
+            b["ref_logp"][rows],
+            None,
+        )
     )
     # what this rank holds: parameters, gradients and AdamW's state (an FSDP rank: its shards)
     optimizer_state = [v for state in trainer.optimizer.state.values() for v in state.values()]

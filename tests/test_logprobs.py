@@ -13,8 +13,7 @@ import pytest
 import torch
 from conftest import assert_close_relative, make_float64_model
 
-from grpo.logprobs import batched_token_logprobs, token_logprobs
-from grpo.rollout import left_pad
+from grpo.logprobs import batched_token_logprobs, left_pad, token_logprobs
 
 REL = 1e-9
 

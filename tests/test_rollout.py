@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import assert_close_relative, make_float64_model
 
-from grpo.logprobs import token_logprobs
-from grpo.rollout import PREVIOUS_SAMPLER, StopWatcher, left_pad, nucleus, rollout, sample_tokens
+from grpo.logprobs import left_pad, token_logprobs
+from grpo.rollout import PREVIOUS_SAMPLER, StopWatcher, nucleus, rollout, sample_tokens
 
 # The tiny model computes in float64 and the teacher-forced log-probs stay float64, but the sampler
 # takes its log-softmax in float32 (grpo/rollout.py, sample_tokens: `logits = logits.float()`, and the

@@ -50,11 +50,11 @@ from pathlib import Path
 import torch
 
 from grpo.config import Config
-from grpo.logprobs import batched_token_logprobs, position_ids_from_mask, token_logprobs
+from grpo.logprobs import batched_token_logprobs, left_pad, position_ids_from_mask, token_logprobs
 from grpo.models import DEFAULT_MODEL, load_models, load_tokenizer, pick_device, stop_token_ids
 from grpo.precision import autocast as precision_autocast
 from grpo.precision import cpu_has_bf16_arithmetic
-from grpo.rollout import CHECK_EVERY, PREVIOUS_SAMPLER, StopWatcher, build_prompt, left_pad, rollout
+from grpo.rollout import CHECK_EVERY, PREVIOUS_SAMPLER, StopWatcher, build_prompt, rollout
 from grpo.tags import ANSWER_CLOSE
 from tools.qwen3_tokenizer import QWEN3_1_7B_SHAPE
 

@@ -293,7 +293,8 @@ def part_decode(check: Check) -> dict:
     (CUDA graphs), the previous sampler, model.generate at 64; and the floor, the time to read the weights and
     the KV cache once at the device's copy bandwidth (measured here), which the compiled step should be
     within 2× of."""
-    from grpo.rollout import PREVIOUS_SAMPLER, left_pad, rollout
+    from grpo.logprobs import left_pad
+    from grpo.rollout import PREVIOUS_SAMPLER, rollout
 
     model = check.model
     steps = 4 if check.dry_run else 64
