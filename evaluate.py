@@ -42,8 +42,9 @@ from grpo.config import (
     task_choices,
     task_option_problem,
 )
-from grpo.evaluation import compare_reports, evaluate_model
+from grpo.evaluation import evaluate_model
 from grpo.reports import (
+    compare_reports,
     format_comparison,
     format_summary,
     format_table,

@@ -34,12 +34,12 @@ Where this departs from, or adds to, the poster:
 - The poster does not say how it sampled at evaluation. The defaults (temperature 0.6, top-p 0.95) are
   Qwen3's recommended thinking-mode settings; `greedy=True` gives a number that does not depend on the seed.
 - The poster gives no intervals. Here every mean of n ≥ 2 values has a 95% interval with Student's t
-  (`mean_ci`; none below n = 2): for a 0/1 part it is the Wald interval, too narrow near 0 and 1 (zero width
+  (`grpo.statistics.mean_ci`; none below n = 2): for a 0/1 part it is the Wald interval, too narrow near 0 and 1 (zero width
   at exactly 0 or 1) and not clipped to [0, 1]; at small sizes read it as a rough error bar.
 - The test split must not overlap the train split: `evaluate_model` refuses to score when an example id or
   a gold answer (whitespace and case ignored; the jsonl task: a prompt) is in both, since the score would
   then measure memorisation.
-- Two runs are compared example by example (`compare_reports`): the interval of the paired difference
+- Two runs are compared example by example (`grpo.reports.compare_reports`): the interval of the paired difference
   mean(B − A) leaves out how hard each example is, which the two reports' own intervals both carry.
 
 `evaluate.py` is the command line over this module. Completions files written by any other system are read
@@ -49,8 +49,6 @@ the layout of a comparison and the report files in `grpo/reports.py`.
 
 from __future__ import annotations
 
-import functools
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -64,6 +62,7 @@ from grpo.precision import autocast as autocast_block
 from grpo.reasoning import answer_start
 from grpo.rewards import gold_scores_of_completions
 from grpo.rollout import Rollout, build_prompt, rollout
+from grpo.statistics import mean_ci
 from grpo.tags import THINK_CLOSE, THINK_OPEN
 from grpo.task import Example, Task, text_key
 
@@ -71,83 +70,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from grpo.models import CausalLM
-
-# ----------------------------------------------------------------------------------------------------
-# Statistics
-
-
-def _incomplete_beta_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of the regularised incomplete beta function (modified Lentz's method)."""
-    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):  # fmt: skip
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return result
-
-
-def _regularised_incomplete_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b) = B(x; a, b) / B(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(log_front) * _incomplete_beta_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _incomplete_beta_fraction(b, a, 1.0 - x) / b
-
-
-@functools.cache
-def student_t_quantile(p: float, df: int) -> float:
-    """The p-quantile (p > 1/2) of Student's t with `df` degrees of freedom, by bisection on its CDF:
-    P(T ≤ t) = 1 − I_{df/(df + t²)}(df/2, 1/2) / 2 for t ≥ 0. (t_{0.975} is 12.706 at df 1, 4.303 at 2,
-    2.571 at 5, 2.042 at 30, and tends to the normal's 1.960.)"""
-    if not 0.5 < p < 1 or df < 1:
-        raise ValueError(f"student_t_quantile needs 1/2 < p < 1 and df ≥ 1, not p={p}, df={df}")
-    low, high = 0.0, 1e7
-    for _ in range(200):
-        mid = (low + high) / 2
-        cdf = 1.0 - 0.5 * _regularised_incomplete_beta(df / (df + mid * mid), df / 2, 0.5)
-        low, high = (mid, high) if cdf < p else (low, mid)
-    return (low + high) / 2
-
-
-def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float | int | None]:
-    """The mean of `values` and its confidence interval at `level` (95%), with Student's t (n − 1 d.o.f.).
-
-    Values that are all 0 or 1 (a rate p): the Wald interval p ± t·sqrt(p(1 − p)/n), whose variance
-    p(1 − p) is the Bernoulli one (denominator n). Other values: mean ± t·s/sqrt(n), with s the sample
-    standard deviation (denominator n − 1). t = t_{(1+level)/2, n−1}: 4.30 at n = 3, 2.06 at n = 25, 1.98 at
-    n = 128 (the normal's 1.96 would make small samples look 24 % surer at n = 6). n < 2: the mean and no
-    interval (low and high None); n = 0: no mean either. Not clipped to [0, 1]: an interval that leaves it
-    says the sample is too small for the approximation.
-    """
-    values = [float(v) for v in values]
-    return _t_interval(values, level, wald=bool(values) and all(v in (0.0, 1.0) for v in values))
-
-
-def _t_interval(values: list[float], level: float, wald: bool) -> dict[str, float | int | None]:
-    """mean ± t_{(1+level)/2, n−1} · sqrt(variance / n): the Bernoulli variance p(1 − p) if `wald`, else the
-    sample variance (ddof = 1). n < 2: no interval; n = 0: no mean."""
-    n = len(values)
-    if n == 0:
-        return {"mean": None, "low": None, "high": None, "n": 0}
-    mean = math.fsum(values) / n
-    if n == 1:  # one value says nothing of its spread
-        return {"mean": mean, "low": None, "high": None, "n": 1}
-    variance = mean * (1 - mean) if wald else math.fsum((v - mean) ** 2 for v in values) / (n - 1)
-    half_width = student_t_quantile((1 + level) / 2, n - 1) * math.sqrt(variance / n)
-    return {"mean": mean, "low": mean - half_width, "high": mean + half_width, "n": n}
-
 
 # ----------------------------------------------------------------------------------------------------
 # Records and reports
@@ -475,165 +397,3 @@ def evaluate_model(
     report["completion_tokens"] = mean_ci(r["completion_tokens"] for r in records)
     report["seconds"] = seconds
     return report
-
-
-# ----------------------------------------------------------------------------------------------------
-# Two reports compared example by example
-
-# settings that decide the completions: when they differ, A and B differ in more than their models
-SAMPLING_SETTINGS = ("seed", "temperature", "top_p", "greedy", "max_new_tokens")
-# the likelihood figures a comparison shows: all higher-is-better (token counts are lengths, not scores)
-COMPARED_LIKELIHOOD = (
-    "gold_logprob",
-    "gold_logprob_per_token",
-    "gold_logprob_empty",
-    "gold_logprob_empty_per_token",
-    "reasoning_gain_per_token",
-    "think_closed",
-)
-# shown beside them, but not scores (neither direction is better in itself): how long the scored reasoning
-# is, the share under SHORT_REASONING_TOKENS, the share that answered before closing </think>, the share
-# under REPETITIVE_TRIGRAMS distinct (derived from the record for a report written before they were recorded)
-COMPARED_DIAGNOSTICS = ("reasoning_tokens", "reasoning_short", "early_answer", "reasoning_repetitive")
-
-
-class ComparisonError(ValueError):
-    """Two reports that cannot be compared example by example."""
-
-
-def paired_difference(
-    a: Sequence[float], b: Sequence[float], level: float = 0.95
-) -> dict[str, float | int | None]:
-    """mean(B − A) over paired values and its confidence interval at `level` (95%), with Student's t.
-
-    d_i = b_i − a_i;  mean(d) ± t_{(1+level)/2, n−1}·s_d/sqrt(n), s_d the sample standard deviation
-    (denominator n − 1). n < 2: the mean and no interval (low and high None); n = 0: no mean either. Unlike
-    `mean_ci`, never the Wald interval: differences of 0/1 parts take the values −1, 0 and 1.
-    """
-    differences = [float(y) - float(x) for x, y in zip(a, b, strict=True)]  # d_i = b_i − a_i
-    return _t_interval(differences, level, wald=False)
-
-
-def _records_by_id(report: Mapping[str, Any], label: str) -> dict[str, Mapping[str, Any]]:
-    records = report.get("records") or []
-    if not records:
-        raise ComparisonError(f"report {label} has no per-example records to pair")
-    by_id = {str(record["id"]): record for record in records}
-    if len(by_id) < len(records):
-        raise ComparisonError(
-            f"report {label} holds an example id more than once, so its examples cannot be paired"
-        )
-    return by_id
-
-
-def _figures_of(record: Mapping[str, Any]) -> dict[str, float]:
-    """A record's compared figures: the score (its total), each rule part, each compared likelihood figure."""
-    figures = {"score": record["total"], **record["parts"]}
-    likelihood = record.get("likelihood") or {}
-    if likelihood:
-        likelihood = {**likelihood, **_derived_diagnostics(likelihood, record.get("completion"))}
-    compared = (*COMPARED_LIKELIHOOD, *COMPARED_DIAGNOSTICS)
-    figures.update((name, likelihood[name]) for name in compared if name in likelihood)
-    return figures
-
-
-def _derived_diagnostics(likelihood: Mapping[str, Any], completion: Any) -> dict[str, float | int]:
-    """The diagnostics a report written before they were recorded lacks, from what its record holds: the short
-    share from the reasoning's length, the early answer and the repetition from the completion's text. Only
-    the missing ones are derived; a recorded figure is never replaced."""
-    derived: dict[str, float | int] = {}
-    if "reasoning_short" not in likelihood and "reasoning_tokens" in likelihood:
-        derived["reasoning_short"] = int(likelihood["reasoning_tokens"] < SHORT_REASONING_TOKENS)
-    if isinstance(completion, str):
-        if "reasoning_repetitive" not in likelihood:
-            derived.update(repetition_figures(completion))
-        if "early_answer" not in likelihood and "think_closed" in likelihood:
-            derived["early_answer"] = int(
-                not likelihood["think_closed"] and answer_start(completion) is not None
-            )
-    return derived
-
-
-def _comparison_warnings(
-    a: Mapping[str, Any], b: Mapping[str, Any], pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
-) -> list[str]:
-    warnings = []
-    settings_a, settings_b = a.get("settings", {}), b.get("settings", {})
-    differing = [
-        f"{key} {settings_a.get(key)} vs {settings_b.get(key)}"
-        for key in SAMPLING_SETTINGS
-        if settings_a.get(key) != settings_b.get(key)
-    ]
-    if differing:
-        warnings.append(
-            f"the reports were sampled with different settings ({', '.join(differing)}): their completions "
-            "differ for that reason too, so the pairing is weaker"
-        )
-    scorers = [settings.get("scorer", settings.get("model")) for settings in (settings_a, settings_b)]
-    if scorers[0] != scorers[1]:
-        warnings.append(
-            f"the gold log-probs were scored by different models ({scorers[0]} vs {scorers[1]}): their "
-            "difference mixes what the reasonings say with how each scorer reads them (evaluate.py --scorer "
-            "fixes one)"
-        )
-    tokens = [((r.get("likelihood") or {}).get("gold_tokens"), (s.get("likelihood") or {}).get("gold_tokens"))
-              for r, s in pairs]  # fmt: skip
-    if any(None not in counts and counts[0] != counts[1] for counts in tokens):
-        warnings.append(
-            "the reports tokenise some gold answers into different numbers of tokens (different "
-            "tokenizers?): their log-probs are over different tokens"
-        )
-    return warnings
-
-
-def compare_reports(
-    a: Mapping[str, Any], b: Mapping[str, Any], names: Sequence[str] = ("A", "B")
-) -> dict[str, Any]:
-    """Pair two reports' records by example id and compare every figure: mean(A), mean(B), mean(B − A).
-
-    The figures: `score` (each example's total, whose mean is the task score), each rule part, and each
-    COMPARED_LIKELIHOOD figure; every one is higher-is-better, so B − A > 0 favours B. The COMPARED_DIAGNOSTICS
-    (reasoning length, short and early-answer shares) follow, marked `diagnostic`. A figure is compared
-    over the examples where both records have it. Raises ComparisonError for reports of different tasks
-    or of different examples; different sampling settings only add a warning to the result's `warnings`.
-    """
-    if a["task"] != b["task"]:
-        raise ComparisonError(f"the reports are of different tasks ({a['task']} and {b['task']})")
-    a_records, b_records = _records_by_id(a, names[0]), _records_by_id(b, names[1])
-    only_a, only_b = sorted(a_records.keys() - b_records.keys()), sorted(b_records.keys() - a_records.keys())
-    if only_a or only_b:
-        sides = ((names[0], only_a), (names[1], only_b))
-        found = [f"{len(ids)} only in {name} ({', '.join(map(repr, ids[:3]))})" for name, ids in sides if ids]
-        raise ComparisonError(
-            f"the reports do not hold the same example ids: {' and '.join(found)}; evaluate both with the "
-            "same test split and --limit"
-        )
-    pairs = [(a_records[i], b_records[i]) for i in a_records]  # in A's order
-    figure_pairs = [(_figures_of(r), _figures_of(s)) for r, s in pairs]  # per example: (A's, B's)
-    rows = []
-    for figure in dict.fromkeys(name for fa, fb in figure_pairs for name in (*fa, *fb)):
-        paired = [(fa[figure], fb[figure]) for fa, fb in figure_pairs if figure in fa and figure in fb]
-        if not paired:
-            continue
-        values_a, values_b = zip(*paired, strict=True)
-        difference = paired_difference(values_a, values_b)
-        rows.append(
-            {
-                "figure": figure,
-                "mean_a": math.fsum(values_a) / len(values_a),
-                "mean_b": math.fsum(values_b) / len(values_b),
-                "difference": difference["mean"],  # mean(B − A)
-                "low": difference["low"],
-                "high": difference["high"],
-                "n": difference["n"],
-                "diagnostic": figure in COMPARED_DIAGNOSTICS,  # a length or a rate, not higher-is-better
-            }
-        )
-    return {
-        "task": a["task"],
-        "a": {"name": names[0]},
-        "b": {"name": names[1]},
-        "n": len(pairs),
-        "warnings": _comparison_warnings(a, b, pairs),
-        "figures": rows,
-    }

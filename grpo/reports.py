@@ -1,5 +1,6 @@
-"""Reports as people read them: a terminal summary, the poster's table in Markdown, a comparison table, and
-the report files themselves (JSON, as `grpo.evaluation.build_report` builds them), read back with checks.
+"""Reports after they are built: a terminal summary, the poster's table in Markdown, two reports compared
+example by example (`compare_reports`) and that comparison's table, and the report files themselves (JSON, as
+`grpo.evaluation.build_report` builds them), read back with checks.
 
 evaluate.py is the command line over this module (--table, --compare, and the summary of every mode).
 """
@@ -7,12 +8,15 @@ evaluate.py is the command line over this module (--table, --compare, and the su
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from grpo.evaluation import REPETITIVE_TRIGRAMS, SHORT_REASONING_TOKENS
+from grpo.evaluation import REPETITIVE_TRIGRAMS, SHORT_REASONING_TOKENS, repetition_figures
+from grpo.reasoning import answer_start
+from grpo.statistics import paired_difference
 
 Report = Mapping[str, Any]
 # the forms a table's reports come in: {row name: report or [reports]}, [(row name, report)] or [report]
@@ -214,3 +218,152 @@ def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return path
+
+
+# ----------------------------------------------------------------------------------------------------
+# Two reports compared example by example
+
+# settings that decide the completions: when they differ, A and B differ in more than their models
+SAMPLING_SETTINGS = ("seed", "temperature", "top_p", "greedy", "max_new_tokens")
+# the likelihood figures a comparison shows: all higher-is-better (token counts are lengths, not scores)
+COMPARED_LIKELIHOOD = (
+    "gold_logprob",
+    "gold_logprob_per_token",
+    "gold_logprob_empty",
+    "gold_logprob_empty_per_token",
+    "reasoning_gain_per_token",
+    "think_closed",
+)
+# shown beside them, but not scores (neither direction is better in itself): how long the scored reasoning
+# is, the share under SHORT_REASONING_TOKENS, the share that answered before closing </think>, the share
+# under REPETITIVE_TRIGRAMS distinct (derived from the record for a report written before they were recorded)
+COMPARED_DIAGNOSTICS = ("reasoning_tokens", "reasoning_short", "early_answer", "reasoning_repetitive")
+
+
+class ComparisonError(ValueError):
+    """Two reports that cannot be compared example by example."""
+
+
+def _records_by_id(report: Mapping[str, Any], label: str) -> dict[str, Mapping[str, Any]]:
+    records = report.get("records") or []
+    if not records:
+        raise ComparisonError(f"report {label} has no per-example records to pair")
+    by_id = {str(record["id"]): record for record in records}
+    if len(by_id) < len(records):
+        raise ComparisonError(
+            f"report {label} holds an example id more than once, so its examples cannot be paired"
+        )
+    return by_id
+
+
+def _figures_of(record: Mapping[str, Any]) -> dict[str, float]:
+    """A record's compared figures: the score (its total), each rule part, each compared likelihood figure."""
+    figures = {"score": record["total"], **record["parts"]}
+    likelihood = record.get("likelihood") or {}
+    if likelihood:
+        likelihood = {**likelihood, **_derived_diagnostics(likelihood, record.get("completion"))}
+    compared = (*COMPARED_LIKELIHOOD, *COMPARED_DIAGNOSTICS)
+    figures.update((name, likelihood[name]) for name in compared if name in likelihood)
+    return figures
+
+
+def _derived_diagnostics(likelihood: Mapping[str, Any], completion: Any) -> dict[str, float | int]:
+    """The diagnostics a report written before they were recorded lacks, from what its record holds: the short
+    share from the reasoning's length, the early answer and the repetition from the completion's text. Only
+    the missing ones are derived; a recorded figure is never replaced."""
+    derived: dict[str, float | int] = {}
+    if "reasoning_short" not in likelihood and "reasoning_tokens" in likelihood:
+        derived["reasoning_short"] = int(likelihood["reasoning_tokens"] < SHORT_REASONING_TOKENS)
+    if isinstance(completion, str):
+        if "reasoning_repetitive" not in likelihood:
+            derived.update(repetition_figures(completion))
+        if "early_answer" not in likelihood and "think_closed" in likelihood:
+            derived["early_answer"] = int(
+                not likelihood["think_closed"] and answer_start(completion) is not None
+            )
+    return derived
+
+
+def _comparison_warnings(
+    a: Mapping[str, Any], b: Mapping[str, Any], pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]]
+) -> list[str]:
+    warnings = []
+    settings_a, settings_b = a.get("settings", {}), b.get("settings", {})
+    differing = [
+        f"{key} {settings_a.get(key)} vs {settings_b.get(key)}"
+        for key in SAMPLING_SETTINGS
+        if settings_a.get(key) != settings_b.get(key)
+    ]
+    if differing:
+        warnings.append(
+            f"the reports were sampled with different settings ({', '.join(differing)}): their completions "
+            "differ for that reason too, so the pairing is weaker"
+        )
+    scorers = [settings.get("scorer", settings.get("model")) for settings in (settings_a, settings_b)]
+    if scorers[0] != scorers[1]:
+        warnings.append(
+            f"the gold log-probs were scored by different models ({scorers[0]} vs {scorers[1]}): their "
+            "difference mixes what the reasonings say with how each scorer reads them (evaluate.py --scorer "
+            "fixes one)"
+        )
+    tokens = [((r.get("likelihood") or {}).get("gold_tokens"), (s.get("likelihood") or {}).get("gold_tokens"))
+              for r, s in pairs]  # fmt: skip
+    if any(None not in counts and counts[0] != counts[1] for counts in tokens):
+        warnings.append(
+            "the reports tokenise some gold answers into different numbers of tokens (different "
+            "tokenizers?): their log-probs are over different tokens"
+        )
+    return warnings
+
+
+def compare_reports(
+    a: Mapping[str, Any], b: Mapping[str, Any], names: Sequence[str] = ("A", "B")
+) -> dict[str, Any]:
+    """Pair two reports' records by example id and compare every figure: mean(A), mean(B), mean(B − A).
+
+    The figures: `score` (each example's total, whose mean is the task score), each rule part, and each
+    COMPARED_LIKELIHOOD figure; every one is higher-is-better, so B − A > 0 favours B. The COMPARED_DIAGNOSTICS
+    (reasoning length, short and early-answer shares) follow, marked `diagnostic`. A figure is compared
+    over the examples where both records have it. Raises ComparisonError for reports of different tasks
+    or of different examples; different sampling settings only add a warning to the result's `warnings`.
+    """
+    if a["task"] != b["task"]:
+        raise ComparisonError(f"the reports are of different tasks ({a['task']} and {b['task']})")
+    a_records, b_records = _records_by_id(a, names[0]), _records_by_id(b, names[1])
+    only_a, only_b = sorted(a_records.keys() - b_records.keys()), sorted(b_records.keys() - a_records.keys())
+    if only_a or only_b:
+        sides = ((names[0], only_a), (names[1], only_b))
+        found = [f"{len(ids)} only in {name} ({', '.join(map(repr, ids[:3]))})" for name, ids in sides if ids]
+        raise ComparisonError(
+            f"the reports do not hold the same example ids: {' and '.join(found)}; evaluate both with the "
+            "same test split and --limit"
+        )
+    pairs = [(a_records[i], b_records[i]) for i in a_records]  # in A's order
+    figure_pairs = [(_figures_of(r), _figures_of(s)) for r, s in pairs]  # per example: (A's, B's)
+    rows = []
+    for figure in dict.fromkeys(name for fa, fb in figure_pairs for name in (*fa, *fb)):
+        paired = [(fa[figure], fb[figure]) for fa, fb in figure_pairs if figure in fa and figure in fb]
+        if not paired:
+            continue
+        values_a, values_b = zip(*paired, strict=True)
+        difference = paired_difference(values_a, values_b)
+        rows.append(
+            {
+                "figure": figure,
+                "mean_a": math.fsum(values_a) / len(values_a),
+                "mean_b": math.fsum(values_b) / len(values_b),
+                "difference": difference["mean"],  # mean(B − A)
+                "low": difference["low"],
+                "high": difference["high"],
+                "n": difference["n"],
+                "diagnostic": figure in COMPARED_DIAGNOSTICS,  # a length or a rate, not higher-is-better
+            }
+        )
+    return {
+        "task": a["task"],
+        "a": {"name": names[0]},
+        "b": {"name": names[1]},
+        "n": len(pairs),
+        "warnings": _comparison_warnings(a, b, pairs),
+        "figures": rows,
+    }

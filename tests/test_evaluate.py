@@ -19,8 +19,6 @@ from grpo.evaluation import (
     build_report,
     distinct_trigrams,
     evaluate_model,
-    mean_ci,
-    paired_difference,
     repetition_figures,
 )
 from grpo.models import stop_token_ids
@@ -28,6 +26,7 @@ from grpo.reports import format_summary
 from grpo.reports import format_table as table_of
 from grpo.rewards import gold_scores_of_completions
 from grpo.rollout import build_prompt, rollout
+from grpo.statistics import mean_ci, paired_difference
 from grpo.tags import THINK_OPEN
 from grpo.task import Example, Reward, Task
 from tasks.completions import score_completions_file
@@ -63,7 +62,7 @@ def test_mean_ci_of_other_values_uses_the_sample_std():
 
 @pytest.mark.parametrize("df, t", [(1, 12.7062), (2, 4.3027), (5, 2.5706), (30, 2.0423), (120, 1.9799)])
 def test_student_t_quantiles_are_the_tables(df, t):
-    from grpo.evaluation import student_t_quantile
+    from grpo.statistics import student_t_quantile
 
     assert student_t_quantile(0.975, df) == pytest.approx(t, abs=1e-4)  # any table of t_{0.975}
     assert student_t_quantile(0.975, 10**6) == pytest.approx(1.95996, abs=1e-4)  # the normal's

@@ -13,7 +13,7 @@ shortening their reasoning, but not with today's, whose random draws differ (+0.
 10 steps the verdict rests on one sampling stream (README, "Does it learn?"). Today's default, which
 lengthens the reasoning, did not move them in 10 steps (−0.034 [−0.115, +0.048]). Every completion is sampled with the same seeds on both sides and judged by the same fixed model, the
 untrained start (`evaluate.py --scorer`): the figure is log P(gold | prompt, reasoning) per gold token, the
-reward before its batch normalisation, compared pair by pair (`grpo.evaluation.compare_reports`). The check
+reward before its batch normalisation, compared pair by pair (`grpo.reports.compare_reports`). The check
 passes when the paired difference's 95% interval lies above 0.
 """
 
@@ -25,8 +25,9 @@ import sys
 import torch
 
 from grpo.config import parse_config
-from grpo.evaluation import compare_reports, evaluate_model
+from grpo.evaluation import evaluate_model
 from grpo.models import load_models
+from grpo.reports import compare_reports
 from grpo.run import progress_line, train_step
 from grpo.task import Example, Task
 from grpo.trainer import Trainer
