@@ -314,6 +314,13 @@ def gold_scores_of_completions(
     )
 
 
+# what a logprob step logs beside the reward's parts (metrics.jsonl: <name>_mean, <name>_std), not parts of it:
+# the score before its normalisation, per gold token, the gold's length, the scored reasoning's length, whether
+# it closed </think>, answered early or fell under the length guard, and (debias) the score after no reasoning
+LOGPROB_SIGNALS = ("logprob_raw", "logprob_per_token", "gold_tokens", "reasoning_tokens", "think_closed",
+                   "early_answer", "reasoning_too_short", "logprob_empty_reasoning")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LogprobRewardOptions:
     """The options `logprob_rewards` reads (the run's fields of the same names, grpo.config.Config)."""
@@ -347,8 +354,9 @@ def logprob_rewards(
     micro_batch_size: int,  # rows per scoring pass
     group_size: int = 1,  # completions per prompt, consecutive: each group's prompt is run once
     rank: int = 0,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The reward `--reward logprob` trains on, (N,) on the CPU, with its parts for the metrics:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The reward `--reward logprob` trains on, (N,) on the CPU, with its parts (format, logprob) and the
+    signals logged beside them (LOGPROB_SIGNALS), each name → (N,):
 
         R_i = w_lp · norm(log P(a | p, r_i)) + w_fmt · format_i          (the poster: w_lp 0.9, w_fmt 0.1)
 
@@ -392,9 +400,8 @@ def logprob_rewards(
         answered=all_gather(gold.answered),
     )[rank * n : (rank + 1) * n].cpu()
     rewards = c.logprob_weight * normalised + c.format_weight * formats
-    parts = {
-        "format": formats,
-        "logprob": normalised,
+    parts = {"format": formats, "logprob": normalised}  # what R_i is made of
+    signals = {  # what the metrics read the reward by (LOGPROB_SIGNALS)
         "logprob_raw": scores.logp_sum.cpu(),
         "logprob_per_token": (scores.logp_sum / scores.gold_tokens).cpu(),
         "gold_tokens": scores.gold_tokens.cpu(),
@@ -404,5 +411,5 @@ def logprob_rewards(
         "reasoning_too_short": too_short.float().cpu(),
     }
     if scores.empty_logp_sum is not None:
-        parts["logprob_empty_reasoning"] = scores.empty_logp_sum.cpu()
-    return rewards, parts
+        signals["logprob_empty_reasoning"] = scores.empty_logp_sum.cpu()
+    return rewards, parts, signals

@@ -257,7 +257,7 @@ def step_metrics(trainer: Trainer, result: StepResult) -> dict:
             file=sys.stderr,
         )
     metrics["reward_mean"], metrics["reward_std"] = mean_std(all_rewards)
-    for name, values in result.parts.items():
+    for name, values in {**result.parts, **result.signals}.items():
         metrics[f"{name}_mean"], metrics[f"{name}_std"] = mean_std(all_gather(values.float()))
     finish_reasons = sum((Counter(r) for r in gather_objects(result.finish_reasons)), Counter())
 
@@ -300,7 +300,7 @@ def step_samples(trainer: Trainer, result: StepResult) -> list[dict]:
             "response": result.responses[i],
             "reward": float(result.rewards[i]),
             "advantage": float(result.advantages[i]),
-            "parts": {k: float(v[i]) for k, v in result.parts.items()},
+            "parts": {k: float(v[i]) for k, v in {**result.parts, **result.signals}.items()},
         }
         for i in range(min(trainer.config.samples_per_step, len(result.responses)))
     ]
@@ -361,8 +361,8 @@ def checkpoint(trainer: Trainer) -> None:
     assert trainer.config.out_dir is not None  # (parse_config names one)
     run_dir, weights = Path(trainer.config.out_dir), None
     if trainer.fsdp:  # every rank writes its shards, then the policy is gathered whole on rank 0
-        save_sharded(shards_dir(run_dir, trainer.step_index), trainer.logprobs, trainer.optimizer)
-        weights = full_state_dict(trainer.logprobs, prefix="model.")
+        save_sharded(shards_dir(run_dir, trainer.step_index), trainer.policy_logprobs, trainer.optimizer)
+        weights = full_state_dict(trainer.policy_logprobs, prefix="model.")
         barrier()
     if trainer.world.is_main:
         write_checkpoint(

@@ -80,7 +80,10 @@ class StepResult:
     examples: list[Example]  # (N,) the example completion i answers
     responses: list[str]  # (N,) what the model wrote, from the prefilled <think> on
     rewards: torch.Tensor  # (N,) R_i
-    parts: dict[str, torch.Tensor]  # name → (N,): the reward's parts and the signals logged beside them
+    parts: dict[str, torch.Tensor]  # name → (N,): the reward's parts (a rule reward's: the task's)
+    signals: dict[
+        str, torch.Tensor
+    ]  # name → (N,): logged beside them, not parts of R (grpo.rewards.LOGPROB_SIGNALS)
     advantages: torch.Tensor  # (N,) A_i
     zero_std_fraction: float  # the share of groups whose rewards are all equal: no gradient from them
     formats: torch.Tensor  # (N,) the format reward
@@ -131,12 +134,14 @@ class Trainer:
             )
         # DDP averages gradients of what runs inside its wrapped module's forward: the policy's log-probs.
         # FSDP reduce-scatters them itself, and this module is its root (grpo.fsdp.shard says why)
-        self.logprobs: torch.nn.Module = TokenLogprobs(policy)  # wrapped by DDP below, with N > 1 processes
+        self.policy_logprobs: torch.nn.Module = TokenLogprobs(
+            policy
+        )  # wrapped by DDP below, with N > 1 processes
         self.fsdp = config.fsdp
         if self.fsdp:  # before the optimizer: AdamW's state takes the shards' shape
             if world.size < 2 or self.lora:
                 raise ValueError("--fsdp shards a full fine-tuning over 2 or more torchrun processes")
-            shard(policy, root=self.logprobs)
+            shard(policy, root=self.policy_logprobs)
             if reference is not None:
                 self.reference_root = TokenLogprobs(reference)  # (only to be the root of its shards)
                 shard(reference, root=self.reference_root)
@@ -145,7 +150,7 @@ class Trainer:
         if world.size > 1 and not self.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.logprobs = DistributedDataParallel(self.logprobs)
+            self.policy_logprobs = DistributedDataParallel(self.policy_logprobs)
         if config.beta > 0 and reference is None and not self.lora:
             raise ValueError("β > 0 needs a reference model")
         self.device = next(policy.parameters()).device
@@ -224,9 +229,10 @@ class Trainer:
             rule_parts = {name: torch.tensor([r.parts[name] for r in scored]) for name in scored[0].parts}
             if c.reward == "rule":
                 rewards, parts = torch.tensor([r.total for r in scored], dtype=torch.float32), rule_parts
+                signals: dict[str, torch.Tensor] = {}
             else:  # R_i = w_lp · norm(log P(gold | prompt, reasoning_i)) + w_fmt · format_i, in float32
                 with self.scorer() as scorer, self.whole(scorer):
-                    rewards, parts = logprob_rewards(
+                    rewards, parts, signals = logprob_rewards(
                         scorer,
                         self.tokenizer,
                         [p for p in prompts for _ in range(G)],
@@ -241,7 +247,7 @@ class Trainer:
                         group_size=G,
                         rank=self.world.rank,
                     )
-                parts.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on
+                signals.update({f"rule_{k}": v for k, v in rule_parts.items()})  # watched, not trained on
             advantages, zero_std_fraction = group_advantages(rewards, G, scale=c.scale_advantages)
 
         # 4. log π_ref (and log π_old when μ > 1) of the sampled tokens, without gradient
@@ -269,6 +275,7 @@ class Trainer:
             responses=responses,
             rewards=rewards,
             parts=parts,
+            signals=signals,
             advantages=advantages,
             zero_std_fraction=zero_std_fraction,
             formats=formats,
@@ -308,7 +315,7 @@ class Trainer:
                     # gradients are exchanged once, on the last micro-batch
                     sync = i == starts[-1] or self.world.size == 1
                     with self.gradient_sync(sync):
-                        logp = self.logprobs(
+                        logp = self.policy_logprobs(
                             batch.input_ids[rows],
                             batch.attention_mask[rows],
                             batch.start,
@@ -381,14 +388,18 @@ class Trainer:
         and the scoring passes run a forward per token, and gather each layer once for all of them."""
         if not self.fsdp:
             return contextlib.nullcontext()
-        return gathered(self.logprobs if model is self.policy else self.reference_root)
+        return gathered(self.policy_logprobs if model is self.policy else self.reference_root)
 
     def gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager[None]:
         """A block whose backward exchanges the gradients between ranks (`sync`) or only accumulates them."""
         if self.fsdp:  # (`shard` made the module an FSDPModule; without FSDP, `sync` is False only under DDP)
-            cast("FSDPModule", self.logprobs).set_requires_gradient_sync(sync)
+            cast("FSDPModule", self.policy_logprobs).set_requires_gradient_sync(sync)
             return contextlib.nullcontext()
-        return contextlib.nullcontext() if sync else cast("DistributedDataParallel", self.logprobs).no_sync()
+        return (
+            contextlib.nullcontext()
+            if sync
+            else cast("DistributedDataParallel", self.policy_logprobs).no_sync()
+        )
 
     @contextlib.contextmanager
     def reference_model(self) -> Iterator[CausalLM]:
@@ -522,7 +533,7 @@ class Trainer:
                 raise ValueError(
                     "an FSDP run resumes from its checkpoint's shards: pass sharded=CHECKPOINT/sharded"
                 )
-            load_sharded(sharded, self.logprobs, self.optimizer)
+            load_sharded(sharded, self.policy_logprobs, self.optimizer)
         mine = state["rank_rng"][self.world.rank]
         torch.set_rng_state(mine["torch_rng"])
         if mine["cuda_rng"] is not None and torch.cuda.is_available():

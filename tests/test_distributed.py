@@ -67,7 +67,7 @@ def update(
     held = tensor_bytes(trainer.trainable) + tensor_bytes(p.grad for p in trainer.trainable)
     held += tensor_bytes(optimizer_state)
     # FSDP: gathered whole on rank 0 (the others get nothing)
-    weights = full_state_dict(trainer.logprobs, prefix="model.") if fsdp else policy.state_dict()
+    weights = full_state_dict(trainer.policy_logprobs, prefix="model.") if fsdp else policy.state_dict()
     return {"weights": {k: v.detach().clone() for k, v in weights.items()}, "bytes": held}
 
 

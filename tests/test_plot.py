@@ -57,6 +57,14 @@ def test_series_found_in_the_metrics(run_dir, capsys):
     assert plot.series(rows, "kl") == ([1.0, 2.0, 3.0], [0.001, 0.002, 0.003])
 
 
+def test_the_logprob_rewards_signals_are_not_reward_parts():
+    # a logprob step logs its parts (format, logprob) and, with mean and std alike, signals that are not
+    # parts of the reward: the gold's length, the reasoning's, the score before its normalisation
+    row = {f"{name}_{stat}": 1.0 for name in ("reward", "format", "logprob", "gold_tokens", "reasoning_tokens",
+                                             "logprob_raw", "rule_equation") for stat in ("mean", "std")}  # fmt: skip
+    assert plot.reward_parts([row]) == ["reward", "format", "logprob", "rule_equation"]
+
+
 def test_plot_writes_pngs(run_dir, tmp_path, capsys):
     out = tmp_path / "plots"
     assert plot.main([str(run_dir), "--out", str(out)]) == 0

@@ -166,14 +166,14 @@ def test_the_second_update_computes_with_the_weights_the_first_one_made(tmp_path
     cfg = config(tmp_path, steps=1, mu=2, lr=1e-2, beta=0.0, autocast=True, micro_batch_size=8)
     trainer = make_trainer(cfg, tokenizer, make_model)
     calls, weights = [], []
-    forward = trainer.logprobs.forward
+    forward = trainer.policy_logprobs.forward
 
     def recording(*args, **kwargs):
         out = forward(*args, **kwargs)
         calls.append((args, kwargs, out.detach().float()))
         return out
 
-    trainer.logprobs.forward = recording
+    trainer.policy_logprobs.forward = recording
     trainer.optimizer.register_step_pre_hook(
         lambda *_: weights.append(copy.deepcopy(trainer.policy.state_dict()))
     )

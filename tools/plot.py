@@ -6,7 +6,8 @@
 
 rewards.png has one panel per reward series: `reward` and every part the trainer logs as a `<part>_mean`
 with its `<part>_std` (format, equation, logprob, similarity, …), the mean as a line and mean ± std as a
-band. A `_mean` without a `_std` (completion_length_mean, ratio_mean) is not a reward part. training.png
+band. A `_mean` without a `_std` (completion_length_mean, ratio_mean) is not a reward part, nor is a
+signal a logprob run logs beside its parts (gold_tokens, reasoning_tokens, …: grpo.rewards.LOGPROB_SIGNALS). training.png
 has the named series that are present: format rate, KL to the reference, clip fraction, completion length,
 the fraction of groups with no reward spread, and the held-out figures, only logged on some steps: the score
 (`eval_score`) and the gold answer's log-prob per token after the sampled reasoning, both with their CI when
@@ -100,12 +101,17 @@ def by_step(rows: Sequence[dict[str, Any]], key: str) -> dict[float, float]:
 
 
 def reward_parts(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Names X logged as both X_mean and X_std: `reward` first, then the parts in the order first logged."""
+    """Names X logged as both X_mean and X_std, but for the logprob reward's signals (gold_tokens, …: not parts
+    of the reward, grpo.rewards.LOGPROB_SIGNALS): `reward` first, then the parts in the order first logged."""
+    from grpo.rewards import LOGPROB_SIGNALS
+
     names = dict.fromkeys(
         key.removesuffix("_mean")
         for row in rows
         for key in row
-        if key.endswith("_mean") and key.removesuffix("_mean") + "_std" in row
+        if key.endswith("_mean")
+        and key.removesuffix("_mean") + "_std" in row
+        and key.removesuffix("_mean") not in LOGPROB_SIGNALS
     )
     return sorted(names, key=lambda name: name != "reward")  # stable: the rest keep their order
 
