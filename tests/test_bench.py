@@ -106,3 +106,19 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
     assert [(r["group_size"], r["max_new_tokens"]) for r in report["scaling"]] == [(2, 2), (4, 2), (2, 4)]
     assert report["scaling"][1]["completion_tokens"] == 2 * report["scaling"][0]["completion_tokens"]
     assert set(report["scaling_ratios"]) == {"double_group", "double_length"}
+
+
+@pytest.mark.slow
+def test_the_step_walk_traces_train_py_to_the_first_optimizer_step():
+    from tools.step_walk import walk
+
+    functions = walk("math")
+    assert functions[0] == ("train.py", "run")
+    assert len(set(functions)) == len(functions)  # each once, at its first call
+    order = [f"{name}:{qualname}" for name, qualname in functions]
+    # the step's phases in the order Trainer.step runs them, and nothing after the loss of the first update
+    phases = ["grpo/rollout.py:rollout", "grpo/rewards.py:logprob_rewards", "grpo/advantages.py:group_advantages",
+              "grpo/trainer.py:Trainer.policy_update", "grpo/loss.py:grpo_loss"]  # fmt: skip
+    assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases)
+    assert not any("<" in qualname for _, qualname in functions)  # comprehensions, lambdas, class bodies
+    assert all(name.startswith(("grpo/", "tasks/", "train.py")) for name, _ in functions)
