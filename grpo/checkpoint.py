@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from grpo.files import atomic_directory
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -69,33 +68,6 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     return found[-1] if found else None
 
 
-@contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """A fresh temporary directory beside `target` to write into; on success it replaces `target` whole, in one
-    rename. A crash leaves `target` as it was, and never a half-written directory under its name."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        yield tmp
-        as_umask_allows(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def as_umask_allows(root: Path) -> None:
-    """Give `root` and what it holds the modes a plain mkdir and open would have: mkdtemp makes the directory
-    0700, and transformers writes model.safetensors 0600 (through a temporary file), so a finished model
-    would be unreadable to the machine's other users whatever their umask says."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for path in [root, *root.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
 def shards_dir(run_dir: Path, step: int) -> Path:
     """Where every rank of an FSDP run writes its shards of a checkpoint, before rank 0 moves them into it."""
     return Path(run_dir) / "checkpoints" / f".shards-step-{step:08d}"
@@ -112,7 +84,8 @@ def write_checkpoint(
 ) -> Path:
     """`weights` (FSDP: the policy gathered whole) are saved as the model instead of `policy.save_pretrained`;
     the shards the ranks wrote to `shards_dir` (FSDP) move into the checkpoint as `sharded/`."""
-    from grpo.models import save_as_model, unwrapped
+    from grpo.files import save_as_model
+    from grpo.models import unwrapped
 
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)

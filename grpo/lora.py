@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from grpo.config import Config
-    from grpo.models import CausalLM
 
 ADAPTER_DIR = "adapter"  # final/adapter: the adapters beside the merged model
 INSTALL = "pip install -e '.[lora]'"
@@ -120,7 +119,7 @@ def quiet_peft() -> Iterator[None]:
         yield
 
 
-def adapters_off(policy: CausalLM) -> contextlib.AbstractContextManager[None]:
+def adapters_off(policy: PreTrainedModel | PeftModel) -> contextlib.AbstractContextManager[None]:
     """A block in which `policy` computes without its adapters, as the frozen reference π_ref."""
     return policy.disable_adapter() if is_adapted(policy) else contextlib.nullcontext()
 
@@ -151,7 +150,7 @@ def merged_state_dict(policy: PeftModel) -> dict[str, torch.Tensor]:
 
 def save_merged(policy: PeftModel, tokenizer: PreTrainedTokenizerBase, path: Path) -> None:
     """One plain Hugging Face model at `path`: the policy's adapters merged into its weights, float32."""
-    from grpo.models import save_as_model
+    from grpo.files import save_as_model
 
     base = cast("PreTrainedModel", policy.get_base_model())  # PEFT types it as any torch Module
     save_as_model(base, merged_state_dict(policy), tokenizer, path)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
+from grpo.files import atomic_directory
 from grpo.precision import DTYPES
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ def packaged_model_dir(name: str) -> Path:
     model.load_state_dict(dequantised.state_dict())
     model.generation_config = dequantised.generation_config
     # write to a temporary directory, then rename: a crash never leaves a half-written cache behind
-    from grpo.checkpoint import atomic_directory
-
     with atomic_directory(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -186,28 +185,6 @@ def load_models(
         reference = (copy.deepcopy(start) if policy_path is None else start).eval()
         reference.requires_grad_(False)
     return policy, reference, tokenizer
-
-
-def save_as_model(
-    like: PreTrainedModel, state: dict[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase, path: Path
-) -> None:
-    """A plain Hugging Face model at `path` with `like`'s architecture and generation config and the weights
-    `state` (whole tensors, e.g. on the CPU): for a policy whose own save_pretrained cannot write them (a
-    sharded one, or LoRA adapters to be merged in). The model is built on the meta device, so no weights are
-    allocated besides `state`'s."""
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        dtype = next(v.dtype for v in state.values() if v.is_floating_point())
-        plain = AutoModelForCausalLM.from_config(like.config, dtype=dtype)
-    plain.load_state_dict(state, assign=True, strict=False)
-    plain.tie_weights()
-    missing = [k for k, v in plain.state_dict().items() if v.is_meta]
-    if missing:
-        raise RuntimeError(f"{len(missing)} weights have no value to save, e.g. {missing[0]}")
-    plain.generation_config = like.generation_config
-    plain.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
 
 
 def unwrapped(model: CausalLM) -> PreTrainedModel:

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from grpo.checkpoint import MODEL_DIR, atomic_directory, shards_dir, write_checkpoint
+from grpo.checkpoint import MODEL_DIR, shards_dir, write_checkpoint
 from grpo.config import UsageError
 from grpo.distributed import all_gather, all_sum, barrier, gather_objects
 from grpo.evaluation import evaluate_model
+from grpo.files import atomic_directory
 from grpo.fsdp import full_state_dict, save_sharded
 from grpo.lora import ADAPTER_DIR, save_merged
 from grpo.trainer import StepResult, Trainer

@@ -160,7 +160,7 @@ def test_a_written_directory_has_the_modes_the_umask_gives(tmp_path, tokenizer):
 
     from conftest import make_model
 
-    from grpo.checkpoint import atomic_directory
+    from grpo.files import atomic_directory
 
     old = os.umask(0o022)
     try:

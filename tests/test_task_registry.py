@@ -135,3 +135,31 @@ def test_no_module_of_grpo_names_a_task():
             if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings
         }
         assert not named, f"{path} names the task(s) {sorted(named)}"
+
+
+def test_no_import_circle_among_the_modules_of_grpo_and_tasks():
+    """Every `from X import …` of grpo/ and tasks/, at the top, in a function or under TYPE_CHECKING, makes an
+    edge; the graph has no cycle (so each module reads after the ones it imports)."""
+    root = Path(__file__).parents[1]
+    paths = {p.relative_to(root).with_suffix("").as_posix().replace("/", "."): p
+             for p in [*root.glob("grpo/*.py"), *root.glob("tasks/*.py")]}  # fmt: skip
+    modules = {name.removesuffix(".__init__"): path for name, path in paths.items()}
+    imports: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+                imports[name] |= {t for t in targets if t in modules and t != name}
+
+    def cycle_from(name: str, path: list[str]) -> list[str] | None:
+        for other in sorted(imports[name]):
+            if other in path:
+                return [*path[path.index(other) :], other]
+            found = cycle_from(other, [*path, other])
+            if found:
+                return found
+        return None
+
+    assert len(modules) > 20  # the walk saw the package
+    for name in modules:
+        assert cycle_from(name, [name]) is None, " → ".join(cycle_from(name, [name]) or [])

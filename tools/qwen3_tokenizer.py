@@ -183,7 +183,7 @@ def build(directory: Path) -> None:
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    from grpo.checkpoint import atomic_directory
+    from grpo.files import atomic_directory
 
     source = ranks_file()
     if source is None:
