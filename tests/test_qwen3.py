@@ -294,10 +294,11 @@ def test_poster_step_on_tiny_qwen3_under_autocast(tok, tmp_path):
     assert result.losses and all(math.isfinite(x) for x in result.losses)
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(before, reference.parameters()))  # the frozen copy stays
-    for part in ("logprob", "logprob_raw", "format"):
+    for part in ("logprob", "format"):
         assert part in result.parts and result.parts[part].shape == (8,)
-    assert bool(torch.isfinite(result.parts["logprob_raw"]).all())
-    assert bool((result.parts["logprob_raw"] < 0).all())
-    assert result.parts["gold_tokens"].tolist() == [1.0] * 8  # a digit is one token
+    assert result.signals["logprob_raw"].shape == (8,)  # the score before its normalisation: logged, not a part
+    assert bool(torch.isfinite(result.signals["logprob_raw"]).all())
+    assert bool((result.signals["logprob_raw"] < 0).all())
+    assert result.signals["gold_tokens"].tolist() == [1.0] * 8  # a digit is one token
     assert len(result.responses) == 8 and all(r.startswith(THINK_OPEN) for r in result.responses)
     assert any(len(r) > len(THINK_OPEN) for r in result.responses)  # the sampled tokens were decoded
