@@ -296,7 +296,9 @@ def test_poster_step_on_tiny_qwen3_under_autocast(tok, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, reference.parameters()))  # the frozen copy stays
     for part in ("logprob", "format"):
         assert part in result.parts and result.parts[part].shape == (8,)
-    assert result.signals["logprob_raw"].shape == (8,)  # the score before its normalisation: logged, not a part
+    assert result.signals["logprob_raw"].shape == (
+        8,
+    )  # the score before its normalisation: logged, not a part
     assert bool(torch.isfinite(result.signals["logprob_raw"]).all())
     assert bool((result.signals["logprob_raw"] < 0).all())
     assert result.signals["gold_tokens"].tolist() == [1.0] * 8  # a digit is one token
