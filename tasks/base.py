@@ -1,7 +1,8 @@
 """What the domains share: the format instructions of their system messages and a JSONL line reader.
 
 The protocol a domain implements (`Example`, `Reward`, `Task`) is `grpo.task`'s: to add a domain, subclass
-`Task` and implement three methods. The trainer knows nothing else about it.
+`Task`, implement three methods, and add it to the registry `tasks.TASKS`. The trainer knows nothing else
+about it.
 """
 
 from __future__ import annotations
