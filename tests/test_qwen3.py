@@ -23,7 +23,7 @@ pytest.importorskip(
 from grpo.config import PRESETS, Config  # noqa: E402
 from grpo.models import stop_token_ids  # noqa: E402
 from grpo.reasoning import reasoning_mask, think_end  # noqa: E402
-from grpo.rewards import gold_answer_logprobs  # noqa: E402
+from grpo.rewards import LOGPROB_SIGNALS, gold_answer_logprobs  # noqa: E402
 from grpo.rollout import answer_separator, build_prompt  # noqa: E402
 from grpo.tags import ASSISTANT_PREFILL, THINK_OPEN, format_reward  # noqa: E402
 from grpo.task import Example, Reward, Task  # noqa: E402
@@ -302,5 +302,7 @@ def test_poster_step_on_tiny_qwen3_under_autocast(tok, tmp_path):
     assert bool(torch.isfinite(result.signals["logprob_raw"]).all())
     assert bool((result.signals["logprob_raw"] < 0).all())
     assert result.signals["gold_tokens"].tolist() == [1.0] * 8  # a digit is one token
+    # every signal the step logs, but the task's watched rule parts, is one tools.plot does not draw as a reward
+    assert set(result.signals) - {"rule_said"} <= set(LOGPROB_SIGNALS), set(result.signals)
     assert len(result.responses) == 8 and all(r.startswith(THINK_OPEN) for r in result.responses)
     assert any(len(r) > len(THINK_OPEN) for r in result.responses)  # the sampled tokens were decoded
