@@ -4,7 +4,7 @@
     python evaluate.py --task poetry --model runs/<run>/final --name "Logprob GRPO" --limit 20
     python evaluate.py --task math --model runs/<run>/final --no-likelihood        # rule scores only
     python evaluate.py --task jsonl --data examples/riddles.jsonl --model runs/<run>/final   # your own examples
-    python evaluate.py --task math --completions completions.jsonl                 # no policy model loaded
+    python evaluate.py --task math --responses completions.jsonl                 # no policy model loaded
     python evaluate.py --table reports/*.json --names Baseline "Rule-based GRPO" "Logprob GRPO" --out table.md
     python evaluate.py --compare reports/math-baseline.json reports/math-logprob.json --out compare.json
 
@@ -34,8 +34,8 @@ from pathlib import Path
 
 from grpo.config import (
     EXIT_USAGE,
-    DType,
     OneLineErrorParser,
+    SharedOptions,
     UsageError,
     add_options,
     shared_checks,
@@ -53,24 +53,23 @@ from grpo.reports import (
     write_report,
 )
 from tasks import TASKS
-from tasks.completions import CompletionsFileError, score_completions_file
+from tasks.responses import ResponsesFileError, score_responses_file
 
 # the tasks whose score columns --table always shows, with their titles: the poster's two
 POSTER_TABLE = {"math": "Math", "poetry": "Poetry"}
 
 # ----------------------------------------------------------------------------------------------------
-# Options of evaluate.py: one flat dataclass, a docstring per field, the CLI generated from it
+# Options of evaluate.py: one dataclass (the options it shares with train.py inherited from grpo.config.SharedOptions),
+# a docstring per field, the CLI generated from it
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(SharedOptions):
     # ---------------------------------------------------------------- what to evaluate (one of four modes)
-    task: str | None = None
-    """Domain, needed with --model and --completions"""
     model: str | None = None
     """Generate one completion per test example and score it. `smollm2-135m` (the packaged default policy), a local Hugging Face directory, a checkpoint written by train.py (runs/<run>/final), or a hub id such as Qwen/Qwen3-1.7B."""
-    completions: str | None = None
-    """Score a JSONL file instead of generating; no policy model is loaded. One object per line: the example's fields (math: nums, target, optional gold_answer; poetry: author, title, form and poem_start + poem_end, or text; jsonl: prompt or messages, and answer) and `completion`, the whole response from <think> on."""
+    responses: str | None = None
+    """Score a JSONL file instead of generating; no policy model is loaded. One object per line: the example's fields (math: nums, target, optional gold_answer; poetry: author, title, form and poem_start + poem_end, or text; jsonl: prompt or messages, and answer) and `response`, what the model wrote from <think> on (`completion`, the key's name before, is read too). --completions, the option's name before, still works."""
     table: list[str] | None = None
     """Print the results table (Markdown) of these report JSON files. A run's math and poetry reports share a row when they share a name. Reports with likelihood figures add their columns, as mean [95% CI]."""
     compare: list[str] | None = None
@@ -91,24 +90,6 @@ class EvalConfig:
     """Longest completion, in tokens; a completion cut here usually has no <answer> and scores format 0."""
     batch_size: int = 8
     """Test examples generated together (one completion each); lower it to save memory."""
-    device: str = "auto"
-    """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
-    dtype: DType = "auto"
-    """Weights' dtype. `auto`: as training computes (float32 weights; on a GPU with bf16, generation under bf16 autocast), so that a trained model is evaluated as it was trained, never through a bf16 copy that rounds away most of a small update. `float32`: float32 throughout. `bfloat16`, `float16`: half-precision copies of the weights (half the memory). The likelihood figures are scored in the weights' own precision, never under autocast."""
-    autocast: bool | None = None
-    """Generate under bf16 autocast over float32 weights. `auto` (with --dtype auto): as in training, on a CUDA GPU with bf16 and on a CPU whose bf16 arithmetic measured faster at start-up."""
-    compile: bool | None = None
-    """Run each decode step through torch.compile (CUDA graphs on a GPU), as train.py --compile; `auto`: off."""
-    data: str | None = None
-    """Poetry data (CSV or JSONL), whose test split is evaluated. Default: data/poetry.jsonl, else ../shared/data/public-domain-poems.csv. With --task jsonl: the examples' file, as in training."""
-    test_fraction: float = 0.1
-    """--task jsonl: the share of the examples without a `split` field held out for testing, by a hash of each prompt. Give the value training used; a smaller one holds out a subset of those examples."""
-    system_prompt: str | None = None
-    """--task jsonl: the system message training used (default: the built-in format instructions)."""
-    reward_fn: str | None = None
-    """--task jsonl: a scoring function, `module:function` or `path/to/file.py:function`, as in training; its parts join the report's."""
-    reward_fn_timeout: float = 30.0
-    """--reward-fn: seconds one call may take; a call that takes longer scores 0 with a warning (it finishes on its own thread, and the run goes on). 0: no limit."""
     seed: int = 0
     """Seed of the sampler."""
     likelihood: bool = True
@@ -127,11 +108,12 @@ EVAL_METAVARS = {
     "table": "REPORT",
     "compare": ("A", "B"),
     "names": "NAME",
-    "completions": "FILE",
+    "responses": "FILE",
     "model": "MODEL",
     "out": "PATH",
 }
 EVAL_NARGS = {"compare": 2}  # list options take one or more values, unless named here
+EVAL_ALIASES = {"responses": ["--completions"]}  # its name before the rename (the file holds responses)
 
 
 def build_parser(description: str = "", epilog: str = "", prog: str | None = None) -> argparse.ArgumentParser:
@@ -143,7 +125,7 @@ def build_parser(description: str = "", epilog: str = "", prog: str | None = Non
         formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=28),
     )
     add_options(parser, EvalConfig, metavars=EVAL_METAVARS, nargs=EVAL_NARGS, default_in_help=True,
-                choices=task_choices(TASKS))  # fmt: skip
+                choices=task_choices(TASKS), aliases=EVAL_ALIASES)  # fmt: skip
     return parser
 
 
@@ -164,12 +146,12 @@ def slug(name: str) -> str:
 
 def usage_problem(config: EvalConfig) -> str | None:
     """What is wrong with the combination of options, or None."""
-    options = {"--model": config.model, "--completions": config.completions, "--table": config.table,
+    options = {"--model": config.model, "--responses": config.responses, "--table": config.table,
                "--compare": config.compare}  # fmt: skip
     modes = [flag for flag, value in options.items() if value]
     if not modes:
         return (
-            "give --model (generate and score), --completions (score a file), --table (tabulate reports) "
+            "give --model (generate and score), --responses (score a file), --table (tabulate reports) "
             "or --compare (compare two reports)"
         )
     if len(modes) > 1:
@@ -180,7 +162,7 @@ def usage_problem(config: EvalConfig) -> str | None:
     if reports and config.names and len(config.names) != len(reports):
         return f"--names gives {len(config.names)} names for {len(reports)} reports"
     if not reports and config.task is None:
-        return f"--task is needed with --model and --completions (one of {', '.join(TASKS)})"
+        return f"--task is needed with --model and --responses (one of {', '.join(TASKS)})"
     if config.scorer is not None and not (config.model and config.likelihood):
         return "--scorer scores the likelihood figures of --model's completions; it needs --model and --likelihood"
     if config.task is not None:
@@ -261,17 +243,17 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
     return report, path
 
 
-def run_completions(config: EvalConfig) -> tuple[dict, Path]:
-    completions = Path(config.completions)
+def run_responses(config: EvalConfig) -> tuple[dict, Path]:
+    completions = Path(config.responses)
     if not completions.is_file():  # before the task is built: poetry reads its data first
-        raise FileNotFoundError(f"completions file {completions} does not exist")
+        raise FileNotFoundError(f"responses file {completions} does not exist")
     task = make_task(config)
     name = config.name or completions.stem
     path = out_path(config, name)
-    report = score_completions_file(task, completions, settings={"name": name})
+    report = score_responses_file(task, completions, settings={"name": name})
     if report["n"] == 0:  # no report of nothing: --table would show it as a row of dashes
         details = [f"line {e['line']}: {e['message']}" for e in report.get("errors", [])[:3]]
-        raise CompletionsFileError(
+        raise ResponsesFileError(
             f"no example of {completions} could be scored ({report['n_errors']} unusable lines"
             f"{': ' + '; '.join(details) if details else ', the file is empty'}); no report written"
         )
@@ -326,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             if config.out:
                 print(f"{'table' if config.table else 'comparison'} written to {config.out}", file=sys.stderr)
             return 0
-        report, path = run_model(config) if config.model else run_completions(config)
-    # a file that is missing or unusable (CompletionsFileError, ReportFileError, ComparisonError: all
+        report, path = run_model(config) if config.model else run_responses(config)
+    # a file that is missing or unusable (ResponsesFileError, ReportFileError, ComparisonError: all
     # ValueErrors), inputs that do not go together (UsageError), a model that cannot be found or is damaged
     except (OSError, RuntimeError, ValueError) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)

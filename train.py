@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from grpo.config import EXIT_USAGE, Config, UsageError, parse_config
+from grpo.config import EXIT_USAGE, Config, SharedOptions, UsageError, parse_config
 from grpo.task import Task
 from tasks import TASKS
 
@@ -239,11 +239,9 @@ def skip_long_answers(task, config: Config, say) -> None:
 def next_steps(config: Config) -> str:
     """The commands that tell whether this run helped: the start and the result on the same held-out
     examples and seeds, then their paired difference."""
-    from evaluate import EvalConfig
-
     # the task's own options that evaluate.py takes too: it must read, split and prompt the examples as training did
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-    shared = {f.name for f in dataclasses.fields(EvalConfig)}
+    shared = {f.name for f in dataclasses.fields(SharedOptions)}
     given = [name for name in TASKS[config.task].options
              if name in shared and getattr(config, name) != defaults[name]]  # fmt: skip
     data = "".join(f" --{name.replace('_', '-')} {shlex.quote(str(getattr(config, name)))}" for name in given)

@@ -10,9 +10,9 @@ import re
 from grpo.tags import parse_response
 
 
-def score(example: dict, completion: str) -> dict[str, float]:
-    """example: the line's fields (prompt, answer, id, ...); completion: the response from <think> on."""
-    answer = parse_response(completion).answer or ""
+def score(example: dict, response: str) -> dict[str, float]:
+    """example: the line's fields (prompt, answer, id, ...); response: what the model wrote from <think> on."""
+    answer = parse_response(response).answer or ""
     # the gold as a whole word: "ice" is named in "it is ice", not in "a nice one"
     named = re.search(rf"\b{re.escape(example['answer'].lower())}\b", answer.lower()) is not None
     return {"named": float(named), "short": float(0 < len(answer.split()) <= 4)}

@@ -47,36 +47,50 @@ UNCLOSED = get_args(Unclosed)
 
 
 @dataclass
-class Config:
-    # ---------------------------------------------------------------- what to train
+class SharedOptions:
+    """The options train.py and evaluate.py both take, with one meaning in both, declared once: `Config` and
+    evaluate.py's `EvalConfig` inherit them, so they head both --help lists. Options the two share by name
+    but not by default are declared in each: --model (the policy to train, the model to evaluate),
+    --max-new-tokens, --temperature and --top-p (training explores; evaluation samples as Qwen3 recommends),
+    --seed (of the whole run, of the sampler) and --scorer (which model scores the gold answer: one of the
+    run's two in training, any model with the same tokenizer in evaluation)."""
+
+    # ---------------------------------------------------------------- the task and its data
     task: str | None = None
-    """Domain (the registry's names and summaries follow; default: its first)."""
-    reward: RewardKind = "rule"
-    """`rule`: the task's rule-based score. `logprob`: the teacher-forced log-prob of the gold answer after the model's own reasoning, plus the format reward."""
-    model: str = "smollm2-135m"
-    """Policy to train: `smollm2-135m` (SmolLM2-135M-Instruct, packaged, offline), a local Hugging Face directory, or a hub id such as Qwen/Qwen3-1.7B."""
+    """Domain (train.py's default: the first below; evaluate.py needs it with --model and --responses)"""
     data: str | None = None
-    """Poetry data: a CSV or JSONL file. Default: the file `make data` prepared, else ../shared/data/public-domain-poems.csv. With --task jsonl: your examples, a .jsonl file (or .csv) with prompt (or messages) and answer on each line (see the README's "Bring your own data")."""
+    """Poetry: the poems, a CSV or JSONL file (default: the file `make data` prepared, else ../shared/data/public-domain-poems.csv); evaluate.py reads its test split. --task jsonl: your examples, a .jsonl (or .csv) file with prompt (or messages) and answer on each line (see the README's "Bring your own data")."""
     test_fraction: float = 0.1
-    """--task jsonl: the share of the examples without a `split` field that is held out for testing, picked by a hash of each prompt (the same file always splits the same way)."""
+    """--task jsonl: the share of the examples without a `split` field that is held out for testing, picked by a hash of each prompt (the same file always splits the same way). Evaluate with the value training used: a smaller one holds out a subset of those examples."""
     reward_fn: str | None = None
-    """--task jsonl: a scoring function, `module:function` or `path/to/file.py:function`, called as function(example, completion) and returning a number or a dict of parts; with the format reward it is the rule reward (--reward rule), and it is logged in --reward logprob runs."""
+    """--task jsonl: a scoring function, `module:function` or `path/to/file.py:function`, called as function(example, response) and returning a number or a dict of parts. In training it is, with the format reward, the rule reward (--reward rule), and it is logged in --reward logprob runs; in evaluation its parts join the report's."""
     reward_fn_timeout: float = 30.0
     """--reward-fn: seconds one call may take; a call that takes longer scores 0 with a warning (it finishes on its own thread, and the run goes on). 0: no limit."""
     system_prompt: str | None = None
-    """--task jsonl: the system message. Default: the built-in tasks' instructions to reason inside <think> </think> and then answer inside <answer> </answer>."""
-    preset: Preset | None = None
-    """`poster`: the poster's recipe (Qwen/Qwen3-1.7B, bf16 autocast over fp32 weights, lr 5e-7 cosine with 3% warm-up, β 0.001, G 4, 1,024 new tokens). Options given explicitly still win."""
+    """--task jsonl: the system message (default: the built-in tasks' instructions to reason inside <think> </think> and then answer inside <answer> </answer>). Evaluate with the one training used."""
 
     # ---------------------------------------------------------------- hardware
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
     dtype: DType = "auto"
-    """Weights' dtype. `auto`: float32 weights, gradients and AdamW state everywhere; on a GPU with bf16 the forward passes then run under bf16 autocast (mixed precision), the logprob reward in float32. `float32`: float32 weights and compute (no autocast unless --autocast). `bfloat16`: pure bf16 weights, gradients and AdamW state, half the memory, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away. `float16` cannot train (AdamW's state underflows) and is refused. The README's "Precision" says what runs in which."""
+    """Weights' dtype. `auto`: float32 weights (in training, gradients and AdamW state too); on a GPU with bf16 the forward passes, generation included, then run under bf16 autocast (mixed precision), so a trained model is evaluated as it was trained. `float32`: float32 weights and compute (no autocast unless --autocast). `bfloat16`: bf16 weights, half the memory; in training their gradients and AdamW state too, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away. `float16`: a half-precision copy for evaluation; training refuses it (AdamW's state underflows). The README's "Precision" says what runs in which."""
     autocast: bool | None = None
-    """Run the forward passes of the rollout, the reference and the update under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision); the logprob reward is always scored in float32. `auto` (with --dtype auto): on a CUDA GPU that supports bf16; on a CPU with bf16 arithmetic (AMX or AVX512-BF16) where a matrix product measured at start-up runs faster in bf16; off elsewhere."""
+    """Run the forward passes (the rollout, the reference and the update; evaluation's generation) under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision). The gold answer's log-prob never is: training scores the logprob reward in float32, evaluation its likelihood figures in the weights' own precision. `auto` (with --dtype auto): on a CUDA GPU that supports bf16; on a CPU with bf16 arithmetic (AMX or AVX512-BF16) where a matrix product measured at start-up runs faster in bf16; off elsewhere."""
     compile: bool | None = None
-    """Run each decode step of the rollout through torch.compile, compiled once per shape (CUDA graphs on a GPU; the first steps of each shape wait for the compiler). `auto`: off, on every device measured so far (the README's "Performance" says where and by how much); a compiler failure falls back to eager decoding with a warning."""
+    """Run each decode step of the rollout (and of evaluation's generation) through torch.compile, compiled once per shape (CUDA graphs on a GPU; the first steps of each shape wait for the compiler). `auto`: off, on every device measured so far (the README's "Performance" says where and by how much); a compiler failure falls back to eager decoding with a warning."""
+
+
+@dataclass
+class Config(SharedOptions):
+    # ---------------------------------------------------------------- what to train
+    reward: RewardKind = "rule"
+    """`rule`: the task's rule-based score. `logprob`: the teacher-forced log-prob of the gold answer after the model's own reasoning, plus the format reward."""
+    model: str = "smollm2-135m"
+    """Policy to train: `smollm2-135m` (SmolLM2-135M-Instruct, packaged, offline), a local Hugging Face directory, or a hub id such as Qwen/Qwen3-1.7B."""
+    preset: Preset | None = None
+    """`poster`: the poster's recipe (Qwen/Qwen3-1.7B, bf16 autocast over fp32 weights, lr 5e-7 cosine with 3% warm-up, β 0.001, G 4, 1,024 new tokens). Options given explicitly still win."""
+
+    # ---------------------------------------------------------------- hardware
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass instead of storing them: far less memory for long completions, about a third more update time."""
     fsdp: bool = False
@@ -237,20 +251,24 @@ EXIT_USAGE = 2  # as argparse: options that cannot work, an input (file, model) 
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The string literal under each field of a dataclass (what cleanrl and tyro show as help)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    class_def = tree.body[0]
-    assert isinstance(class_def, ast.ClassDef)  # (the source of a class is its class statement)
-    body = class_def.body
+    """The string literal under each field of a dataclass and of the dataclasses it inherits from (what cleanrl
+    and tyro show as help)."""
     docs = {}
-    for node, following in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)  # (a field's target always is: `name: type`)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-        ):
-            docs[node.target.id] = " ".join(str(following.value.value).split())
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        class_def = tree.body[0]
+        assert isinstance(class_def, ast.ClassDef)  # (the source of a class is its class statement)
+        body = class_def.body
+        for node, following in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)  # (a field's target always is: `name: type`)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+            ):
+                docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs
 
 
@@ -262,12 +280,14 @@ def add_options(
     nargs: dict | None = None,
     default_in_help: bool = False,
     choices: Mapping[str, Mapping[str, str]] | None = None,
+    aliases: Mapping[str, Sequence[str]] | None = None,
 ) -> None:
     """One --flag per field of the dataclass `cls`: the string under the field is its help, its type says how
     to parse it (a bool gets --x / --no-x, a list one or more values, a Literal its choices). `choices`: for a
     field whose words are not a Literal (--task's come from the task registry), {field: {word: what it is}},
-    listed in its help."""
-    metavars, nargs, choices = metavars or {}, nargs or {}, choices or {}
+    listed in its help. `aliases`: {field: other flags it answers to}, such as an option's name before a
+    rename."""
+    metavars, nargs, choices, aliases = metavars or {}, nargs or {}, choices or {}, aliases or {}
     docs = field_docs(cls)
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -287,7 +307,7 @@ def add_options(
         if f.name in metavars:
             kwargs["metavar"] = metavars[f.name]
         flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, help=help_text.replace("%", "%%"), **kwargs)
+        parser.add_argument(flag, *aliases.get(f.name, ()), help=help_text.replace("%", "%%"), **kwargs)
         if kwargs.get("action") is AutoOnOff:
             parser.add_argument(
                 "--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=argparse.SUPPRESS

@@ -42,8 +42,8 @@ Where this departs from, or adds to, the poster:
 - Two runs are compared example by example (`grpo.reports.compare_reports`): the interval of the paired difference
   mean(B − A) leaves out how hard each example is, which the two reports' own intervals both carry.
 
-`evaluate.py` is the command line over this module. Completions files written by any other system are read
-in `tasks/completions.py` (`score_completions_file`, no policy model loaded); the summaries, the poster's table,
+`evaluate.py` is the command line over this module. Responses files written by any other system are read
+in `tasks/responses.py` (`score_responses_file`, no policy model loaded); the summaries, the poster's table,
 the layout of a comparison and the report files in `grpo/reports.py`.
 """
 
@@ -75,7 +75,7 @@ if TYPE_CHECKING:
 # Records and reports
 
 # keys every record has; an example's own data fields (nums, target, poem_start, …) sit between them
-RECORD_KEYS = ("index", "id", "gold", "completion", "total", "parts", "likelihood")
+RECORD_KEYS = ("index", "id", "gold", "response", "total", "parts", "likelihood")
 # a record's `likelihood` (evaluate_model, see the module docstring): log-probs in nats, then counts
 LIKELIHOOD_FIGURES = (
     "gold_logprob",
@@ -126,8 +126,8 @@ def score_records(
     """Score each response (the text from `<think>` on) with the task; one record per example.
 
     A record holds the example's index (counted from `start`), id, data fields and gold answer, the
-    response as `completion`, the total and the parts. It is itself a valid line of a completions file,
-    so a report's records can be scored again by `evaluate.py --completions`.
+    response, the total and the parts. It is itself a valid line of a responses file,
+    so a report's records can be scored again by `evaluate.py --responses`.
     """
     if not examples:
         return []
@@ -138,7 +138,7 @@ def score_records(
         record.update((key, value) for key, value in example.data.items() if key not in RECORD_KEYS)
         record.update(
             gold=example.gold,
-            completion=response,
+            response=response,
             total=float(reward.total),
             parts={name: float(value) for name, value in reward.parts.items()},
         )

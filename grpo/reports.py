@@ -261,25 +261,27 @@ def _figures_of(record: Mapping[str, Any]) -> dict[str, float]:
     figures = {"score": record["total"], **record["parts"]}
     likelihood = record.get("likelihood") or {}
     if likelihood:
-        likelihood = {**likelihood, **_derived_diagnostics(likelihood, record.get("completion"))}
+        # `completion`: the response's key in reports written before its rename
+        response = record.get("response", record.get("completion"))
+        likelihood = {**likelihood, **_derived_diagnostics(likelihood, response)}
     compared = (*COMPARED_LIKELIHOOD, *COMPARED_DIAGNOSTICS)
     figures.update((name, likelihood[name]) for name in compared if name in likelihood)
     return figures
 
 
-def _derived_diagnostics(likelihood: Mapping[str, Any], completion: Any) -> dict[str, float | int]:
+def _derived_diagnostics(likelihood: Mapping[str, Any], response: Any) -> dict[str, float | int]:
     """The diagnostics a report written before they were recorded lacks, from what its record holds: the short
-    share from the reasoning's length, the early answer and the repetition from the completion's text. Only
+    share from the reasoning's length, the early answer and the repetition from the response's text. Only
     the missing ones are derived; a recorded figure is never replaced."""
     derived: dict[str, float | int] = {}
     if "reasoning_short" not in likelihood and "reasoning_tokens" in likelihood:
         derived["reasoning_short"] = int(likelihood["reasoning_tokens"] < SHORT_REASONING_TOKENS)
-    if isinstance(completion, str):
+    if isinstance(response, str):
         if "reasoning_repetitive" not in likelihood:
-            derived.update(repetition_figures(completion))
+            derived.update(repetition_figures(response))
         if "early_answer" not in likelihood and "think_closed" in likelihood:
             derived["early_answer"] = int(
-                not likelihood["think_closed"] and answer_start(completion) is not None
+                not likelihood["think_closed"] and answer_start(response) is not None
             )
     return derived
 

@@ -301,7 +301,8 @@ def step_samples(trainer: Trainer, result: StepResult) -> list[dict]:
             "response": result.responses[i],
             "reward": float(result.rewards[i]),
             "advantage": float(result.advantages[i]),
-            "parts": {k: float(v[i]) for k, v in {**result.parts, **result.signals}.items()},
+            "parts": {k: float(v[i]) for k, v in result.parts.items()},  # the reward's
+            "signals": {k: float(v[i]) for k, v in result.signals.items()},  # logged beside it (grpo.rewards)
         }
         for i in range(min(trainer.config.samples_per_step, len(result.responses)))
     ]

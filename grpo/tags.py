@@ -5,7 +5,7 @@ rules and the logprob reward.
 
 A *response* is what the model wrote in the assistant turn, starting at the `<think>` that the prompt
 prefills (the poster prefilled it too: small models rarely open the tag unprompted). The trainer builds
-it as `THINK_OPEN + completion_text`; `evaluate.py --completions` reads it from a file.
+it as `THINK_OPEN + completion_text`; `evaluate.py --responses` reads it from a file.
 """
 
 from __future__ import annotations

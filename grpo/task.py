@@ -58,7 +58,7 @@ class Task:
     def option_problem(cls, options: Any, reward: str | None, needs_examples: bool) -> str | None:
         """What is wrong with `options` for this domain, or None. `reward`: the run's `--reward` (None when
         evaluating); `needs_examples`: whether the run reads the task's own examples (evaluating a
-        completions file does not)."""
+        responses file does not)."""
         return None
 
     # ------------------------------------------------------------ facts about its data
@@ -97,14 +97,14 @@ class Task:
         (one-word answers, labels) keys on its prompts instead."""
         return example.gold
 
-    # ------------------------------------------------------------ completions files and reports
+    # ------------------------------------------------------------ responses files and reports
     record_fields: ClassVar[tuple[str, ...]] = ()
-    """The fields by which a line of a completions file is recognised as one of this domain's examples."""
+    """The fields by which a line of a responses file is recognised as one of this domain's examples."""
     required_fields: ClassVar[tuple[str, ...]] = ()
     """The fields every such line must have (a domain whose fields are alternatives checks them itself)."""
 
     def example_from_record(self, record: dict[str, Any]) -> Example:
-        """An Example from a completions file's line (its fields, as in the data); ValueError if unusable,
+        """An Example from a responses file's line (its fields, as in the data); ValueError if unusable,
         NotImplementedError for a domain that cannot read records at all."""
         raise NotImplementedError(f"task {self.name!r} cannot build examples from records")
 

@@ -23,7 +23,7 @@ Prompt. The system message is the built-in tasks' format instructions (`FORMAT_I
 Rule score. The format reward, and `exact_match` (the answer equals the gold, case and whitespace ignored),
 an extra part that is watched, never counted in the total: a free-text answer is rarely word for word the
 gold. Without a scoring function the total is the format reward alone, so `--reward rule` is refused (see
-grpo/config.py). A scoring function `(example, completion) -> number or dict of parts` (`--reward-fn`) makes
+grpo/config.py). A scoring function `(example, response) -> number or dict of parts` (`--reward-fn`) makes
 the total (format + its score) / 2, as Countdown's (format + equation) / 2; a dict's score is the mean of its
 parts. It gets the line's fields (with `id` and `answer`) and the response from `<think>` on. One that raises
 or returns anything else scores 0 on that response, with a warning: a bug in it costs a reward, not a run.
@@ -58,8 +58,8 @@ SPLITS = ("train", "test")
 TEST_FRACTION = 0.1
 ROLES = ("system", "user", "assistant")
 # a line's fields that are not kept as the example's data: its own, and those evaluation adds to a report's
-# records (a report's records are valid lines of a completions file, and are read back here)
-_NOT_DATA = frozenset({"prompt", "messages", "answer", "gold", "id", "split", "index", "completion", "total",
+# records (a report's records are valid lines of a responses file, and are read back here)
+_NOT_DATA = frozenset({"prompt", "messages", "answer", "gold", "id", "split", "index", "response", "completion", "total",
                        "parts", "likelihood", "prompt_tokens", "completion_tokens", "finish_reason", "line"})  # fmt: skip
 # the part a scoring function's number is logged as; the names its dict of parts may not take
 FUNCTION_PART = "reward_fn"
@@ -145,7 +145,7 @@ def _checked_prompt(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def _checked_answer(record: Mapping[str, Any]) -> str:
     """The record's answer, stripped: its `answer`, or `gold` (what a report's records call it, for evaluate.py
-    --completions reading them back); ValueError if missing, not a string or empty."""
+    --responses reading them back); ValueError if missing, not a string or empty."""
     name = "answer" if "answer" in record or "gold" not in record else "gold"
     if name not in record:
         raise ValueError("missing field 'answer'")
@@ -296,7 +296,7 @@ def load_reward_fn(spec: str) -> RewardFunction:
         inspect.signature(function).bind(None, None)
     except TypeError:
         raise ValueError(
-            f"--reward-fn {spec}: {function_name} must take two arguments, (example, completion)"
+            f"--reward-fn {spec}: {function_name} must take two arguments, (example, response)"
         ) from None
     except ValueError:
         pass  # no signature to read (a builtin): it is judged by what it returns
@@ -315,7 +315,7 @@ def exact_match(answer: str | None, gold: str) -> float:
 
 class JsonlTask(Task):
     """Prompts and gold answers from a file (see the module docstring); `data` None: no examples, for
-    scoring the records of a completions file only.
+    scoring the records of a responses file only.
 
     reward_fn: a scoring function, or its `module:function` / `path/to/file.py:function`.
     """
@@ -484,5 +484,5 @@ class JsonlTask(Task):
 
     @staticmethod
     def example_from_record(record: dict[str, Any]) -> Example:
-        """An Example from a completions file's line (its fields, as in the data file); ValueError if unusable."""
+        """An Example from a responses file's line (its fields, as in the data file); ValueError if unusable."""
         return parse_record(record)[0]

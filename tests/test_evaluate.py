@@ -1,4 +1,4 @@
-"""Evaluation: intervals and scores computed by hand, completions files with known scores, reports of a tiny
+"""Evaluation: intervals and scores computed by hand, responses files with known scores, reports of a tiny
 model and their gold-answer likelihoods, the train/test overlap guard, the poster's table, paired comparisons
 of two reports and the command line."""
 
@@ -29,9 +29,9 @@ from grpo.rollout import build_prompt, rollout
 from grpo.statistics import mean_ci, paired_difference
 from grpo.tags import THINK_OPEN
 from grpo.task import Example, Reward, Task
-from tasks.completions import score_completions_file
 from tasks.countdown import CountdownTask
 from tasks.poetry import PoetryTask
+from tasks.responses import score_responses_file
 
 
 def format_table(reports) -> str:
@@ -84,19 +84,20 @@ def test_task_score_is_the_posters():
 
 
 # ----------------------------------------------------------------------------------------------------
-# A hand-written math completions file
+# A hand-written math responses file
 
 PERFECT = "<think>1 * 2 = 2, 2 * 3 = 6, 6 * 4 = 24</think>\n<answer>1 * 2 * 3 * 4</answer>"
 BAD_FORMAT = "<think>add, then multiply</think> so the answer is <answer>(1 + 2 + 3) * 4</answer>"
 WRONG = "I do not know."
 MATH_LINES = [
-    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "completion": PERFECT}),  # format 1, equation 1
-    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "completion": BAD_FORMAT}),  # format 0, equation 1
+    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "response": PERFECT}),  # format 1, equation 1
+    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "response": BAD_FORMAT}),  # format 0, equation 1
+    # `completion`, the key's name before its rename, is read as `response`
     json.dumps({"nums": [4, 3, 2, 1], "target": 10, "gold_answer": "1 + 2 + 3 + 4", "completion": WRONG}),
-    '{"nums": [1, 2, 3, 4], "target": 24, "completion": "<think>',  # line 4: broken JSON
+    '{"nums": [1, 2, 3, 4], "target": 24, "response": "<think>',  # line 4: broken JSON
     "",  # a blank line is skipped, not an error
-    json.dumps({"nums": [1, 2, 3, 4], "completion": PERFECT}),  # line 6: no target
-    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "completion": 24}),  # line 7: not a string
+    json.dumps({"nums": [1, 2, 3, 4], "response": PERFECT}),  # line 6: no target
+    json.dumps({"nums": [1, 2, 3, 4], "target": 24, "response": 24}),  # line 7: not a string
 ]
 
 
@@ -107,8 +108,8 @@ def math_file(tmp_path):
     return path
 
 
-def test_math_completions_file_scores(math_file):
-    report = score_completions_file(CountdownTask(n_train=0, n_test=0), math_file)
+def test_math_responses_file_scores(math_file):
+    report = score_responses_file(CountdownTask(n_train=0, n_test=0), math_file)
     assert report["task"] == "math" and report["name"] == "math-completions"
     assert report["n"] == 3 and report["n_errors"] == 3
     assert [r["line"] for r in report["records"]] == [1, 2, 3]
@@ -129,12 +130,12 @@ def test_math_completions_file_scores(math_file):
     messages = [e["message"] for e in report["errors"]]
     assert messages[0].startswith("not valid JSON")
     assert messages[1] == "missing field(s) 'target'"
-    assert messages[2] == "'completion' must be a string, got a number"
+    assert messages[2] == "'response' must be a string, got a number"
     assert report["records"][2]["gold"] == "1 + 2 + 3 + 4"  # given, not solved again
 
 
-def test_wrong_task_for_a_completions_file(math_file, tmp_path, poetry_data, capsys):
-    code = evaluate.main(["--task", "poetry", "--data", str(poetry_data), "--completions", str(math_file)])
+def test_wrong_task_for_a_responses_file(math_file, tmp_path, poetry_data, capsys):
+    code = evaluate.main(["--task", "poetry", "--data", str(poetry_data), "--responses", str(math_file)])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "holds math examples" in err and "--task math" in err and "\n" not in err
@@ -152,7 +153,7 @@ def test_report_of_a_tiny_model_is_complete_and_deterministic(tokenizer, tiny_mo
     assert [r["id"] for r in report["records"]] == [ex.id for ex in task.examples("test")[:3]]
     assert [r["index"] for r in report["records"]] == [0, 1, 2]
     for record in report["records"]:
-        assert record["completion"].startswith("<think>")
+        assert record["response"].startswith("<think>")
         assert set(record["parts"]) == {"format", "equation"}
         assert all(0.0 <= v <= 1.0 for v in record["parts"].values())
         assert 1 <= record["completion_tokens"] <= 6
@@ -171,15 +172,15 @@ def test_sampling_is_seeded(tokenizer, tiny_model):
     options = dict(limit=2, greedy=False, temperature=1.0, max_new_tokens=5, progress=False)
     first = evaluate_model(tiny_model, tokenizer, task, seed=1, **options)
     second = evaluate_model(tiny_model, tokenizer, task, seed=1, **options)
-    assert [r["completion"] for r in first["records"]] == [r["completion"] for r in second["records"]]
+    assert [r["response"] for r in first["records"]] == [r["response"] for r in second["records"]]
 
 
-def test_records_score_again_as_a_completions_file(tokenizer, tiny_model, tmp_path):
+def test_records_score_again_as_a_responses_file(tokenizer, tiny_model, tmp_path):
     task = CountdownTask(n_train=4, n_test=3)
     report = evaluate_model(tiny_model, tokenizer, task, greedy=True, max_new_tokens=5, progress=False)
     path = tmp_path / "records.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in report["records"]))
-    again = score_completions_file(task, path)
+    again = score_responses_file(task, path)
     assert again["n_errors"] == 0
     assert [r["total"] for r in again["records"]] == [r["total"] for r in report["records"]]
     assert [r["id"] for r in again["records"]] == [r["id"] for r in report["records"]]
@@ -207,7 +208,7 @@ def test_likelihood_figures_are_the_gold_scores_of_the_same_completions(tokenize
         temperature=0.0,
         stop_token_ids=stop_ids,
     )
-    assert [r["completion"] for r in report["records"]] == [THINK_OPEN + text for text in out.texts]
+    assert [r["response"] for r in report["records"]] == [THINK_OPEN + text for text in out.texts]
     gold = gold_scores_of_completions(
         tiny_model,
         tokenizer,
@@ -230,7 +231,7 @@ def test_likelihood_figures_are_the_gold_scores_of_the_same_completions(tokenize
     assert [f["reasoning_short"] for f in figures] == [int(n < 16) for n in gold.reasoning_tokens.tolist()]
     assert [f["early_answer"] for f in figures] == [int(a) for a in gold.answered.tolist()]
     for f, record in zip(figures, report["records"]):
-        assert f | repetition_figures(record["completion"]) == f  # the repetition of what was written
+        assert f | repetition_figures(record["response"]) == f  # the repetition of what was written
     for f, example in zip(figures, examples):
         assert f["gold_tokens"] == len(example.gold)  # the test tokenizer: one token per character
         assert f["gold_logprob_per_token"] == f["gold_logprob"] / f["gold_tokens"]
@@ -254,7 +255,7 @@ def test_a_scorer_judges_the_same_completions(tokenizer, tiny_model):
     other = make_model(tokenizer, seed=7).train()
     judged = evaluate_model(tiny_model, tokenizer, task, scorer=other, **options)
     # the completions are the evaluated model's, the log-probs the scorer's
-    assert [r["completion"] for r in judged["records"]] == [r["completion"] for r in own["records"]]
+    assert [r["response"] for r in judged["records"]] == [r["response"] for r in own["records"]]
     mine = [r["likelihood"]["gold_logprob"] for r in own["records"]]
     theirs = [r["likelihood"]["gold_logprob"] for r in judged["records"]]
     assert all(abs(a - b) > 1e-3 for a, b in zip(mine, theirs))
@@ -272,7 +273,7 @@ def test_likelihood_draws_nothing_from_the_sampler(tokenizer, tiny_model):
     options = dict(temperature=1.0, max_new_tokens=5, batch_size=2, seed=1, progress=False)
     scored = evaluate_model(tiny_model, tokenizer, task, **options)
     plain = evaluate_model(tiny_model, tokenizer, task, likelihood=False, **options)
-    assert [r["completion"] for r in scored["records"]] == [r["completion"] for r in plain["records"]]
+    assert [r["response"] for r in scored["records"]] == [r["response"] for r in plain["records"]]
     assert "likelihood" not in plain and all("likelihood" not in r for r in plain["records"])
     assert all("likelihood" in r for r in scored["records"])
 
@@ -572,8 +573,8 @@ def test_help_lists_every_option_with_its_docstring(monkeypatch):
     "argv, message",
     [
         ([], "give --model"),
-        (["--task", "math", "--model", "m", "--completions", "f"], "separate modes"),
-        (["--model", "m"], "--task is needed with --model and --completions (one of math, poetry, jsonl)"),
+        (["--task", "math", "--model", "m", "--responses", "f"], "separate modes"),
+        (["--model", "m"], "--task is needed with --model and --responses (one of math, poetry, jsonl)"),
         (
             ["--task", "math", "--model", "m", "--data", "d.csv"],
             "--data is read by --task poetry and --task jsonl; --task math does not read it",
@@ -582,8 +583,8 @@ def test_help_lists_every_option_with_its_docstring(monkeypatch):
         (["--compare", "a.json", "b.json", "--table", "c.json"], "--table and --compare are separate modes"),
         (["--compare", "a.json", "b.json", "--names", "one"], "--names gives 1 names for 2 reports"),
         (["--compare", "a.json", "nope.json"], "report a.json does not exist"),
-        (["--task", "math", "--completions", "nope.jsonl"], "completions file nope.jsonl does not exist"),
-        (["--task", "math", "--completions", "f", "--scorer", "m"], "--scorer scores the likelihood figures"),
+        (["--task", "math", "--responses", "nope.jsonl"], "responses file nope.jsonl does not exist"),
+        (["--task", "math", "--responses", "f", "--scorer", "m"], "--scorer scores the likelihood figures"),
         (["--task", "math", "--model", "m", "--scorer", "m", "--no-likelihood"], "it needs --model and"),
     ],
 )
@@ -600,11 +601,13 @@ def test_unknown_task_is_an_argparse_error(capsys):
     assert len(capsys.readouterr().err.strip().split("\n")) == 1
 
 
-def test_completions_command_writes_the_report(math_file, tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--responses", "--completions"])  # --completions: the option's name before
+def test_responses_command_writes_the_report(math_file, tmp_path, capsys, flag):
     out = tmp_path / "out" / "report.json"
-    assert evaluate.main(["--task", "math", "--completions", str(math_file), "--out", str(out)]) == 0
+    assert evaluate.main(["--task", "math", flag, str(math_file), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["score"] == pytest.approx(0.5) and report["n_errors"] == 3
+    assert report["settings"]["responses"] == str(math_file)
     summary = capsys.readouterr().out
     assert "score        0.500" in summary and "line 4: not valid JSON" in summary
 
@@ -653,7 +656,7 @@ def poetry_data(tmp_path):
     return path
 
 
-def test_poetry_completions_file(poetry_data, tmp_path):
+def test_poetry_responses_file(poetry_data, tmp_path):
     from tasks.poetry import PoetryTask
 
     poem = {
@@ -664,14 +667,14 @@ def test_poetry_completions_file(poetry_data, tmp_path):
         "poem_end": ENDING,
     }
     lines = [
-        {**poem, "completion": f"<think>rhymed couplets</think>\n<answer>\n{ENDING}\n</answer>"},  # the gold
-        {**poem, "completion": "<think>no idea</think><answer></answer>"},  # only the format part
-        {**poem, "poem_start": 7, "completion": "<think></think>"},
-        {"author": "A. Nonymous", "completion": "<think></think>"},
+        {**poem, "response": f"<think>rhymed couplets</think>\n<answer>\n{ENDING}\n</answer>"},  # the gold
+        {**poem, "response": "<think>no idea</think><answer></answer>"},  # only the format part
+        {**poem, "poem_start": 7, "response": "<think></think>"},
+        {"author": "A. Nonymous", "response": "<think></think>"},
     ]
     path = tmp_path / "poems-completions.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    report = score_completions_file(PoetryTask(data=poetry_data), path)
+    report = score_responses_file(PoetryTask(data=poetry_data), path)
     assert report["n"] == 2
     assert report["records"][0]["parts"] == pytest.approx(dict.fromkeys(POETRY_PARTS, 1.0))
     assert report["records"][1]["parts"] == {"format": 1.0} | dict.fromkeys(POETRY_PARTS[1:], 0.0)
@@ -687,14 +690,14 @@ def test_poetry_completions_file(poetry_data, tmp_path):
 def test_a_file_where_no_line_is_usable_is_an_error(tmp_path, capsys):
     useless = tmp_path / "useless.jsonl"
     useless.write_text('not json\n{"nums": [1, 2, 3, 4]}\n')
-    code = evaluate.main(["--task", "math", "--completions", str(useless), "--out", str(tmp_path / "r.json")])
+    code = evaluate.main(["--task", "math", "--responses", str(useless), "--out", str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert code == 2 and "could be scored (2 unusable lines: line 1: not valid JSON" in err
     assert not (tmp_path / "r.json").exists()  # no report of nothing (--table would show a row of dashes)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert (
-        evaluate.main(["--task", "math", "--completions", str(empty), "--out", str(tmp_path / "e.json")]) == 2
+        evaluate.main(["--task", "math", "--responses", str(empty), "--out", str(tmp_path / "e.json")]) == 2
     )
     assert (
         "the file is empty); no report written" in capsys.readouterr().err
@@ -704,7 +707,7 @@ def test_a_file_where_no_line_is_usable_is_an_error(tmp_path, capsys):
 
 def test_the_table_marks_a_report_that_skipped_lines(math_file, tmp_path):
     out = tmp_path / "partial.json"
-    assert evaluate.main(["--task", "math", "--completions", str(math_file), "--out", str(out)]) == 0
+    assert evaluate.main(["--task", "math", "--responses", str(math_file), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     table = format_table([("Partial", report)])
     assert f"| Partial ({report['n_errors']} of {report['n'] + report['n_errors']} lines unscored) |" in table
@@ -812,7 +815,8 @@ def test_repetition_is_of_the_scored_reasoning():
 
 def test_compare_derives_the_diagnostics_a_report_written_before_them_lacks(tmp_path, capsys):
     # a report from before the short, early-answer and repetition figures: they come from its records'
-    # reasoning length, </think> and completion text, as evaluate.py now records them
+    # reasoning length, </think> and the response's text, as evaluate.py now records them (under `completion`,
+    # the key such reports wrote the response under)
     a, b = compare_report("start", A_ROWS), compare_report("trained", B_ROWS)
     written = {  # id: (completion, reasoning tokens, closed)
         "e1": ("<think> a b c d e </think>", 60, 1),

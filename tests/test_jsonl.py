@@ -22,8 +22,8 @@ from grpo.rollout import build_prompt
 from grpo.trainer import Trainer
 from tasks import get_task
 from tasks.base import FORMAT_INSTRUCTIONS
-from tasks.completions import score_completions_file
 from tasks.jsonl import JsonlTask, exact_match, held_out, load_reward_fn
+from tasks.responses import score_responses_file
 
 REPO = Path(__file__).resolve().parents[1]
 WELL_FORMED = "<think>it burns</think>\n<answer>{}</answer>"
@@ -452,7 +452,7 @@ def test_a_scoring_function_loads_by_module_or_by_file(tmp_path, monkeypatch):
         ("no_such_module_xyz:score", "importing no_such_module_xyz failed (ModuleNotFoundError"),
         ("{dir}/absent.py:score", "absent.py does not exist"),
         ("{dir}/scores.py:nothing", "scores.py has no function 'nothing'"),
-        ("{dir}/scores.py:one_argument", "one_argument must take two arguments, (example, completion)"),
+        ("{dir}/scores.py:one_argument", "one_argument must take two arguments, (example, response)"),
         ("{dir}/broken.py:score", "importing {dir}/broken.py failed (NameError: name 'oops' is not defined)"),
         ("scores", "expected module:function or path/to/file.py:function"),
     ],
@@ -521,7 +521,7 @@ def test_a_file_whose_every_answer_is_too_long_is_refused_before_the_models_load
 
 
 # ----------------------------------------------------------------------------------------------------
-# A round trip: train.py, then evaluate.py on the result, then its records as a completions file
+# A round trip: train.py, then evaluate.py on the result, then its records as a responses file
 
 QUICK = ["--max-new-tokens", "4", "--prompts-per-step", "1", "--group-size", "2", "--micro-batch-size", "2",
          "--lr", "1e-3", "--steps", "2", "--save-every", "0", "--max-prompt-tokens", "2000"]  # fmt: skip
@@ -548,6 +548,9 @@ def test_train_and_evaluate_round_trip(tmp_path, capsys, tiny_model_dir, monkeyp
     assert all({"rule_format_mean", "rule_exact_match_mean", "logprob_mean"} <= m.keys() for m in metrics)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert {s["example"] for s in samples} <= {"t1", "t2"}  # never the skipped one, never a test one
+    # a sample's reward parts, and apart from them what the step logged beside them (the rule, the gold's length)
+    assert all(set(s["parts"]) == {"format", "logprob"} for s in samples)
+    assert all({"rule_exact_match", "gold_tokens"} <= set(s["signals"]) for s in samples)
     assert "--data " + data + " --test-fraction 0.0 --limit 50" in err  # what to evaluate next, split alike
 
     report_path = tmp_path / "report.json"
@@ -564,10 +567,10 @@ def test_train_and_evaluate_round_trip(tmp_path, capsys, tiny_model_dir, monkeyp
     assert report["likelihood"]["gold_logprob_per_token"]["n"] == 2
     assert "exact_match" in capsys.readouterr().out
 
-    # the report's records are a completions file of this task, and score the same
+    # the report's records are a responses file of this task, and score the same
     completions = tmp_path / "completions.jsonl"
     completions.write_text("".join(json.dumps(r) + "\n" for r in report["records"]))
-    again = score_completions_file(JsonlTask(), completions)
+    again = score_responses_file(JsonlTask(), completions)
     assert again["n_errors"] == 0 and [r["id"] for r in again["records"]] == ["e1", "e2"]
     assert [r["parts"] for r in again["records"]] == [r["parts"] for r in report["records"]]
 
@@ -590,17 +593,17 @@ def test_a_rule_run_trains_on_the_scoring_function(tmp_path, capsys, tiny_model_
         assert s["reward"] == pytest.approx((parts["format"] + parts["reward_fn"]) / 2)
 
 
-def test_a_hand_written_completions_file(tmp_path, capsys):
+def test_a_hand_written_responses_file(tmp_path, capsys):
     path = tmp_path / "c.jsonl"
     lines = [
-        {"prompt": "What burns?", "answer": "Candle", "completion": WELL_FORMED.format(" candle ")},
-        {"messages": [{"role": "user", "content": "Cold?"}], "answer": "snow", "completion": "<think>hm"},
-        {"prompt": "q", "completion": "x"},  # no answer
-        {"nums": [1, 2, 3, 4], "target": 10, "completion": "x"},  # another task's record
+        {"prompt": "What burns?", "answer": "Candle", "response": WELL_FORMED.format(" candle ")},
+        {"messages": [{"role": "user", "content": "Cold?"}], "answer": "snow", "response": "<think>hm"},
+        {"prompt": "q", "response": "x"},  # no answer
+        {"nums": [1, 2, 3, 4], "target": 10, "response": "x"},  # another task's record
     ]
     write_lines(path, lines)
     assert (
-        evaluate.main(["--task", "jsonl", "--completions", str(path), "--out", str(tmp_path / "r.json")]) == 0
+        evaluate.main(["--task", "jsonl", "--responses", str(path), "--out", str(tmp_path / "r.json")]) == 0
     )
     report = json.loads((tmp_path / "r.json").read_text())
     assert [r["parts"] for r in report["records"]] == [

@@ -2,7 +2,7 @@
 
 The toy domain here, `repeat` (repeat a word), is registered for each test as tasks/__init__.py's line would
 register it. It then trains through train.py with its own CPU default, has the options it does not read
-refused, refuses what it cannot work with, and is scored from a completions file with its own report score.
+refused, refuses what it cannot work with, and is scored from a responses file with its own report score.
 """
 
 from __future__ import annotations
@@ -103,13 +103,13 @@ def test_options_other_domains_read_are_refused_and_help_lists_the_domain(tmp_pa
 
 def test_the_toy_domain_is_scored_from_a_completions_file_with_its_own_report_score(tmp_path, capsys):
     lines = [
-        {"word": "ember", "completion": "<think>easy</think><answer>ember</answer>"},  # format 1, echo 1
-        {"word": "frost", "completion": "<think>hmm</think><answer>frozen</answer>"},  # format 1, echo 0
+        {"word": "ember", "response": "<think>easy</think><answer>ember</answer>"},  # format 1, echo 1
+        {"word": "frost", "response": "<think>hmm</think><answer>frozen</answer>"},  # format 1, echo 0
     ]
     path = tmp_path / "completions.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "report.json"
-    assert evaluate.main(["--task", "repeat", "--completions", str(path), "--out", str(out)]) == 0
+    assert evaluate.main(["--task", "repeat", "--responses", str(path), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["task"] == "repeat" and report["n"] == 2
     assert report["score"] == 0.5  # report_score: the echo part's mean

@@ -1,5 +1,5 @@
-"""Completions files: JSONL lines of an example's fields and `completion`, the whole response from <think> on,
-scored by the task's own rules with no policy model loaded (`evaluate.py --completions`). Which domain a line
+"""Responses files: JSONL lines of an example's fields and `completion`, the whole response from <think> on,
+scored by the task's own rules with no policy model loaded (`evaluate.py --responses`). Which domain a line
 belongs to is read from its fields (`Task.record_fields`), so that a file of another task's examples is named
 as such rather than scored as errors.
 """
@@ -17,9 +17,12 @@ from grpo.task import Example, Task
 from tasks import TASKS
 from tasks.base import json_object, json_type
 
+# the key of a line's response: `response`, or `completion` as files and reports wrote it before the rename
+RESPONSE_KEYS = ("response", "completion")
 
-class CompletionsFileError(ValueError):
-    """A completions file that cannot be scored as a whole (e.g. it holds the other task's examples)."""
+
+class ResponsesFileError(ValueError):
+    """A responses file that cannot be scored as a whole (e.g. it holds the other task's examples)."""
 
 
 def _looks_like(record: Mapping[str, Any]) -> str | None:
@@ -39,10 +42,10 @@ def example_from_record(task: Task, record: Mapping[str, Any]) -> Example:
     try:
         return task.example_from_record(dict(record))
     except NotImplementedError as err:  # a domain that reads no records: the whole file cannot be scored
-        raise CompletionsFileError(str(err)) from None
+        raise ResponsesFileError(str(err)) from None
 
 
-def parse_completion_line(task: Task, line: str) -> tuple[Example, str]:
+def parse_response_line(task: Task, line: str) -> tuple[Example, str]:
     """(example, response) from one JSONL line; ValueError with a one-line reason if it is not usable."""
     record = json_object(line)
     other = _looks_like(record)
@@ -50,27 +53,29 @@ def parse_completion_line(task: Task, line: str) -> tuple[Example, str]:
         raise ValueError(
             f"a {other} record (it has {', '.join(k for k in TASKS[other].record_fields if k in record)})"
         )
-    if "completion" not in record:
-        raise ValueError("missing field 'completion'")
-    if not isinstance(record["completion"], str):
-        raise ValueError(f"'completion' must be a string, got {json_type(record['completion'])}")
-    return example_from_record(task, record), record["completion"]
+    key = next((key for key in RESPONSE_KEYS if key in record), None)
+    if key is None:
+        raise ValueError("missing field 'response'")
+    if not isinstance(record[key], str):
+        raise ValueError(f"{key!r} must be a string, got {json_type(record[key])}")
+    return example_from_record(task, record), record[key]
 
 
-def score_completions_file(
+def score_responses_file(
     task: Task, path: str | Path, settings: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Score a JSONL file of completions, one object per line; no policy model is loaded.
+    """Score a JSONL file of responses, one object per line; no policy model is loaded.
 
-    Each line holds an example's fields and `completion`, the whole response from `<think>` on (scored
-    as written: a completion without the opening tag fails the format part). A line that cannot be used
+    Each line holds an example's fields and `response`, the whole response from `<think>` on (scored as
+    written: a response without the opening tag fails the format part; `completion`, the key's name before,
+    is read too). A line that cannot be used
     (not JSON, a missing field, a wrong type) becomes an entry of the report's `errors`, with its line
     number, and the other lines are still scored. Blank lines are skipped. Raises FileNotFoundError for a
-    missing file and CompletionsFileError when every line holds the other task's examples.
+    missing file and ResponsesFileError when every line holds the other task's examples.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"completions file {path} does not exist")
+        raise FileNotFoundError(f"responses file {path} does not exist")
     examples: list[Example] = []
     responses: list[str] = []
     line_numbers: list[int] = []
@@ -86,7 +91,7 @@ def score_completions_file(
         except json.JSONDecodeError:
             pass
         try:
-            example, response = parse_completion_line(task, line)
+            example, response = parse_response_line(task, line)
         except ValueError as err:
             errors.append({"line": number, "message": str(err)})
             continue
@@ -96,12 +101,12 @@ def score_completions_file(
     objects = sum(kinds.values())
     for other, kind in TASKS.items():
         if other != task.name and objects and kinds[other] == objects:
-            raise CompletionsFileError(
+            raise ResponsesFileError(
                 f"{path} holds {other} examples (fields {', '.join(kind.record_fields)}), "
                 f"not {task.name}: pass --task {other}"
             )
     records = score_records(task, examples, responses)
     for record, number in zip(records, line_numbers, strict=True):
         record["line"] = number
-    recorded = {"task": task.name, "completions": str(path), "name": path.stem, **(settings or {})}
+    recorded = {"task": task.name, "responses": str(path), "name": path.stem, **(settings or {})}
     return build_report(task, records, recorded, errors)
