@@ -9,7 +9,7 @@ A group whose rewards are all equal carries no signal: its advantages are exactl
 0/0 that turns into NaN, and not a rounding residue of R − mean(R)). The fraction of such groups is
 returned, because a run where it stays near 1 is not learning.
 
-A non-finite reward (NaN, ±inf: a scorer that broke on one row) is left out: it does not enter its
+A non-finite reward (NaN, ±inf: a scoring function that broke on one row) is left out: it does not enter its
 group's baseline and its advantage is 0, so one bad row never turns the batch's advantages into NaN.
 A group with fewer than two finite rewards has nothing to compare and counts as all-equal.
 """
@@ -31,10 +31,10 @@ def group_advantages(
         raise ValueError(f"rewards of shape {tuple(rewards.shape)} do not split into groups of {group_size}")
     grouped = rewards.double().view(-1, group_size)  # (n_groups, G), float64 so the baseline is exact
     finite = torch.isfinite(grouped)  # (n_groups, G)
-    kept = torch.where(finite, grouped, torch.zeros_like(grouped))  # non-finite rewards set aside
+    zeroed = torch.where(finite, grouped, torch.zeros_like(grouped))  # non-finite rewards set to 0, aside
     n_finite = finite.sum(dim=1, keepdim=True)  # (n_groups, 1)
-    baseline = kept.sum(dim=1, keepdim=True) / n_finite.clamp(min=1)  # (n_groups, 1) mean of the finite
-    advantages = kept - baseline  # (n_groups, G)
+    baseline = zeroed.sum(dim=1, keepdim=True) / n_finite.clamp(min=1)  # (n_groups, 1) mean of the finite
+    advantages = zeroed - baseline  # (n_groups, G)
     if scale:
         variance = (torch.where(finite, advantages, torch.zeros_like(advantages)) ** 2).sum(
             dim=1, keepdim=True

@@ -186,7 +186,7 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
 
     if not path.exists():
         return
-    kept = []
+    before = []  # the lines of the steps up to last_step
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -199,7 +199,7 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
                   file=sys.stderr)  # fmt: skip
             continue
         if step <= last_step:
-            kept.append(line)
+            before.append(line)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.write_text("".join(line + "\n" for line in before))
     os.replace(tmp, path)

@@ -330,7 +330,7 @@ def parsing_of(hint: Any, default: Any, nargs: str | int) -> dict[str, Any]:
 
 class AutoOnOff(argparse.Action):
     """`--x [auto|on|off]` for an option whose None means `auto` (decided per machine): `--x` alone is `on`; the
-    value kept is None, True or False. `add_options` adds a hidden `--no-x` beside it (off)."""
+    value stored is None, True or False. `add_options` adds a hidden `--no-x` beside it (off)."""
 
     WORDS = {"auto": None, "on": True, "off": False}
 

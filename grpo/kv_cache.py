@@ -7,7 +7,7 @@ sized for the longest prompt plus `max_new_tokens`, and the attention reads a vi
 `length` columns of the first `batch_size` rows:
 
     update(k, v):           buffer[:b, :, length : length + q] = k;   length += q
-    batch_select_indices:   buffer[:b', :, :length] = buffer[kept, :, :length]   (rows that finished leave)
+    batch_select_indices:   buffer[:b', :, :length] = buffer[rows, :, :length]   (rows that finished leave)
     batch_repeat_interleave(G): buffer[:b·G, :, :length] = repeat_interleave(buffer[:b, :, :length], G)
 
 So the prompt is prefilled for `n_prompts` rows, copied into its G samples' rows, and finished rows are

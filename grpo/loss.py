@@ -34,8 +34,8 @@ from grpo.config import AGGREGATIONS
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     # torch.where, not x * mask: a masked position holding ±inf or NaN would give inf · 0 = NaN
-    kept = torch.where(mask.bool(), x, torch.zeros_like(x))
-    return kept.sum() if dim is None else kept.sum(dim)
+    masked = torch.where(mask.bool(), x, torch.zeros_like(x))
+    return masked.sum() if dim is None else masked.sum(dim)
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

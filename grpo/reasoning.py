@@ -82,7 +82,7 @@ class ReasoningSpan:
     """
 
     end: int | None  # t_end: index of the token that completes the first </think>; None when never closed
-    kept: int  # the reasoning is completion tokens 0 .. kept − 1 (the loss mask's span)
+    length: int  # the reasoning is completion tokens 0 .. length − 1: what the loss mask keeps
     answer_at: int | None = (
         None  # never closed: the character offset of its first answer tag, if it wrote one
     )
@@ -122,7 +122,7 @@ def reasoning_mask(
     completion_mask: torch.Tensor,  # (N, C)
     stop_token_ids: Sequence[int] = (),
 ) -> tuple[torch.Tensor, list[ReasoningSpan]]:
-    """The loss mask of the reasoning span (`ReasoningSpan.kept` tokens of each row), and each row's span.
+    """The loss mask of the reasoning span (`ReasoningSpan.length` tokens of each row), and each row's span.
 
     A completion with no `</think>` keeps its reasoning, the text before its own answer if it wrote one:
     it has no closed think block, but its reasoning is what the logprob reward scored, and masking it all
@@ -134,7 +134,7 @@ def reasoning_mask(
     for row, (ids, keep) in enumerate(zip(completion_ids.tolist(), completion_mask.tolist(), strict=True)):
         span = reasoning_span(tokenizer, ids[: sum(keep)], stop_token_ids)
         spans.append(span)
-        mask[row, : span.kept] = 1
+        mask[row, : span.length] = 1
     return mask, spans
 
 
@@ -151,9 +151,9 @@ def reasoning_ids(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], span: 
     # decode is typed str | list[str] (it decodes batches too); one row of ids decodes to one str
     decode = lambda k: cast(str, tokenizer.decode(ids[:k], skip_special_tokens=False))  # noqa: E731
     if not span.closed:
-        body = ids[: span.kept]
+        body = ids[: span.length]
         if span.answered:  # the token straddling the tag: its text before the tag
-            rest = decode(span.kept + 1)[len(decode(span.kept)) : span.answer_at]
+            rest = decode(span.length + 1)[len(decode(span.length)) : span.answer_at]
             body += tokenizer.encode(rest, add_special_tokens=False) if rest else []
         return body + tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
     end = span.end

@@ -80,7 +80,7 @@ def exp_normalise(rewards: torch.Tensor) -> torch.Tensor:
 def batch_normalise(rewards: torch.Tensor, method: str) -> torch.Tensor:
     """Rescale over the whole batch. An all-equal batch carries no ranking and maps to zeros, never NaN.
 
-    A non-finite reward (NaN, ±inf: a scorer that broke on one row) is left out of the batch's
+    A non-finite reward (NaN, ±inf: a scoring function that broke on one row) is left out of the batch's
     statistics and stays non-finite, so that one bad row cannot turn every reward into NaN;
     `grpo.advantages` then gives it no advantage.
     """
@@ -89,14 +89,16 @@ def batch_normalise(rewards: torch.Tensor, method: str) -> torch.Tensor:
     finite = torch.isfinite(rewards)  # (N,)
     if method == "none" or not bool(finite.any()):
         return rewards
-    kept = rewards[finite]  # (n_finite,)
-    if kept.amax() == kept.amin():  # not `std == 0`: the mean of equal floats can carry a residue
+    finite_rewards = rewards[finite]  # (n_finite,)
+    if (
+        finite_rewards.amax() == finite_rewards.amin()
+    ):  # not `std == 0`: the mean of equal floats can carry a residue
         return torch.where(finite, torch.zeros_like(rewards), rewards)
     if method == "zscore":
         # (R − mean_B R) / std_B R
-        return (rewards - kept.mean()) / kept.std(unbiased=False)
+        return (rewards - finite_rewards.mean()) / finite_rewards.std(unbiased=False)
     # minmax: (R − min_B R) / (max_B R − min_B R) ∈ [0, 1]
-    return (rewards - kept.min()) / (kept.max() - kept.min())
+    return (rewards - finite_rewards.min()) / (finite_rewards.max() - finite_rewards.min())
 
 
 # ---------------------------------------------------------------- the logprob reward

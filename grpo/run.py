@@ -245,7 +245,7 @@ def train_step(trainer: Trainer) -> tuple[dict, list[dict]]:
 def step_metrics(trainer: Trainer, result: StepResult) -> dict:
     world = trainer.world.size
     lengths = all_gather(result.completion_tokens)  # (N_global,)
-    kept = all_gather(result.loss_tokens)  # (N_global,)
+    loss_tokens = all_gather(result.loss_tokens)  # (N_global,)
     formats = all_gather(result.formats)  # (N_global,)
     metrics: dict[str, Any] = {"step": trainer.step_index}
     all_rewards = all_gather(result.rewards)  # (N_global,)
@@ -281,7 +281,7 @@ def step_metrics(trainer: Trainer, result: StepResult) -> dict:
         skipped_long_answers=trainer.task.skipped_long_answers,  # Task.skip_long_answers
         completion_length_mean=float(lengths.mean()),
         completion_length_max=float(lengths.max()),
-        loss_tokens_mean=float(kept.mean()),
+        loss_tokens_mean=float(loss_tokens.mean()),
         finish_reasons=dict(finish_reasons),
         time_rollout=t["rollout"],
         time_reference=t["reference"],

@@ -1,5 +1,5 @@
 """What the trainer, the evaluation and the command lines need from a domain: examples with gold answers, chat
-messages, a scorer, and the facts the options and reports read (which options it takes, its CPU defaults, its
+messages, its rules' score, and the facts the options and reports read (which options it takes, its CPU defaults, its
 score). The domains themselves live in `tasks/` (Countdown, poetry, your own JSONL), registered by name in
 `tasks.TASKS`; nothing under `grpo/` imports or names them, so the algorithm reads without them and a new
 domain is one subclass of `Task` and one line of that registry.
@@ -51,7 +51,7 @@ class Task:
     @classmethod
     def from_options(cls, options: Any, device: str = "cpu") -> Task:
         """The task a train.py or evaluate.py config names, built from the `options` it reads. `device`: where
-        a model the scorer needs runs."""
+        a model its rules need runs."""
         return cls()
 
     @classmethod

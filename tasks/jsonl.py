@@ -391,10 +391,12 @@ class JsonlTask(Task):
         width of a whole batch's scoring pass. Counted in the policy's tokens, as that reward encodes them.
         """
         train = self._splits["train"]
-        kept = [ex for ex in train if len(tokenizer.encode(ex.gold, add_special_tokens=False)) <= max_tokens]
-        self._splits["train"] = kept
-        self.skipped_long_answers += len(train) - len(kept)
-        return len(train) - len(kept)
+        short_enough = [
+            ex for ex in train if len(tokenizer.encode(ex.gold, add_special_tokens=False)) <= max_tokens
+        ]
+        self._splits["train"] = short_enough
+        self.skipped_long_answers += len(train) - len(short_enough)
+        return len(train) - len(short_enough)
 
     def messages(self, example: Example) -> list[dict[str, str]]:
         data = example.data

@@ -12,7 +12,7 @@ Departures from the poster. The poster used `schifferlearning/Poetry-Categorized
 (2,880 / 320 poems, forms assigned by a line-count heuristic); these machines cannot reach the hub, so
 the default is the human-labelled public-domain CSV, and `--prepare` falls back to the hub set only when
 the CSV is absent (keeping that set's own train/test split and poem starts, to reproduce the poster).
-The scorer (`tasks/poetry_scoring.py`) says where its parts differ.
+Its rules (`tasks/poetry_scoring.py`) say where their parts differ.
 """
 
 from __future__ import annotations

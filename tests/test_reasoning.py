@@ -91,15 +91,15 @@ def test_an_unclosed_completion_keeps_in_the_loss_only_what_the_reward_scored(sp
     ]
     ids, completion_mask = right_padded(tok, rows)
     mask, spans = reasoning_mask(tok, ids, completion_mask, stop_token_ids=[eos])
-    assert [s.kept for s in spans] == [9, 11, 23]
+    assert [s.length for s in spans] == [9, 11, 23]
     assert [s.answered for s in spans] == [True, False, False]
     assert mask.sum(1).tolist() == [9, 11, 23]
     for row, span in zip(rows, spans, strict=True):
         scored, closed = reasoning_ids(tok, row, span), span.closed
         assert not closed
         # the scored reasoning is the kept tokens, then the appended </think>
-        assert scored[: span.kept] == row[: span.kept]
-        assert tok.decode(scored[span.kept :]) == "</think>"
+        assert scored[: span.length] == row[: span.length]
+        assert tok.decode(scored[span.length :]) == "</think>"
 
 
 def test_a_shared_token_at_the_early_answer_is_left_out_of_the_loss(tokenizer):
@@ -107,7 +107,7 @@ def test_a_shared_token_at_the_early_answer_is_left_out_of_the_loss(tokenizer):
     # it out (the reward re-encodes its ">" part), and keeps "x" alone
     ids = ids_of(tokenizer, "x><answer>1</answer>")
     mask, spans = reasoning_mask(tokenizer, torch.tensor([ids]), torch.ones((1, len(ids)), dtype=torch.long))
-    assert spans[0].kept == 1 and spans[0].answered
+    assert spans[0].length == 1 and spans[0].answered
     assert mask[0].tolist() == [1] + [0] * (len(ids) - 1)
 
 
