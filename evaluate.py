@@ -32,12 +32,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from grpo.cli import OneLineErrorParser, add_options
 from grpo.config import (
     EXIT_USAGE,
-    OneLineErrorParser,
     SharedOptions,
     UsageError,
-    add_options,
     shared_checks,
     task_choices,
     task_option_problem,
@@ -326,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from grpo.config import one_line_warnings
+    from grpo.cli import one_line_warnings
 
     one_line_warnings()
     sys.exit(main())

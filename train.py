@@ -259,7 +259,7 @@ def next_steps(config: Config) -> str:
 
 
 if __name__ == "__main__":
-    from grpo.config import one_line_warnings
+    from grpo.cli import one_line_warnings
 
     one_line_warnings()
     sys.exit(main())

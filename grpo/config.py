@@ -1,6 +1,7 @@
 """Every knob of a run, in one flat dataclass. The docstring under each field is its `--help` text.
 
-`python train.py --help` is generated from this file (`build_parser`), so the two cannot disagree. The domains
+`python train.py --help` is generated from this file (`build_parser`, through grpo/cli.py), so the two cannot
+disagree. The domains
 are not named here: `--task`'s choices, their help, their CPU defaults and their option checks come from the
 registry the caller passes (`tasks.TASKS`, a name → `grpo.task.Task` subclass mapping).
 """
@@ -8,22 +9,18 @@ registry the caller passes (`tasks.TASKS`, a name → `grpo.task.Task` subclass 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import inspect
 import json
 import math
-import textwrap
 import time
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, cast, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from grpo.cli import DefaultsHelpFormatter, OneLineErrorParser, add_options
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from grpo.task import Task
 
     Registry = Mapping[str, type[Task]]  # tasks.TASKS: the domains --task chooses from, by name
@@ -250,138 +247,6 @@ class UsageError(ValueError):
 EXIT_USAGE = 2  # as argparse: options that cannot work, an input (file, model) that cannot be used
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The string literal under each field of a dataclass and of the dataclasses it inherits from (what cleanrl
-    and tyro show as help)."""
-    docs = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        class_def = tree.body[0]
-        assert isinstance(class_def, ast.ClassDef)  # (the source of a class is its class statement)
-        body = class_def.body
-        for node, following in zip(body, body[1:], strict=False):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)  # (a field's target always is: `name: type`)
-                and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)
-            ):
-                docs[node.target.id] = " ".join(str(following.value.value).split())
-    return docs
-
-
-def add_options(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    *,
-    metavars: dict | None = None,
-    nargs: dict | None = None,
-    default_in_help: bool = False,
-    choices: Mapping[str, Mapping[str, str]] | None = None,
-    aliases: Mapping[str, Sequence[str]] | None = None,
-) -> None:
-    """One --flag per field of the dataclass `cls`: the string under the field is its help, its type says how
-    to parse it (a bool gets --x / --no-x, a list one or more values, a Literal its choices). `choices`: for a
-    field whose words are not a Literal (--task's come from the task registry), {field: {word: what it is}},
-    listed in its help. `aliases`: {field: other flags it answers to}, such as an option's name before a
-    rename."""
-    metavars, nargs, choices, aliases = metavars or {}, nargs or {}, choices or {}, aliases or {}
-    docs = field_docs(cls)
-    hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if get_origin(hint) in (Union, types.UnionType):  # X | None → X
-            hint = next(t for t in get_args(hint) if t is not types.NoneType)
-        help_text = docs.get(f.name, "")
-        kwargs = {"default": f.default, **parsing_of(hint, f.default, nargs.get(f.name, "+"))}
-        if f.name in choices:
-            described = [
-                f"`{word}` ({what})" if what else f"`{word}`" for word, what in choices[f.name].items()
-            ]
-            kwargs["choices"] = tuple(choices[f.name])
-            help_text += ": " + ", ".join(described)
-        if default_in_help and hint is not bool and f.default is not None:
-            help_text += f" (default: {f.default})"
-        if f.name in metavars:
-            kwargs["metavar"] = metavars[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        parser.add_argument(flag, *aliases.get(f.name, ()), help=help_text.replace("%", "%%"), **kwargs)
-        if kwargs.get("action") is AutoOnOff:
-            parser.add_argument(
-                "--no-" + flag[2:], dest=f.name, action="store_const", const=False, help=argparse.SUPPRESS
-            )
-
-
-def parsing_of(hint: Any, default: Any, nargs: str | int) -> dict[str, Any]:
-    """How argparse reads an option of type `hint`: a bool whose default is None (`auto`) as --x [auto|on|off],
-    another bool as --x / --no-x, a list as `nargs` values, a Literal as one of its words, else by its type."""
-    if hint is bool and default is None:
-        return {"action": AutoOnOff}
-    if hint is bool:
-        return {"action": argparse.BooleanOptionalAction}
-    if get_origin(hint) is list:
-        return {"nargs": nargs}
-    if get_origin(hint) is Literal:
-        return {"type": str, "choices": get_args(hint)}
-    return {"type": hint}
-
-
-class AutoOnOff(argparse.Action):
-    """`--x [auto|on|off]` for an option whose None means `auto` (decided per machine): `--x` alone is `on`; the
-    value stored is None, True or False. `add_options` adds a hidden `--no-x` beside it (off)."""
-
-    WORDS = {"auto": None, "on": True, "off": False}
-
-    def __init__(
-        self,
-        option_strings: Sequence[str],
-        dest: str,
-        default: bool | None = None,
-        help: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        flag = option_strings[0]
-        words = f"`{flag}` alone: on, `--no-{flag[2:]}`: off; default: auto"
-        super().__init__(
-            option_strings, dest, nargs="?", choices=tuple(self.WORDS), default=default, metavar="auto|on|off",
-            help=f"{help} ({words})" if help else f"({words})",
-        )  # fmt: skip
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        # typed as any Action's values; with nargs="?" and `choices` they are one of the words, or None
-        setattr(namespace, self.dest, True if values is None else self.WORDS[cast(str, values)])
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Each option's help ends with its default, except an `auto|on|off` one's, which says it in words."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if isinstance(action, AutoOnOff) else super()._get_help_string(action)
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the full usage of every flag would bury it)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def one_line_warnings() -> None:
-    """Print every warning as one line, `warning: …`, without the source line Python prints under it (the
-    scripts' setting: a user reads what went wrong, not a line of this project's code)."""
-    import warnings
-
-    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
-
-
 def task_choices(tasks: Registry) -> dict[str, dict[str, str]]:
     """`add_options`' `choices` for --task: every registered domain's name and summary."""
     return {"task": {name: task.summary for name, task in tasks.items()}}
@@ -500,7 +365,17 @@ def validate(config: Config, tasks: Registry) -> None:
             raise UsageError(
                 f"--{name.replace('_', '-')} must be a finite number, got {getattr(config, name)}"
             )
-    checks = [
+    for ok, message in range_checks(config) + combination_checks(config) + shared_checks(config):
+        if not ok:
+            raise UsageError(message)
+    problem = task_option_problem(config, tasks, reward=config.reward, needs_examples=True)
+    if problem:
+        raise UsageError(problem)
+
+
+def range_checks(config: Config) -> list[tuple[bool, str]]:
+    """(holds, the message if not) for each train.py option that has a range of its own."""
+    return [
         (config.steps >= 1, "--steps must be ≥ 1"),
         (config.prompts_per_step >= 1, "--prompts-per-step must be ≥ 1"),
         (config.group_size >= 2, "--group-size must be ≥ 2: a group of one has no baseline to compare with"),
@@ -516,13 +391,20 @@ def validate(config: Config, tasks: Registry) -> None:
         (config.eval_every >= 0 and config.eval_limit >= 1, "--eval-every must be ≥ 0 and --eval-limit ≥ 1"),
         (config.keep_checkpoints >= 1, "--keep-checkpoints must be ≥ 1"),
         (config.lora_rank >= 0, "--lora-rank must be ≥ 0 (0: no LoRA, every weight trains)"),
+        (config.lora_alpha is None or 0 < config.lora_alpha < math.inf, "--lora-alpha must be a number > 0"),
+        (0 <= config.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
+        (config.max_answer_tokens >= 1, "--max-answer-tokens must be ≥ 1"),
+    ]
+
+
+def combination_checks(config: Config) -> list[tuple[bool, str]]:
+    """(holds, the message if not) for each combination of train.py options that cannot work."""
+    return [
         (
             config.lora_rank > 0
             or (config.lora_alpha is None and config.lora_dropout == 0 and config.lora_targets is None),
             "--lora-alpha, --lora-dropout and --lora-targets shape LoRA adapters: give --lora-rank too",
         ),
-        (config.lora_alpha is None or 0 < config.lora_alpha < math.inf, "--lora-alpha must be a number > 0"),
-        (0 <= config.lora_dropout < 1, "--lora-dropout must be in [0, 1)"),
         (
             not (config.fsdp and config.lora_rank > 0),
             "--fsdp shards a full fine-tuning; with --lora-rank the trained state is small already (not both)",
@@ -557,14 +439,7 @@ def validate(config: Config, tasks: Registry) -> None:
             "--temperature 0 makes every completion of a group identical: every advantage would be 0, "
             "with either reward (the logprob reward of equal reasoning is equal too)",
         ),
-        (config.max_answer_tokens >= 1, "--max-answer-tokens must be ≥ 1"),
     ]
-    for ok, message in checks + shared_checks(config):
-        if not ok:
-            raise UsageError(message)
-    problem = task_option_problem(config, tasks, reward=config.reward, needs_examples=True)
-    if problem:
-        raise UsageError(problem)
 
 
 def use_reasoning_mask(config: Config) -> bool:

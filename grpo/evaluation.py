@@ -281,6 +281,38 @@ def likelihood_figures(
 
 
 @torch.no_grad()
+def batch_records_of(
+    task: Task,
+    batch: Sequence[Example],
+    prompts: Sequence[Sequence[int]],
+    out: Rollout,
+    *,
+    start: int,
+    scorer: CausalLM | None,
+    tokenizer: PreTrainedTokenizerBase,
+    stop_ids: Sequence[int],
+    micro_batch_size: int,
+) -> list[dict[str, Any]]:
+    """The records of one batch's completions (`out`, one per example and its prompt), numbered from `start`:
+    the task's scores; with a `scorer`, the likelihood figures and the response's repetition; then the
+    lengths and how each completion ended."""
+    # the response is what the model wrote from the prefilled <think> on, as in training
+    responses = [THINK_OPEN + text for text in out.texts]
+    records = score_records(task, batch, responses, start=start)
+    if scorer is not None:
+        golds = [ex.gold for ex in batch]
+        figures = likelihood_figures(
+            scorer, tokenizer, prompts, out, golds, stop_ids=stop_ids, micro_batch_size=micro_batch_size
+        )
+        for record, example_figures, response in zip(records, figures, responses, strict=True):
+            if example_figures is not None:
+                record["likelihood"] = {**example_figures, **repetition_figures(response)}
+    lengths = out.completion_mask.sum(1).tolist()  # (n,) generated tokens, end-of-turn included
+    for record, prompt, length, reason in zip(records, prompts, lengths, out.finish_reasons, strict=True):
+        record.update(prompt_tokens=len(prompt), completion_tokens=int(length), finish_reason=reason)
+    return records
+
+
 def evaluate_model(
     model: CausalLM,
     tokenizer: PreTrainedTokenizerBase,
@@ -338,35 +370,14 @@ def evaluate_model(
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
             prompts = [build_prompt(tokenizer, task.messages(ex)) for ex in batch]
-            with autocast_block(device, autocast):
-                out = rollout(
-                    model,
-                    tokenizer,
-                    prompts,
-                    group_size=1,
-                    max_new_tokens=max_new_tokens,
-                    temperature=effective_temperature,
-                    top_p=top_p,
-                    stop_token_ids=stop_ids,
-                    generator=generator,
-                    compile=compile,
-                )
-            # the response is what the model wrote from the prefilled <think> on, as in training
-            responses = [THINK_OPEN + text for text in out.texts]
-            batch_records = score_records(task, batch, responses, start=start)
-            if likelihood:
-                golds = [ex.gold for ex in batch]
-                figures = likelihood_figures(
-                    scorer, tokenizer, prompts, out, golds, stop_ids=stop_ids, micro_batch_size=batch_size
-                )
-                for record, example_figures, response in zip(batch_records, figures, responses, strict=True):
-                    if example_figures is not None:
-                        record["likelihood"] = {**example_figures, **repetition_figures(response)}
-            lengths = out.completion_mask.sum(1).tolist()  # (n,) generated tokens, end-of-turn included
-            for record, prompt, length, reason in zip(
-                batch_records, prompts, lengths, out.finish_reasons, strict=True
-            ):
-                record.update(prompt_tokens=len(prompt), completion_tokens=int(length), finish_reason=reason)
+            with autocast_block(device, autocast):  # generation only: the likelihood figures are float32
+                out = rollout(model, tokenizer, prompts, group_size=1, max_new_tokens=max_new_tokens,
+                              temperature=effective_temperature, top_p=top_p, stop_token_ids=stop_ids,
+                              generator=generator, compile=compile)  # fmt: skip
+            batch_records = batch_records_of(
+                task, batch, prompts, out, start=start, scorer=scorer if likelihood else None,
+                tokenizer=tokenizer, stop_ids=stop_ids, micro_batch_size=batch_size,
+            )  # fmt: skip
             records += batch_records
             bar.update(len(batch))
             bar.set_postfix(total=f"{sum(r['total'] for r in records) / len(records):.3f}")
@@ -376,22 +387,10 @@ def evaluate_model(
         scorer.train(scorer_was_training)
     seconds = time.perf_counter() - started
 
-    recorded = {
-        "task": task.name,
-        "split": split,
-        "split_size": len(split_examples),
-        "limit": limit,
-        "greedy": greedy,
-        "temperature": effective_temperature,
-        "top_p": top_p,
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-        "seed": seed,
-        "group_size": 1,
-        "likelihood": likelihood,
-        "autocast": autocast,
-        **(settings or {}),
-    }
+    recorded = {"task": task.name, "split": split, "split_size": len(split_examples), "limit": limit,
+                "greedy": greedy, "temperature": effective_temperature, "top_p": top_p,
+                "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed, "group_size": 1,
+                "likelihood": likelihood, "autocast": autocast, **(settings or {})}  # fmt: skip
     report = build_report(task, records, recorded)
     report["finish_reasons"] = dict(Counter(r["finish_reason"] for r in records))
     report["completion_tokens"] = mean_ci(r["completion_tokens"] for r in records)

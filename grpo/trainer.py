@@ -44,7 +44,7 @@ from grpo.tags import THINK_OPEN, format_reward
 from grpo.task import Example, Task
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from torch.distributed.fsdp import FSDPModule
     from torch.nn.parallel import DistributedDataParallel
@@ -110,6 +110,18 @@ def lr_lambda(config: Config, total_updates: int) -> Callable[[int], float]:
     return factor
 
 
+def warn_if_updates_round_away(trainable: Sequence[torch.Tensor], lr: float) -> None:
+    """Warn when an AdamW step of about `lr` rounds back to the weight for most of the `trainable` ones (bf16)."""
+    lost = lost_update_fraction([local(p) for p in trainable], lr)
+    if lost > 0.5:
+        warnings.warn(
+            f"at --lr {lr:g}, an AdamW step (about lr per weight) rounds away for {lost:.0%} of the "
+            f"{trainable[0].dtype} weights: most updates will be lost. Use float32 weights (--dtype auto, "
+            "with bf16 autocast on a GPU) or a larger learning rate",
+            stacklevel=3,
+        )
+
+
 class Trainer:
     def __init__(
         self,
@@ -132,40 +144,19 @@ class Trainer:
             raise ValueError(
                 f"--prompts-per-step {config.prompts_per_step} must be a multiple of the {world.size} processes"
             )
-        # DDP averages gradients of what runs inside its wrapped module's forward: the policy's log-probs.
-        # FSDP reduce-scatters them itself, and this module is its root (grpo.fsdp.shard says why)
-        self.policy_logprobs: torch.nn.Module = TokenLogprobs(
-            policy
-        )  # wrapped by DDP below, with N > 1 processes
         self.fsdp = config.fsdp
-        if self.fsdp:  # before the optimizer: AdamW's state takes the shards' shape
-            if world.size < 2 or self.lora:
-                raise ValueError("--fsdp shards a full fine-tuning over 2 or more torchrun processes")
-            shard(policy, root=self.policy_logprobs)
-            if reference is not None:
-                self.reference_root = TokenLogprobs(reference)  # (only to be the root of its shards)
-                shard(reference, root=self.reference_root)
-        # what AdamW updates: every weight, or with LoRA the adapters only (the base weights are frozen)
-        self.trainable = [p for p in policy.parameters() if p.requires_grad]
-        if world.size > 1 and not self.fsdp:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.policy_logprobs = DistributedDataParallel(self.policy_logprobs)
+        self.place_on_ranks(policy, reference, world)
         if config.beta > 0 and reference is None and not self.lora:
             raise ValueError("β > 0 needs a reference model")
         self.device = next(policy.parameters()).device
         # mixed precision (the GPU default): float32 weights and AdamW state, forward passes in bf16
         self.mixed_precision = training_precision(config.dtype, config.autocast, self.device)[1]
         self.compile = compile_decoding(config.compile, self.device)  # the rollout's decode step
-        lost = lost_update_fraction([local(p) for p in self.trainable], config.lr)
-        if lost > 0.5:
-            warnings.warn(
-                f"at --lr {config.lr:g}, an AdamW step (about lr per weight) rounds away for {lost:.0%} of "
-                f"the {self.trainable[0].dtype} weights: most updates will be lost. Use float32 "
-                "weights (--dtype auto, with bf16 autocast on a GPU) or a larger learning rate",
-                stacklevel=2,
-            )
+        warn_if_updates_round_away(self.trainable, config.lr)
         self.stop_ids = stop_token_ids(policy, tokenizer)
+        # what the step reads of the options, resolved once: the logprob reward's, and what the loss keeps
+        self.reward_options = LogprobRewardOptions.of(config)
+        self.loss_on_reasoning = use_reasoning_mask(config)
         self.train_examples = list(task.examples("train"))
         if not self.train_examples:
             raise ValueError(f"task {task.name!r} has no training examples")
@@ -224,6 +215,8 @@ class Trainer:
             span_mask, spans = reasoning_mask(
                 self.tokenizer, out.completion_ids, out.completion_mask, self.stop_ids
             )
+            # the loss keeps the reasoning span (up to </think>; unclosed: what the reward scored) or all of it
+            loss_mask = span_mask if self.loss_on_reasoning else out.completion_mask  # (N, C)
             formats = torch.tensor([format_reward(r) for r in responses])  # (N,)
             scored = self.task.score_batch(rows, responses)
             rule_parts = {name: torch.tensor([r.parts[name] for r in scored]) for name in scored[0].parts}
@@ -240,7 +233,7 @@ class Trainer:
                         out.completion_mask,
                         [ex.gold for ex in rows],
                         formats,
-                        LogprobRewardOptions.of(c),
+                        self.reward_options,
                         stop_token_ids=self.stop_ids,
                         spans=spans,
                         micro_batch_size=c.micro_batch_size,
@@ -252,8 +245,6 @@ class Trainer:
 
         # 4. log π_ref (and log π_old when μ > 1) of the sampled tokens, without gradient
         with self.phase("reference", seconds):
-            # the loss keeps the reasoning span (up to </think>; unclosed: what the reward scored) or all of it
-            loss_mask = span_mask if use_reasoning_mask(c) else out.completion_mask  # (N, C)
             ref_logp = None
             if c.beta > 0:
                 with self.reference_model() as reference, self.whole(reference):
@@ -382,6 +373,28 @@ class Trainer:
             )
 
     # ------------------------------------------------------------ what the step uses
+
+    def place_on_ranks(self, policy: CausalLM, reference: PreTrainedModel | None, world: World) -> None:
+        """`policy_logprobs`, the module whose forward the update differentiates, and `trainable`, what AdamW
+        updates: on one process as they are; under FSDP sharded over the ranks, under DDP wrapped."""
+        # DDP averages gradients of what runs inside its wrapped module's forward: the policy's log-probs.
+        # FSDP reduce-scatters them itself, and this module is its root (grpo.fsdp.shard says why)
+        self.policy_logprobs: torch.nn.Module = TokenLogprobs(
+            policy
+        )  # wrapped by DDP below, with N > 1 processes
+        if self.fsdp:  # before the optimizer: AdamW's state takes the shards' shape
+            if world.size < 2 or self.lora:
+                raise ValueError("--fsdp shards a full fine-tuning over 2 or more torchrun processes")
+            shard(policy, root=self.policy_logprobs)
+            if reference is not None:
+                self.reference_root = TokenLogprobs(reference)  # (only to be the root of its shards)
+                shard(reference, root=self.reference_root)
+        # what AdamW updates: every weight, or with LoRA the adapters only (the base weights are frozen)
+        self.trainable = [p for p in policy.parameters() if p.requires_grad]
+        if world.size > 1 and not self.fsdp:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.policy_logprobs = DistributedDataParallel(self.policy_logprobs)
 
     def whole(self, model: CausalLM) -> contextlib.AbstractContextManager[None]:
         """A block in which `model`'s sharded parameters stay gathered (FSDP; nothing otherwise): the rollout

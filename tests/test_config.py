@@ -9,7 +9,8 @@ import re
 import pytest
 
 from grpo import config as grpo_config
-from grpo.config import PRESETS, Config, UsageError, field_docs, use_reasoning_mask
+from grpo.cli import field_docs
+from grpo.config import PRESETS, Config, UsageError, use_reasoning_mask
 from tasks import TASKS
 
 # train.py's parser and parse, over the project's domains

@@ -12,7 +12,7 @@ from conftest import EchoTask, config, make_model, make_trainer
 
 import evaluate
 from evaluate import POSTER_TABLE, EvalConfig, build_parser, default_run_name
-from grpo.config import field_docs
+from grpo.cli import field_docs
 from grpo.evaluation import (
     LIKELIHOOD_FIGURES,
     SplitOverlapError,

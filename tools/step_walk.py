@@ -1,14 +1,19 @@
-"""The functions a reader meets in one step: every function of this project that `train.py` calls, in the order
-first called, from its `run` to the first `optimizer.step()` of a `--reward logprob` run, traced rather than
-listed by hand (the figures of the README's "One step, in the order to read it" come from it).
+"""The functions a reader meets in one step: every function of this project that one GRPO step of a
+`--reward logprob` run calls by name, in the order first called, from `Trainer.step` to the first
+`optimizer.step()`, traced rather than listed by hand. The README's "One step, in the order to read it" is
+this walk (a test checks that the two agree).
 
-    python -m tools.step_walk                  # the walk from train.py's run, one file:function a line, then the counts
+    python -m tools.step_walk                  # the step's walk, one file:function a line, then the counts
+    python -m tools.step_walk --setup          # and, first, what train.py's run calls before the step
     python -m tools.step_walk --task poetry    # another domain's walk
 
 It runs train.py itself on the packaged model (one step: 1 prompt × G 2, 4 new tokens, into a temporary
 directory) under `sys.setprofile` and stops it at the first optimizer step. Counted: the functions and methods
 of grpo/, tasks/ and train.py (a function defined inside another is read with it and not counted apart; nor
-are comprehensions, lambdas and class bodies).
+are comprehensions, lambdas and class bodies). A function is met when the project's own code calls it, by name
+or through `with` or a module's `__call__`; the methods that transformers calls back (the KV cache's `update`,
+…) are the library's side of an interface and are listed apart. A domain's helpers (a function of tasks/
+called from tasks/) are the domain's reading, not the algorithm's: counted apart too.
 """
 
 from __future__ import annotations
@@ -17,41 +22,84 @@ import argparse
 import inspect
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNTED = ("grpo/", "tasks/", "train.py")
+STEP = ("grpo/trainer.py", "Trainer.step")  # where the step begins; what runs before it is the set-up
+# the frames between a caller and the function it names: `with` (contextlib), a module's __call__, a decorator
+PASS_THROUGH = ("contextlib.py", "torch/nn/modules/module.py", "torch/utils/_contextlib.py")
+
+
+@dataclass(frozen=True)
+class Function:
+    file: str  # relative to the repository: grpo/rollout.py
+    name: str  # qualified: Trainer.step
+    part: str  # "setup" (before Trainer.step) or "step"
+    met: str  # "read" (the project calls it), "callback" (a library does), "domain" (the domain's own helper)
+    caller: str | None  # the file whose code first called it (None: a library)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.name}"
 
 
 class _Stepped(Exception):
     """Raised by the first optimizer step, to end the traced run there."""
 
 
-def walk(task: str = "math") -> list[tuple[str, str]]:
-    """(file, function) in the order first called, from train.py's main to the first optimizer.step()."""
+def _relative(path: str) -> str | None:
+    """A file's path in the repository when it is one of the counted files, else None."""
+    file = Path(path)
+    if not file.is_relative_to(ROOT):
+        return None
+    name = file.relative_to(ROOT).as_posix()
+    return name if name.startswith(COUNTED) else None
+
+
+def _caller(frame: FrameType) -> str | None:
+    """The counted file whose code called `frame`'s function, past `with`, __call__ and decorators; or None."""
+    caller = frame.f_back
+    while caller is not None and caller.f_code.co_filename.replace("\\", "/").endswith(PASS_THROUGH):
+        caller = caller.f_back
+    return None if caller is None else _relative(caller.f_code.co_filename)
+
+
+def walk(task: str = "math") -> list[Function]:
+    """Every function of the project called from train.py's run to the first optimizer.step(), once each, in
+    the order first called."""
     import torch
 
     import train
     from grpo.run import release_out_dirs
 
-    seen: dict[tuple[str, str], None] = {}
+    seen: dict[tuple[str, str], Function] = {}
+    part = ["setup"]
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
         if event != "call":
             return
         code = frame.f_code
-        path = Path(code.co_filename)
-        if not path.is_relative_to(ROOT):
-            return
-        name = path.relative_to(ROOT).as_posix()
+        name = _relative(code.co_filename)
         qualname = getattr(code, "co_qualname", code.co_name)
         is_function = bool(code.co_flags & inspect.CO_OPTIMIZED)  # not a module's or a class's body
-        if name.startswith(COUNTED) and is_function and "<" not in qualname:
-            seen.setdefault((name, qualname), None)
+        if name is None or not is_function or "<" in qualname or (name, qualname) in seen:
+            return
+        if (name, qualname) == STEP:
+            part[0] = "step"
+        caller = _caller(frame)
+        if caller is None:
+            met = "callback"
+        elif caller.startswith("tasks/") and name.startswith("tasks/"):
+            met = "domain"
+        else:
+            met = "read"
+        seen[name, qualname] = Function(name, qualname, part[0], met, caller)
 
     def stop(*args: Any, **kwargs: Any) -> None:
+        sys.setprofile(None)  # what unwinds from here (the run's `with` blocks) is not the step
         raise _Stepped
 
     out_dir = Path(tempfile.mkdtemp(prefix="step-walk-")) / "run"
@@ -68,23 +116,44 @@ def walk(task: str = "math") -> list[tuple[str, str]]:
         sys.setprofile(None)
         torch.optim.AdamW.step = step  # type: ignore[method-assign]
         release_out_dirs()  # the run directory's lock, as train.py's main frees it
-    return list(seen)
+    return list(seen.values())
+
+
+def reading(functions: list[Function]) -> list[Function]:
+    """The step as a reader meets it: the functions of the step that the project's code calls."""
+    return [f for f in functions if f.part == "step" and f.met == "read"]
+
+
+def counts(functions: list[Function]) -> str:
+    """`N functions in F files`."""
+    return f"{len(functions)} functions in {len({f.file for f in functions})} files"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.step_walk", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="math", help="the domain of the traced run (default: math)")
+    parser.add_argument(
+        "--setup", action="store_true", help="also list what train.py's run calls before the step"
+    )
     args = parser.parse_args(argv)
     functions = walk(args.task)
-    files: dict[str, int] = {}
-    for i, (name, qualname) in enumerate(functions, start=1):
-        print(f"{i:3d}  {name}:{qualname}")
-        files[name] = files.get(name, 0) + 1
-    print(f"\n{len(functions)} functions in {len(files)} files:")
-    for name, n in files.items():
-        print(f"  {n:3d}  {name}")
-    algorithm = sum(n for name, n in files.items() if not name.startswith("tasks/"))
-    print(f"(of which grpo/ and train.py: {algorithm}; the domain, tasks/: {len(functions) - algorithm})")
+    setup = [f for f in functions if f.part == "setup"]
+    if args.setup:
+        print(f"set-up, train.py's run to Trainer.step: {counts(setup)}")
+        for f in setup:
+            print(f"       {f}")
+        print()
+    steps = reading(functions)
+    print(f"one step, Trainer.step to the first optimizer.step(): {counts(steps)}")
+    for i, f in enumerate(steps, start=1):
+        print(f"{i:3d}  {f}")
+    for kind, what in (
+        ("domain", "the domain's own helpers"),
+        ("callback", "called back by transformers/torch"),
+    ):
+        apart = [f for f in functions if f.part == "step" and f.met == kind]
+        print(f"\napart, {what}: {len(apart)}" + "".join(f"\n       {f}" for f in apart))
+    print(f"\nthe set-up before it: {counts(setup)} (--setup lists them)")
     return 0
 
 
