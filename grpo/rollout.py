@@ -208,6 +208,33 @@ PREVIOUS_SAMPLER = dict(static=False, check_every=1, leave_at=1.0)
 
 
 @torch.no_grad()
+def prefill(
+    model: CausalLM,
+    unique_ids: torch.Tensor,
+    unique_mask: torch.Tensor,
+    group_size: int,
+    cache: Cache | None,
+) -> tuple[Cache | None, torch.Tensor, torch.Tensor]:
+    """One forward pass over each left-padded prompt (`unique_ids`, `unique_mask`: (n_prompts, P)), into `cache`
+    (None: the model's own). Returns the cache, repeated for the `group_size` samples of each prompt, the
+    logits of each sample's first token (N, V) and the position id of the token after the prompt (N,)."""
+    position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
+    out = model(
+        input_ids=unique_ids,
+        attention_mask=unique_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+        **({cache_argument(model): cache} if cache is not None else {}),
+    )
+    cache = returned_cache(out)
+    if cache is not None:
+        cache.batch_repeat_interleave(group_size)
+    logits = out["logits"][:, -1].repeat_interleave(group_size, dim=0)  # (N, V)
+    positions = (position_ids[:, -1] + 1).repeat_interleave(group_size)  # (N,) the next token's position id
+    return cache, logits, positions
+
+
 def rollout(
     model: CausalLM,
     tokenizer: PreTrainedTokenizerBase,
@@ -254,20 +281,7 @@ def rollout(
     # 1. prefill each prompt once, then give each of its G samples a copy of its cache
     capacity = P + T if not compile else -(-(P + T) // CAPACITY_BUCKET) * CAPACITY_BUCKET
     cache = make_rollout_cache(model, n, capacity, reuse=compile) if preallocate else None
-    position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
-    out = model(
-        input_ids=unique_ids,
-        attention_mask=unique_mask,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=1,
-        **({cache_argument(model): cache} if cache is not None else {}),
-    )
-    cache = returned_cache(out)
-    if cache is not None:
-        cache.batch_repeat_interleave(G)
-    logits = out["logits"][:, -1].repeat_interleave(G, dim=0)  # (N, V)
-    positions = (position_ids[:, -1] + 1).repeat_interleave(G)  # (N,) the next token's position id
+    cache, logits, positions = prefill(model, unique_ids, unique_mask, G, cache)
     step = DecodeStep(model, cache, prompt_mask, T, compile, static)
 
     # 2. decode: one new token for every row of the batch per step
@@ -310,15 +324,7 @@ def rollout(
     completion_ids = completion_ids[:, :steps].masked_fill(completion_mask == 0, pad_id)
     sample_logp = sample_logp[:, :steps].masked_fill(completion_mask == 0, 0.0)
     texts = decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids)
-    return Rollout(
-        prompt_ids,
-        prompt_mask,
-        completion_ids,
-        completion_mask,
-        sample_logp,
-        texts,
-        ends.reasons,
-    )
+    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, sample_logp, texts, ends.reasons)
 
 
 class Ends:

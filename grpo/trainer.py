@@ -282,7 +282,6 @@ class Trainer:
     def policy_update(self, batch: Experience) -> tuple[list[float], list[LossStats], list[float]]:
         """μ AdamW steps on this rank's rows; with DDP the gradient is that of the global batch's loss."""
         c = self.config
-        temperature = c.temperature or 1.0
         self.policy.train()
         advantages = batch.advantages.to(self.device)
         n = batch.input_ids.shape[0]
@@ -302,38 +301,11 @@ class Trainer:
             # of the weights until the block exits, and update u + 1 must see the weights update u made
             with self.autocast(self.policy):
                 for i in starts:
-                    rows = slice(i, i + c.micro_batch_size)
                     # gradients are exchanged once, on the last micro-batch
                     sync = i == starts[-1] or self.world.size == 1
-                    with self.gradient_sync(sync):
-                        logp = self.policy_logprobs(
-                            batch.input_ids[rows],
-                            batch.attention_mask[rows],
-                            batch.start,
-                            temperature,
-                            group_size=c.group_size,
-                        )  # (mb, C): each group's prompt runs once
-                        # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
-                        old = logp.detach() if batch.old_logp is None else batch.old_logp[rows]
-                        loss, stats = grpo_loss(
-                            logp,
-                            old,
-                            None if batch.ref_logp is None else batch.ref_logp[rows],
-                            advantages[rows],
-                            batch.loss_mask[rows],
-                            clip_eps=c.clip_eps,
-                            beta=c.beta,
-                            aggregation=c.loss_aggregation,
-                            max_tokens=c.max_new_tokens,
-                        )
-                        weight = (
-                            microbatch_weight(batch.loss_mask[rows], batch.loss_mask, c.loss_aggregation)
-                            * rescale
-                        )
-                        # outside autocast: the backward follows the dtypes of the forward it retraces
-                        with torch.autocast(self.device.type, enabled=False):
-                            (loss * weight).backward()
-                    total_loss += float(loss.detach()) * weight
+                    loss, stats = self.microbatch_backward(batch, slice(i, i + c.micro_batch_size), advantages,
+                                                           rescale, sync)  # fmt: skip
+                    total_loss += loss
                     stats_log.append(stats)
             # the gradient's global norm (clipped to max_grad_norm when > 0; measured either way)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, c.max_grad_norm or math.inf))
@@ -350,6 +322,37 @@ class Trainer:
                 self.skipped_in_a_row = 0
             losses.append(loss_value)
         return losses, stats_log, grad_norms
+
+    def microbatch_backward(
+        self, batch: Experience, rows: slice, advantages: torch.Tensor, rescale: float, sync: bool
+    ) -> tuple[float, LossStats]:
+        """The loss of the micro-batch `rows` of `batch`, weighted as its share of the batch's loss (× `rescale`,
+        the rank's share of the global one), backpropagated; the gradient exchanged between ranks if `sync`.
+        Returns (the weighted loss, its statistics)."""
+        c = self.config
+        with self.gradient_sync(sync):
+            logp = self.policy_logprobs(
+                batch.input_ids[rows], batch.attention_mask[rows], batch.start, c.temperature or 1.0,
+                group_size=c.group_size,
+            )  # (mb, C): each group's prompt runs once  # fmt: skip
+            # μ = 1: π_old is the current policy, so the ratio is exactly 1 and carries logp's gradient
+            old = logp.detach() if batch.old_logp is None else batch.old_logp[rows]
+            loss, stats = grpo_loss(
+                logp,
+                old,
+                None if batch.ref_logp is None else batch.ref_logp[rows],
+                advantages[rows],
+                batch.loss_mask[rows],
+                clip_eps=c.clip_eps,
+                beta=c.beta,
+                aggregation=c.loss_aggregation,
+                max_tokens=c.max_new_tokens,
+            )
+            weight = microbatch_weight(batch.loss_mask[rows], batch.loss_mask, c.loss_aggregation) * rescale
+            # outside autocast: the backward follows the dtypes of the forward it retraces
+            with torch.autocast(self.device.type, enabled=False):
+                (loss * weight).backward()
+        return float(loss.detach()) * weight, stats
 
     def skip_update(self, loss: float, grad_norm: float) -> None:
         """Drop this update's gradient, count it (`skipped_updates` in metrics.jsonl), warn; after

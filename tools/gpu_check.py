@@ -387,6 +387,11 @@ def part_stale_weights(check: Check) -> dict:
     }
 
 
+# the options that size a recorded step
+STEP_SHAPE = ("prompts_per_step", "group_size", "max_new_tokens", "lr", "mu", "micro_batch_size",
+              "loss_aggregation", "scorer")  # fmt: skip
+
+
 def part_poster_step(check: Check) -> dict:
     """--preset poster at its scale (tiny in a dry run): 2 steps, as train.py runs them."""
     from grpo.config import parse_config
@@ -396,17 +401,9 @@ def part_poster_step(check: Check) -> dict:
     argv = ["--preset", "poster", "--task", "math", "--reward", "logprob", "--steps", "2",
             "--device", str(check.device), "--out-dir", tempfile.mkdtemp()]  # fmt: skip
     if check.dry_run:
-        argv += [
-            "--prompts-per-step",
-            "2",
-            "--group-size",
-            "2",
-            "--max-new-tokens",
-            "8",
-            "--micro-batch-size",
-            "4",
-        ]
-        argv += ["--lr", "1e-3"]  # so that a 2-step tiny run moves visibly
+        # lr 1e-3: so that a 2-step tiny run moves visibly
+        argv += ["--prompts-per-step", "2", "--group-size", "2", "--max-new-tokens", "8",
+                 "--micro-batch-size", "4", "--lr", "1e-3"]  # fmt: skip
     config = parse_config(argv, TASKS)
     check.release()
     free(check.device)
@@ -436,19 +433,7 @@ def part_poster_step(check: Check) -> dict:
     free(check.device)
     return {
         "ok": finite and moved > 0,
-        "config": {
-            k: getattr(config, k)
-            for k in (
-                "prompts_per_step",
-                "group_size",
-                "max_new_tokens",
-                "lr",
-                "mu",
-                "micro_batch_size",
-                "loss_aggregation",
-                "scorer",
-            )
-        },  # fmt: skip
+        "config": {k: getattr(config, k) for k in STEP_SHAPE},
         "steps": steps,
         "weights_moved_share": moved / total,
         "peak_memory_gib": peak,

@@ -59,7 +59,7 @@ class FixedProblems(Task):
         return self.inner.score_batch(examples, responses)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.learn_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="GRPO steps on the fixed problems (default 20)")
     parser.add_argument(
@@ -74,27 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="the run's seed: its training draws and its judged samples (default 0)",
     )
-    args = parser.parse_args(argv)
-    config = parse_config(
-        [
-            "--task",
-            "math",
-            "--reward",
-            "logprob",
-            "--device",
-            "cpu",
-            "--steps",
-            str(args.steps),
-            "--prompts-per-step",
-            str(args.problems),
-            "--seed",
-            str(args.seed),
-            "--out-dir",
-            "unused",
-            *LOOP_RECIPE,
-        ],  # fmt: skip
-        TASKS,
-    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    recipe = ["--task", "math", "--reward", "logprob", "--device", "cpu", "--steps", str(args.steps),
+              "--prompts-per-step", str(args.problems), "--seed", str(args.seed), "--out-dir", "unused"]  # fmt: skip
+    config = parse_config([*recipe, *LOOP_RECIPE], TASKS)
     torch.manual_seed(config.seed)
     policy, reference, tokenizer = load_models(config.model, "cpu", "float32", with_reference=True)
     countdown = get_task("math")
