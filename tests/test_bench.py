@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,6 +8,8 @@ from transformers import LlamaConfig
 
 from grpo.tags import ANSWER_CLOSE
 from tools import bench
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_useful_lengths_stop_where_the_rollout_would(tokenizer):
@@ -109,16 +113,34 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_step_walk_traces_train_py_to_the_first_optimizer_step():
-    from tools.step_walk import walk
+def test_the_step_walk_traces_train_py_to_the_first_optimizer_step_and_is_the_readmes():
+    from tools.step_walk import PHASES, reading, walk
 
     functions = walk("math")
-    assert functions[0] == ("train.py", "run")
-    assert len(set(functions)) == len(functions)  # each once, at its first call
-    order = [f"{name}:{qualname}" for name, qualname in functions]
+    assert (functions[0].file, functions[0].name) == ("train.py", "run")
+    assert len({str(f) for f in functions}) == len(functions)  # each once, at its first call
+    order = [str(f) for f in functions]
     # the step's phases in the order Trainer.step runs them, and nothing after the loss of the first update
-    phases = ["grpo/rollout.py:rollout", "grpo/rewards.py:logprob_rewards", "grpo/advantages.py:group_advantages",
-              "grpo/trainer.py:Trainer.policy_update", "grpo/loss.py:grpo_loss"]  # fmt: skip
+    phases = ["grpo/trainer.py:Trainer.step", "grpo/rollout.py:rollout", "grpo/rewards.py:logprob_rewards",
+              "grpo/advantages.py:group_advantages", "grpo/trainer.py:Trainer.policy_update",
+              "grpo/loss.py:grpo_loss"]  # fmt: skip
     assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases)
-    assert not any("<" in qualname for _, qualname in functions)  # comprehensions, lambdas, class bodies
-    assert all(name.startswith(("grpo/", "tasks/", "train.py")) for name, _ in functions)
+    assert not any("<" in f.name for f in functions)  # comprehensions, lambdas, class bodies
+    assert all(f.file.startswith(("grpo/", "tasks/", "train.py")) for f in functions)
+    # what runs before Trainer.step is the set-up; in the step, each block's functions come in its order
+    step = order.index("grpo/trainer.py:Trainer.step")
+    assert {f.part for f in functions[:step]} == {"setup"} and {f.part for f in functions[step:]} == {"step"}
+    blocks = [list(PHASES).index(f.phase) for f in functions[step:]]
+    assert blocks == sorted(blocks) and functions[order.index("grpo/loss.py:grpo_loss")].phase == "update"
+    # the kv cache's update is transformers' call, Countdown's parser the domain's own: neither is on the list
+    met = {str(f): f.met for f in functions}
+    assert met["grpo/kv_cache.py:PreallocatedLayer.update"] == "callback"
+    assert met["tasks/countdown.py:equation_reward"] == "domain"
+    assert met["tasks/countdown.py:CountdownTask.score"] == "read"
+
+    # the README's "One step, in the order to read it" lists exactly the reader's walk, in its order
+    readme = (REPO / "README.md").read_text()
+    listed = readme.split("<!-- step walk:", 1)[1].split("<!-- end of the step walk -->", 1)[0]
+    assert re.findall(r"`([\w/]+\.py:[\w.]+)`", listed) == [str(f) for f in reading(functions)]
+    counted = len(reading(functions)), len({f.file for f in reading(functions)})
+    assert f"{counted[0]} functions in {counted[1]} files" in readme

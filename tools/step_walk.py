@@ -22,6 +22,7 @@ import argparse
 import inspect
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 COUNTED = ("grpo/", "tasks/", "train.py")
 STEP = ("grpo/trainer.py", "Trainer.step")  # where the step begins; what runs before it is the set-up
+PHASE = ("grpo/trainer.py", "Trainer.phase")  # a block of the step: rollout, reward, reference, update
 # the frames between a caller and the function it names: `with` (contextlib), a module's __call__, a decorator
 PASS_THROUGH = ("contextlib.py", "torch/nn/modules/module.py", "torch/utils/_contextlib.py")
 
@@ -39,6 +41,7 @@ class Function:
     file: str  # relative to the repository: grpo/rollout.py
     name: str  # qualified: Trainer.step
     part: str  # "setup" (before Trainer.step) or "step"
+    phase: str  # the step's phase it is first called in (Trainer.phase's name; "prompts" before the first)
     met: str  # "read" (the project calls it), "callback" (a library does), "domain" (the domain's own helper)
     caller: str | None  # the file whose code first called it (None: a library)
 
@@ -67,6 +70,13 @@ def _caller(frame: FrameType) -> str | None:
     return None if caller is None else _relative(caller.f_code.co_filename)
 
 
+def _met(name: str, caller: str | None) -> str:
+    """How a reader meets a function of file `name` called from file `caller` (Function.met)."""
+    if caller is None:
+        return "callback"
+    return "domain" if caller.startswith("tasks/") and name.startswith("tasks/") else "read"
+
+
 def walk(task: str = "math") -> list[Function]:
     """Every function of the project called from train.py's run to the first optimizer.step(), once each, in
     the order first called."""
@@ -76,7 +86,7 @@ def walk(task: str = "math") -> list[Function]:
     from grpo.run import release_out_dirs
 
     seen: dict[tuple[str, str], Function] = {}
-    part = ["setup"]
+    part, phase = ["setup"], ["prompts"]
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
         if event != "call":
@@ -85,18 +95,16 @@ def walk(task: str = "math") -> list[Function]:
         name = _relative(code.co_filename)
         qualname = getattr(code, "co_qualname", code.co_name)
         is_function = bool(code.co_flags & inspect.CO_OPTIMIZED)  # not a module's or a class's body
-        if name is None or not is_function or "<" in qualname or (name, qualname) in seen:
+        if name is None or not is_function or "<" in qualname:
+            return
+        if (name, qualname) == PHASE:
+            phase[0] = frame.f_locals["name"]
+        if (name, qualname) in seen:
             return
         if (name, qualname) == STEP:
             part[0] = "step"
         caller = _caller(frame)
-        if caller is None:
-            met = "callback"
-        elif caller.startswith("tasks/") and name.startswith("tasks/"):
-            met = "domain"
-        else:
-            met = "read"
-        seen[name, qualname] = Function(name, qualname, part[0], met, caller)
+        seen[name, qualname] = Function(name, qualname, part[0], phase[0], _met(name, caller), caller)
 
     def stop(*args: Any, **kwargs: Any) -> None:
         sys.setprofile(None)  # what unwinds from here (the run's `with` blocks) is not the step
@@ -124,6 +132,23 @@ def reading(functions: list[Function]) -> list[Function]:
     return [f for f in functions if f.part == "step" and f.met == "read"]
 
 
+# Trainer.step's numbered blocks, by the name its phase blocks take (the first block times nothing)
+PHASES = {"prompts": "0. Prompts", "rollout": "1. Rollout", "reward": "2–3. Rewards and advantages",
+          "reference": "4. Reference", "update": "5. Update"}  # fmt: skip
+
+
+def markdown(functions: list[Function]) -> str:
+    """The README's list of the step: one line per block of Trainer.step, its functions in the order first
+    called, each as `file:function`."""
+    steps = reading(functions)
+    lines = []
+    for phase, title in PHASES.items():
+        names = ", ".join(f"`{f}`" for f in steps if f.phase == phase)
+        lines.append(textwrap.fill(f"- {title}: {names}", width=110, subsequent_indent="  ",
+                                   break_long_words=False, break_on_hyphens=False))  # fmt: skip
+    return "\n".join(lines)
+
+
 def counts(functions: list[Function]) -> str:
     """`N functions in F files`."""
     return f"{len(functions)} functions in {len({f.file for f in functions})} files"
@@ -135,8 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--setup", action="store_true", help="also list what train.py's run calls before the step"
     )
+    parser.add_argument(
+        "--markdown", action="store_true", help="the README's list of the step, and only that"
+    )
     args = parser.parse_args(argv)
     functions = walk(args.task)
+    if args.markdown:
+        print(markdown(functions))
+        return 0
     setup = [f for f in functions if f.part == "setup"]
     if args.setup:
         print(f"set-up, train.py's run to Trainer.step: {counts(setup)}")
@@ -146,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = reading(functions)
     print(f"one step, Trainer.step to the first optimizer.step(): {counts(steps)}")
     for i, f in enumerate(steps, start=1):
-        print(f"{i:3d}  {f}")
+        print(f"{i:3d}  {f.phase:<9}  {f}")
     for kind, what in (
         ("domain", "the domain's own helpers"),
         ("callback", "called back by transformers/torch"),
