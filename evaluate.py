@@ -190,9 +190,9 @@ def out_path(config: EvalConfig, name: str) -> Path:
 def run_model(config: EvalConfig) -> tuple[dict, Path]:
     import torch
 
+    from grpo.decode import compile_decoding
     from grpo.models import load_models, pick_device
     from grpo.precision import evaluation_precision
-    from grpo.rollout import compile_decoding
 
     task = make_task(config)
     name = config.name or default_run_name(config.model)

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     """Train; every usage or input error is one line `error: …` and exit code 2, a traceback only for a bug."""
     from grpo.checkpoint import DamagedCheckpoint
     from grpo.rollout import NonFiniteLogits
-    from grpo.run import release_out_dirs
+    from grpo.run_dir import release_out_dirs
     from grpo.trainer import NonFiniteUpdates
 
     try:
@@ -115,7 +115,7 @@ def take_out_dir(config: Config, world) -> tuple[Path | None, dict | None]:
     newest checkpoint of this run that reads whole and its state. A fresh run gets its run id."""
     from grpo.checkpoint import resumable_checkpoint
     from grpo.distributed import barrier
-    from grpo.run import hold_out_dir, prepare_out_dir
+    from grpo.run_dir import hold_out_dir, prepare_out_dir
 
     out_dir = Path(config.out_dir)
     resume_from, state = None, None

@@ -347,7 +347,7 @@ def evaluate_model(
     are recorded in the report beside the evaluation's own (name, model, device, …). The model is put in
     eval mode and given back in the mode it came in. `autocast`: generate under bf16 autocast (the
     likelihood figures are float32 regardless, as the reward is: `grpo.precision`). `compile`: the
-    rollout's compiled decode step (`grpo.rollout.compile_decoding`).
+    rollout's compiled decode step (`grpo.decode.compile_decoding`).
     """
     split_examples = list(task.examples(split))
     if split != "train":

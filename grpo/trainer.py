@@ -30,6 +30,7 @@ import torch
 
 from grpo.advantages import group_advantages
 from grpo.config import Config, UsageError, use_reasoning_mask
+from grpo.decode import compile_decoding
 from grpo.distributed import World, all_sum, gather_objects
 from grpo.fsdp import gathered, load_sharded, local, shard
 from grpo.logprobs import TokenLogprobs, batched_token_logprobs
@@ -39,7 +40,7 @@ from grpo.models import stop_token_ids
 from grpo.precision import autocast, lost_update_fraction, model_device, synchronize, training_precision
 from grpo.reasoning import reasoning_mask
 from grpo.rewards import LogprobRewardOptions, logprob_rewards
-from grpo.rollout import Rollout, build_prompt, compile_decoding, rollout
+from grpo.rollout import Rollout, build_prompt, rollout
 from grpo.tags import THINK_OPEN, format_reward
 from grpo.task import Example, Task
 

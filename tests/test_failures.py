@@ -180,7 +180,7 @@ def test_a_second_run_in_a_directory_in_use_is_refused(tmp_path, model_dir, caps
     import fcntl
     import os
 
-    from grpo.run import LOCK_FILE
+    from grpo.run_dir import LOCK_FILE
 
     out = tmp_path / "run"
     out.mkdir()

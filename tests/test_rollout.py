@@ -257,8 +257,8 @@ PREVIOUS = PREVIOUS_SAMPLER  # the sampler the static one replaced, as the same 
 
 
 def test_the_decode_step_is_static_on_a_preallocated_sdpa_or_eager_model(tokenizer, tiny_model):
+    from grpo.decode import DecodeStep
     from grpo.kv_cache import cache_argument, make_rollout_cache
-    from grpo.rollout import DecodeStep
 
     for attention in ("sdpa", "eager"):
         tiny_model.config._attn_implementation = attention
@@ -371,7 +371,7 @@ def test_each_prompt_is_prefilled_once_for_its_group(tokenizer, tiny_model):
 
 
 def test_a_failing_compiler_falls_back_to_eager_decoding_with_a_warning(tokenizer, tiny_model, monkeypatch):
-    import grpo.rollout
+    import grpo.decode
 
     def broken_compiler(device):
         def compiled(*args):
@@ -379,7 +379,7 @@ def test_a_failing_compiler_falls_back_to_eager_decoding_with_a_warning(tokenize
 
         return compiled
 
-    monkeypatch.setattr(grpo.rollout, "compiled_decode_forward", broken_compiler)
+    monkeypatch.setattr(grpo.decode, "compiled_decode_forward", broken_compiler)
     prompts = [encode(tokenizer, "abc")]
     kwargs = dict(group_size=2, max_new_tokens=6, temperature=0.0, stop_token_ids=[])
     with pytest.warns(
@@ -410,10 +410,10 @@ def test_a_compiled_rollout_reuses_its_cache_and_samples_what_a_fresh_one_does(
 ):
     # the compiled step's cache keeps its memory from one rollout to the next (a CUDA graph replays on it);
     # here the "compiler" hands back the eager step, so only the reuse is under test
+    import grpo.decode
     import grpo.kv_cache
-    import grpo.rollout
 
-    monkeypatch.setattr(grpo.rollout, "compiled_decode_forward", lambda device: grpo.rollout.decode_forward)
+    monkeypatch.setattr(grpo.decode, "compiled_decode_forward", lambda device: grpo.decode.decode_forward)
     monkeypatch.setattr(grpo.kv_cache, "_REUSED", {})
     prompts = [encode(tokenizer, "<|user|>a b c\n<|assistant|>"), encode(tokenizer, "zz")]
     kwargs = dict(group_size=3, max_new_tokens=12, stop_token_ids=list(range(5, 25)))

@@ -320,6 +320,7 @@ def test_a_non_finite_update_is_skipped_the_weights_stay_finite_and_three_in_a_r
 
 
 def test_compile_reaches_the_rollout_and_auto_leaves_it_off(tmp_path, tokenizer, model_factory, monkeypatch):
+    import grpo.decode
     import grpo.rollout
     import grpo.trainer
 
@@ -331,7 +332,7 @@ def test_compile_reaches_the_rollout_and_auto_leaves_it_off(tmp_path, tokenizer,
 
     monkeypatch.setattr(grpo.trainer, "rollout", recording_rollout)
     # the "compiler" hands back the eager step, so only the plumbing is under test here
-    monkeypatch.setattr(grpo.rollout, "compiled_decode_forward", lambda device: grpo.rollout.decode_forward)
+    monkeypatch.setattr(grpo.decode, "compiled_decode_forward", lambda device: grpo.decode.decode_forward)
     for setting in (None, True, False):
         make_trainer(
             config(tmp_path / str(setting), steps=1, compile=setting), tokenizer, model_factory

@@ -83,7 +83,7 @@ def walk(task: str = "math") -> list[Function]:
     import torch
 
     import train
-    from grpo.run import release_out_dirs
+    from grpo.run_dir import release_out_dirs
 
     seen: dict[tuple[str, str], Function] = {}
     part, phase = ["setup"], ["prompts"]
