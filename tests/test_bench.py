@@ -135,7 +135,7 @@ def test_the_step_walk_traces_train_py_to_the_first_optimizer_step_and_is_the_re
     # the kv cache's update is transformers' call, Countdown's parser the domain's own: neither is on the list
     met = {str(f): f.met for f in functions}
     assert met["grpo/kv_cache.py:PreallocatedLayer.update"] == "callback"
-    assert met["tasks/countdown.py:equation_reward"] == "domain"
+    assert met["tasks/arithmetic.py:equation_reward"] == "domain"
     assert met["tasks/countdown.py:CountdownTask.score"] == "read"
 
     # the README's "One step, in the order to read it" lists exactly the reader's walk, in its order

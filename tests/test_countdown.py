@@ -10,16 +10,15 @@ from fractions import Fraction
 import pytest
 
 from grpo.task import Example
-from tasks.countdown import (
-    CountdownTask,
-    _random_tree,
-    _tree_value,
+from tasks.arithmetic import (
     equation_reward,
     evaluate_expression,
     numbers_used,
     solve,
     tree_to_expression,
+    tree_value,
 )
+from tasks.countdown import CountdownTask, _random_tree
 
 
 def respond(answer: str, reasoning: str = "some reasoning") -> str:
@@ -159,7 +158,7 @@ def test_every_rendered_expression_parses_back_to_its_value():
             for shape in range(5):
                 tree = _random_tree(order, ops, shape)
                 text = tree_to_expression(tree)
-                assert evaluate_expression(text) == _tree_value(tree), text
+                assert evaluate_expression(text) == tree_value(tree), text
                 assert sorted(numbers_used(text)) == sorted(nums)
 
 
