@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks import poetry, poetry_scoring
-from tasks.poetry import (
-    PoetryTask,
+from tasks import poetry, poetry_data, poetry_scoring
+from tasks.poetry import PoetryTask
+from tasks.poetry_data import (
     build_splits,
     default_data_path,
     example_from_record,
@@ -413,7 +413,7 @@ def test_build_splits_is_seeded_disjoint_and_drops_duplicates():
 
 
 def test_default_data_path(tmp_path, monkeypatch):
-    monkeypatch.delenv(poetry.DATA_ENV, raising=False)
+    monkeypatch.delenv(poetry_data.DATA_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     repo = tmp_path / "repo"
     with pytest.raises(FileNotFoundError, match=r"make data.*--data PATH"):
@@ -426,8 +426,8 @@ def test_default_data_path(tmp_path, monkeypatch):
     prepared.parent.mkdir()
     prepared.write_text("")
     assert default_data_path(repo) == prepared.resolve()
-    monkeypatch.setenv(poetry.DATA_ENV, str(tmp_path / "mine.jsonl"))
-    with pytest.raises(FileNotFoundError, match=poetry.DATA_ENV):
+    monkeypatch.setenv(poetry_data.DATA_ENV, str(tmp_path / "mine.jsonl"))
+    with pytest.raises(FileNotFoundError, match=poetry_data.DATA_ENV):
         default_data_path(repo)
     (tmp_path / "mine.jsonl").write_text("")
     assert default_data_path(repo) == (tmp_path / "mine.jsonl").resolve()
@@ -451,8 +451,8 @@ def test_prepare_data_round_trip_and_cli(tmp_path, monkeypatch, capsys):
     def offline():
         raise OSError("no network")
 
-    monkeypatch.setattr(poetry, "SHARED_CSV", tmp_path / "absent.csv")
-    monkeypatch.setattr(poetry, "_hub_records", offline)
+    monkeypatch.setattr(poetry_data, "SHARED_CSV", tmp_path / "absent.csv")
+    monkeypatch.setattr(poetry_data, "_hub_records", offline)
     assert poetry.main(["--prepare", "--out", str(tmp_path / "never.jsonl")]) == 1
     assert "schifferlearning/Poetry-Categorized" in capsys.readouterr().err
     assert not (tmp_path / "never.jsonl").exists()
