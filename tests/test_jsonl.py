@@ -22,7 +22,8 @@ from grpo.rollout import build_prompt
 from grpo.trainer import Trainer
 from tasks import get_task
 from tasks.base import FORMAT_INSTRUCTIONS
-from tasks.jsonl import JsonlTask, exact_match, held_out, load_reward_fn
+from tasks.jsonl import JsonlTask, exact_match, load_reward_fn
+from tasks.jsonl_data import held_out
 from tasks.responses import score_responses_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,7 +188,7 @@ def test_evaluation_compares_prompts_not_the_short_answers_that_repeat(tmp_path,
 
 
 def test_prompts_that_differ_in_case_or_spacing_land_on_the_same_side():
-    from tasks.jsonl import held_out
+    from tasks.jsonl_data import held_out
 
     prompts = [f"Riddle number {n}: what am I?" for n in range(200)]
     sides = [held_out(p, 0.3) for p in prompts]
