@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig
 
 from grpo.tags import ANSWER_CLOSE
-from tools import bench
+from tools import bench, bench_report, bench_setup
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,11 +26,13 @@ def test_useful_lengths_stop_where_the_rollout_would(tokenizer):
 
 
 def test_peak_memory_sees_a_tensor_allocated_inside():
-    with bench.PeakMemory(torch.device("cpu")) as memory:
+    with bench_setup.PeakMemory(torch.device("cpu")) as memory:
         x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         del x
     assert 48 * 2**20 < memory.peak < 512 * 2**20
-    with bench.PeakMemory(torch.device("meta")) as elsewhere:  # no way to measure: None, not a made-up 0
+    with bench_setup.PeakMemory(
+        torch.device("meta")
+    ) as elsewhere:  # no way to measure: None, not a made-up 0
         pass
     assert elsewhere.peak is None
     scoring = {"rows": 2, "positions": 5, "scored_tokens": 4, "micro_batch_size": 8, "group_size": 2}
@@ -38,7 +40,7 @@ def test_peak_memory_sees_a_tensor_allocated_inside():
         name: {"tokens_per_s": 1.0, "peak_bytes": None} for name in ("ours", "ours_whole_batch", "naive")
     }
     scoring |= {"memory_vs_naive": None, "speed_vs_naive": 1.0, "max_abs_difference": 0.0}
-    text = bench.table(
+    text = bench_report.table(
         {"machine": {"cpu": "x"}, "model": "m", "device": "mps", "dtype": "float32", "scoring": scoring}
     )
     assert "peak n/a" in text and "memory ours/naive n/a" in text
@@ -46,7 +48,7 @@ def test_peak_memory_sees_a_tensor_allocated_inside():
 
 def test_unknown_random_init_shape_is_a_clear_error(tokenizer):
     with pytest.raises(SystemExit, match="--random-init takes one of"):
-        bench.random_model("qwen9-1t", tokenizer, torch.device("cpu"), torch.float32)
+        bench_setup.random_model("qwen9-1t", tokenizer, torch.device("cpu"), torch.float32)
 
 
 @pytest.mark.slow

@@ -189,7 +189,7 @@ def test_tiny_qwen3(tok):
 def test_qwen3_1_7b_shape_has_its_published_size():
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from tools.bench import SHAPES
+    from tools.bench_setup import SHAPES
 
     assert {k: v for k, v in SHAPES["qwen3-1.7b"].items() if k != "model_type"} == q3.QWEN3_1_7B_SHAPE
     config = Qwen3Config(**q3.QWEN3_1_7B_SHAPE)

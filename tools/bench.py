@@ -33,17 +33,11 @@ settings, so the ratios hold even on a noisy machine; the seconds do not travel.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import ctypes
 import functools
 import gc
 import json
-import os
-import platform
 import tempfile
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,170 +47,18 @@ from grpo.config import Config
 from grpo.logprobs import batched_token_logprobs, left_pad, position_ids_from_mask, token_logprobs
 from grpo.models import DEFAULT_MODEL, load_models, load_tokenizer, pick_device, stop_token_ids
 from grpo.precision import autocast as precision_autocast
-from grpo.precision import cpu_has_bf16_arithmetic
-from grpo.rollout import CHECK_EVERY, PREVIOUS_SAMPLER, StopWatcher, build_prompt, rollout
+from grpo.rollout import CHECK_EVERY, PREVIOUS_SAMPLER, StopWatcher, rollout
 from grpo.tags import ANSWER_CLOSE
-from tools.qwen3_tokenizer import QWEN3_1_7B_SHAPE
-
-# Model shapes for --random-init, from the models' published config.json files (weights are never needed).
-SHAPES = {
-    "qwen3-1.7b": dict(model_type="qwen3", **QWEN3_1_7B_SHAPE),
-    # Qwen3-1.7B's structure (28 layers, its heads, its vocabulary) at a width a CPU runs in seconds: the ops a
-    # decode step issues, which the "ops" section counts, depend on the structure and not on the width
-    "qwen3-1.7b-narrow": dict(
-        model_type="qwen3",
-        **{**QWEN3_1_7B_SHAPE, "hidden_size": 128, "intermediate_size": 256, "head_dim": 16},
-    ),
-    "smollm2-135m": dict(
-        model_type="llama",
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        max_position_embeddings=8192,
-        rope_theta=100_000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-    ),
-}
-
-
-# ---------------------------------------------------------------- setting up
-
-
-def random_model(shape: str, tokenizer, device: torch.device, dtype: torch.dtype):
-    """A randomly initialised model of a named shape (SHAPES) or of a config.json's shape."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    if shape in SHAPES:
-        fields = dict(SHAPES[shape])
-        config = AutoConfig.for_model(fields.pop("model_type"), **fields)
-    elif Path(shape).is_file():
-        config = AutoConfig.from_pretrained(shape)
-    else:
-        raise SystemExit(
-            f"error: --random-init takes one of {sorted(SHAPES)} or a config.json path, not {shape!r}"
-        )
-    # the packaged tokenizer drives the prompts; sampled ids it does not know decode to ""
-    if config.get_text_config(decoder=True).vocab_size < len(tokenizer):
-        raise SystemExit(
-            f"error: --random-init needs a vocabulary of at least {len(tokenizer)} tokens (the packaged tokenizer's)"
-        )
-    config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model
-
-
-def countdown_prompts(tokenizer, n: int) -> list[list[int]]:
-    from tasks.countdown import CountdownTask
-
-    task = CountdownTask()
-    examples = list(task.examples("train"))[:n]
-    return [build_prompt(tokenizer, task.messages(ex)) for ex in examples]
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import transformers
-
-    info = {
-        "cpu": cpu,
-        "cpu_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """bf16 arithmetic in hardware: a GPU that supports it, or a CPU with AVX512-BF16 or AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return cpu_has_bf16_arithmetic()
-    return False
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device):
-    synchronize(device)
-    start = time.perf_counter()
-    result = fn()
-    synchronize(device)
-    return result, time.perf_counter() - start
-
-
-class PeakMemory:
-    """Peak memory above the level at entry, in bytes (`.peak`).
-
-    On a GPU: the caching allocator's statistics. On a CPU: the process's resident set read from
-    /proc/self/statm every millisecond by a thread (torch's kernels release the GIL), after returning
-    freed heap pages to the system so that the starting level is the live data's. Elsewhere (no
-    /proc, e.g. macOS or MPS) `.peak` stays None.
-    """
-
-    def __init__(self, device: torch.device):
-        self.device, self.peak = device, None
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def __enter__(self):
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-            return self
-        if self.device.type != "cpu" or not os.path.exists("/proc/self/statm"):
-            self.peak = self.thread = None
-            return self
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        self.base = self.high = self._rss()
-        self.running = True
-
-        def watch():
-            while self.running:
-                self.high = max(self.high, self._rss())
-                time.sleep(0.001)
-
-        self.thread = threading.Thread(target=watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
-            return
-        if self.thread is None:
-            return
-        self.high = max(self.high, self._rss())
-        self.running = False
-        self.thread.join()
-        self.peak = self.high - self.base
-
+from tools.bench_report import table
+from tools.bench_setup import (
+    SHAPES,
+    PeakMemory,
+    bf16_is_fast,
+    countdown_prompts,
+    machine,
+    random_model,
+    timed,
+)
 
 # ---------------------------------------------------------------- sections
 
@@ -460,130 +302,6 @@ def bench_step(
         "seconds": phases,
         "total_seconds": sum(phases.values()),
     }
-
-
-# ---------------------------------------------------------------- report
-
-
-def mib(n: int | None) -> str:
-    return "n/a" if n is None else f"+{n / 2**20:,.0f} MiB"
-
-
-def ratio(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def table(report: dict) -> str:
-    """The report as the table printed before the JSON: one block per section the report holds."""
-    lines = [
-        f"machine: {report['machine']['cpu']}"
-        + (f", {report['machine']['gpu']}" if "gpu" in report["machine"] else "")
-    ]
-    lines.append(f"model: {report['model']} on {report['device']} in {report['dtype']}")
-    if report.get("rollout"):
-        lines += rollout_lines(report["rollout"])
-    if report.get("ops"):
-        lines += ops_lines(report["ops"])
-    if report.get("compile"):
-        lines.append(compile_line(report["compile"]))
-    if report.get("fixed_decode"):
-        lines.append(fixed_decode_line(report["fixed_decode"]))
-    if report.get("scoring"):
-        lines += scoring_lines(report["scoring"])
-    # the scaling's first step is the step section's base: listed once
-    steps = report.get("step", []) + [r for r in report.get("scaling", []) if r not in report.get("step", [])]
-    if steps:
-        lines += step_lines(steps)
-    for note in report.get("notes", []):
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
-
-
-def rollout_lines(rollouts: list[dict]) -> list[str]:
-    lines = [
-        "",
-        "rollout: useful tokens/s of ours (static), the previous sampler and generate (computed tokens)",
-    ]
-    lines.append(
-        f"{'batch':>6} {'ours':>8} {'previous':>9} {'generate':>9} {'ours/prev':>10} {'ours/gen':>9}"
-    )
-    for r in rollouts:
-        o, p, g = r["ours"], r.get("previous"), r["generate"]
-        lines.append(
-            f"{r['batch']:>6} {o['useful_tokens_per_s']:>8.1f} "
-            f"{p['useful_tokens_per_s'] if p else float('nan'):>9.1f} {g['useful_tokens_per_s']:>9.1f} "
-            f"{r.get('rollout_vs_previous', float('nan')):>10.2f} {r['rollout_vs_generate']:>9.2f}   "
-            f"({o['computed_tokens']} / {p['computed_tokens'] if p else '-'} / {g['computed_tokens']})"
-        )
-    return lines
-
-
-def ops_lines(o: dict) -> list[str]:
-    lines = [
-        f"ops per decode step, {o['model']} at batch {o['batch']}{' under bf16 autocast' if o['autocast_bf16'] else ''}:"
-    ]
-    for name in ("ours", "previous"):
-        r = o[name]
-        lines.append(
-            f"  {name:>8}: {r['aten_ops_per_step']:,.0f} aten ops, {r['casts_per_step']:,.0f} casts, "
-            f"{r['item_reads_per_step']:.2f} .item() reads and {r['host_reads_of_tokens']:.3g} reads of the tokens"
-        )
-    return lines
-
-
-def compile_line(c: dict) -> str:
-    return (
-        f"compiled decode step, batch {c['batch']} × {c['max_new_tokens']}: {c['compiled_tokens_per_s']:.1f} tok/s "
-        f"against {c['eager_tokens_per_s']:.1f} eager ({c['compiled_vs_eager']:.2f}×), after "
-        f"{c['compile_seconds']:.0f} s of compiling"
-    )
-
-
-def fixed_decode_line(r: dict) -> str:
-    return (
-        f"fixed-length decode, batch {r['batch']} × {r['max_new_tokens']}: ours "
-        f"{r['ours']['computed_tokens_per_s']:.1f} tok/s, generate {r['generate']['computed_tokens_per_s']:.1f} "
-        f"tok/s, ratio {r['rollout_vs_generate']:.2f}"
-    )
-
-
-def scoring_lines(s: dict) -> list[str]:
-    lines = [
-        "",
-        f"log-prob scoring, {s['rows']} rows × {s['positions']} positions ({s['scored_tokens']} scored)",
-    ]
-    labels = {
-        "ours": f"ours, {s['micro_batch_size']} rows at a time, prompt once per group (as trained)",
-        "ours_whole_batch": "ours, the whole batch at once",
-        "naive": "naive log_softmax of the whole batch",
-    }
-    width = max(len(label) for label in labels.values())
-    for name, label in labels.items():
-        lines.append(
-            f"  {label:<{width}}: {s[name]['tokens_per_s']:>9.1f} tok/s, peak {mib(s[name]['peak_bytes'])}"
-        )
-    lines.append(
-        f"  memory ours/naive {ratio(s['memory_vs_naive'])}, speed ours/naive {s['speed_vs_naive']:.2f}, "
-        f"max |difference| {s['max_abs_difference']:.1e}"
-    )
-    return lines
-
-
-def step_lines(steps: list[dict]) -> list[str]:
-    lines = ["", "GRPO step (logprob reward), seconds"]
-    lines.append(
-        f"{'prompts×G×T':>13} {'sampler':>9} {'bf16':>5} {'tokens':>7} {'rollout':>8} {'reward':>7} {'ref':>6} "
-        f"{'update':>7} {'total':>7}"
-    )
-    for r in steps:
-        s = r["seconds"]
-        shape = f"{r['prompts']}×{r['group_size']}×{r['max_new_tokens']}"
-        lines.append(
-            f"{shape:>13} {r.get('sampler', 'ours'):>9} {'yes' if r['autocast_bf16'] else 'no':>5} "
-            f"{r['completion_tokens']:>7} {s['rollout']:>8.1f} {s['reward']:>7.1f} {s['reference']:>6.1f} "
-            f"{s['update']:>7.1f} {r['total_seconds']:>7.1f}"
-        )
-    return lines
 
 
 # ---------------------------------------------------------------- the command line and the run

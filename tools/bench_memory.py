@@ -13,7 +13,7 @@ tokens, β 0.02, on a CPU), and the process reports, counted from the tensors:
     optimizer   the bytes of AdamW's state (two float32 moments per trainable parameter, and a step count)
     peak        the memory held when the step starts (the models loaded) plus the step's own peak above it
                 (gradients, AdamW's state, created in the first step, and activations): on a CPU the
-                resident set (`tools.bench.PeakMemory`, sampled every millisecond; the Python runtime and
+                resident set (`tools.bench_setup.PeakMemory`, sampled every millisecond; the Python runtime and
                 the libraries are in it, so it differs less than the tensors do), the CUDA allocator on a GPU
 
 The seconds of the step are printed too, for scale; they are not the point (`make bench` times steps).
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from tools.bench import PeakMemory
+from tools.bench_setup import PeakMemory
 
 SETUPS = ("full", "lora")
 

@@ -5,7 +5,7 @@
 
 Every part is timed and wrapped, so one failure is recorded and the rest still run; one JSON report holds
 them all, and each prints one line as it ends. The model is a randomly initialised Qwen3-1.7B shape
-(`tools.bench.SHAPES`; no weights needed) with the real Qwen3 tokenizer (`tools.qwen3_tokenizer`, from the
+(`tools.bench_setup.SHAPES`; no weights needed) with the real Qwen3 tokenizer (`tools.qwen3_tokenizer`, from the
 `qwen` extra; the packaged SmolLM2 tokenizer where it is missing), under the run's default precision:
 float32 weights, bf16 autocast on a GPU with bf16 (`grpo.precision`).
 
@@ -86,7 +86,7 @@ class Check:
         return autocast(self.device, self.mixed)
 
     def shape(self) -> dict:
-        from tools.bench import SHAPES
+        from tools.bench_setup import SHAPES
 
         fields = dict(TINY_SHAPE if self.dry_run else SHAPES["qwen3-1.7b"])
         fields["vocab_size"] = max(fields["vocab_size"], len(self.tokenizer))
