@@ -63,11 +63,6 @@ def missing_files(checkpoint: Path) -> list[str]:
     return missing
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    found = checkpoints(run_dir)
-    return found[-1] if found else None
-
-
 def shards_dir(run_dir: Path, step: int) -> Path:
     """Where every rank of an FSDP run writes its shards of a checkpoint, before rank 0 moves them into it."""
     return Path(run_dir) / "checkpoints" / f".shards-step-{step:08d}"

@@ -14,13 +14,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from grpo.checkpoint import MODEL_DIR, checkpoints, latest_checkpoint, read_state, truncate_jsonl
+from grpo.checkpoint import MODEL_DIR, checkpoints, read_state, truncate_jsonl
 from grpo.models import load_model
 from grpo.run import train
 from grpo.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 VOLATILE = ("time_", "rollout_tokens_per_s")  # wall-clock figures differ between any two runs
+
+
+def latest(run_dir):
+    """The newest complete checkpoint of a run directory, (step, path), or None."""
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
 
 
 def stable(line: str) -> dict:
@@ -47,7 +53,7 @@ def test_a_resumed_run_equals_one_never_interrupted(tmp_path, tokenizer):
         EchoTask(),
     )
     train(first, progress=False)
-    step, path = latest_checkpoint(first.config.out_dir)
+    step, path = latest(first.config.out_dir)
     assert step == 2 and [s for s, _ in checkpoints(first.config.out_dir)] == [1, 2]  # keep_checkpoints = 2
 
     policy = load_model(str(path / MODEL_DIR), torch.device("cpu"), torch.float32)
@@ -71,7 +77,7 @@ def test_half_written_checkpoints_are_ignored(tmp_path):
     torch.save({"step": 3}, root / "step-00000003" / "trainer_state.pt")
     (root / ".step-00000005-x1y2" / MODEL_DIR).mkdir(parents=True)  # crashed while writing: hidden name
     (root / "step-00000004" / MODEL_DIR).mkdir(parents=True)  # no trainer_state.pt
-    assert latest_checkpoint(tmp_path) == (3, root / "step-00000003")
+    assert latest(tmp_path) == (3, root / "step-00000003")
 
 
 def test_truncate_jsonl_drops_steps_after_the_checkpoint(tmp_path):
@@ -102,7 +108,7 @@ def start(command):
 def wait_for_checkpoint(run_dir, step, process, timeout=240):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = latest_checkpoint(run_dir)
+        found = latest(run_dir)
         if found and found[0] >= step:
             return found[0]
         if process.poll() is not None:
@@ -147,7 +153,7 @@ def test_sigterm_stops_cleanly_with_a_loadable_checkpoint(tmp_path, tiny_model_d
     assert process.returncode == 0, output
     assert "stopped by SIGTERM" in output and "--resume" in output
     assert "done:" not in output and not (tmp_path / "run" / "final").exists()  # no claim of a final model
-    step, path = latest_checkpoint(tmp_path / "run")
+    step, path = latest(tmp_path / "run")
     assert read_state(path)["step"] == step
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == step
     model = load_model(str(path / MODEL_DIR), torch.device("cpu"), torch.float32)
@@ -204,7 +210,7 @@ def test_sigterm_while_the_last_checkpoint_is_written_loses_nothing(tmp_path, ti
     output = process.communicate(timeout=300)[0]
     # it used to die there (exit 143) with a half-written .step-* directory and nothing to resume
     assert process.returncode == 0, output
-    step, path = latest_checkpoint(tmp_path / "run")
+    step, path = latest(tmp_path / "run")
     assert step == 1 and read_state(path)["step"] == 1
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
     assert not list((tmp_path / "run" / "checkpoints").glob(".step-*"))

@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import torch
 from conftest import EchoTask, config, make_model, make_trainer
 
 import evaluate
@@ -21,13 +22,11 @@ from grpo.evaluation import (
     evaluate_model,
     repetition_figures,
 )
-from grpo.models import stop_token_ids
 from grpo.reports import format_summary
 from grpo.reports import format_table as table_of
-from grpo.rewards import gold_scores_of_completions
-from grpo.rollout import build_prompt, rollout
+from grpo.rollout import answer_separator, build_prompt
 from grpo.statistics import mean_ci, paired_difference
-from grpo.tags import THINK_OPEN
+from grpo.tags import THINK_CLOSE, THINK_OPEN
 from grpo.task import Example, Reward, Task
 from tasks.countdown import CountdownTask
 from tasks.poetry import PoetryTask
@@ -190,46 +189,41 @@ def test_records_score_again_as_a_responses_file(tokenizer, tiny_model, tmp_path
 # The gold answer's likelihood, as training's logprob reward scores it
 
 
-def test_likelihood_figures_are_the_gold_scores_of_the_same_completions(tokenizer, tiny_model):
+def teacher_forced_logprob(model, ids: list[int], scored: range) -> float:
+    """log P of the tokens at positions `scored` of one unpadded row, by one plain forward pass."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)  # (L, V)
+    return sum(float(logp[t - 1, ids[t]]) for t in scored)
+
+
+def test_likelihood_figures_are_the_gold_answers_teacher_forced_log_probs(tokenizer, tiny_model):
     task = CountdownTask(n_train=4, n_test=3)
     report = evaluate_model(
         tiny_model, tokenizer, task, greedy=True, max_new_tokens=8, batch_size=3, progress=False
     )
-    # the same completions again (greedy, one batch), scored directly by the trainer's function
     examples = task.examples("test")
-    prompts = [build_prompt(tokenizer, task.messages(ex)) for ex in examples]
-    stop_ids = stop_token_ids(tiny_model, tokenizer)
-    out = rollout(
-        tiny_model,
-        tokenizer,
-        prompts,
-        group_size=1,
-        max_new_tokens=8,
-        temperature=0.0,
-        stop_token_ids=stop_ids,
-    )
-    assert [r["response"] for r in report["records"]] == [THINK_OPEN + text for text in out.texts]
-    gold = gold_scores_of_completions(
-        tiny_model,
-        tokenizer,
-        prompts,
-        out.completion_ids,
-        out.completion_mask,
-        [ex.gold for ex in examples],
-        stop_token_ids=stop_ids,
-        micro_batch_size=3,
-        with_empty_reasoning=True,
-        group_size=1,
-    )
     figures = [r["likelihood"] for r in report["records"]]
-    assert [f["gold_logprob"] for f in figures] == pytest.approx(gold.scores.logp_sum.tolist(), rel=1e-6)
-    assert [f["gold_logprob_empty"] for f in figures] == pytest.approx(
-        gold.scores.empty_logp_sum.tolist(), rel=1e-6
-    )
-    assert [f["think_closed"] for f in figures] == [int(c) for c in gold.closed.tolist()]
-    assert [f["reasoning_tokens"] for f in figures] == [int(n) for n in gold.reasoning_tokens.tolist()]
-    assert [f["reasoning_short"] for f in figures] == [int(n < 16) for n in gold.reasoning_tokens.tolist()]
-    assert [f["early_answer"] for f in figures] == [int(a) for a in gold.answered.tolist()]
+    # each expectation by hand, one row at a time and one plain forward pass: the row is the prompt, then the
+    # reasoning, "</think>", the separator, "<answer>", the gold and "</answer>", each piece encoded apart as
+    # the model would write them, and the gold is scored where it stands
+    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    opener = encode(THINK_CLOSE) + encode(answer_separator(tokenizer)) + encode("<answer>")
+    checked = 0
+    for f, record, example in zip(figures, report["records"], examples, strict=True):
+        prompt = build_prompt(tokenizer, task.messages(example))
+        reasoning = record["response"].removeprefix(THINK_OPEN)
+        if "<" in reasoning or record["finish_reason"] != "length":
+            continue  # a tag or an end-of-turn token: left to the reasoning span's own tests
+        checked += 1
+        scored_reasoning = len(encode(reasoning)) + len(encode(THINK_CLOSE))  # never closed: </think> added
+        assert (f["think_closed"], f["early_answer"], f["reasoning_tokens"]) == (0, 0, scored_reasoning)
+        gold = encode(example.gold)
+        for key, before in (("gold_logprob", encode(reasoning)), ("gold_logprob_empty", [])):
+            ids = prompt + before + opener + gold + encode("</answer>")
+            gold_at = len(prompt) + len(before) + len(opener)
+            expected = teacher_forced_logprob(tiny_model, ids, range(gold_at, gold_at + len(gold)))
+            assert f[key] == pytest.approx(expected, rel=1e-4), key
+    assert checked >= 2  # (the tiny model's greedy completions here: 8 characters, no tag)
     for f, record in zip(figures, report["records"]):
         assert f | repetition_figures(record["response"]) == f  # the repetition of what was written
     for f, example in zip(figures, examples):
