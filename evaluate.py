@@ -4,7 +4,7 @@
     python evaluate.py --task poetry --model runs/<run>/final --name "Logprob GRPO" --limit 20
     python evaluate.py --task math --model runs/<run>/final --no-likelihood        # rule scores only
     python evaluate.py --task jsonl --data examples/riddles.jsonl --model runs/<run>/final   # your own examples
-    python evaluate.py --task math --responses completions.jsonl                 # no policy model loaded
+    python evaluate.py --task math --responses responses.jsonl                     # no policy model loaded
     python evaluate.py --table reports/*.json --names Baseline "Rule-based GRPO" "Logprob GRPO" --out table.md
     python evaluate.py --compare reports/math-baseline.json reports/math-logprob.json --out compare.json
 
@@ -58,8 +58,8 @@ from tasks.responses import ResponsesFileError, score_responses_file
 POSTER_TABLE = {"math": "Math", "poetry": "Poetry"}
 
 # ----------------------------------------------------------------------------------------------------
-# Options of evaluate.py: one dataclass (the options it shares with train.py inherited from grpo.config.SharedOptions),
-# a docstring per field, the CLI generated from it
+# Options of evaluate.py: one dataclass (what it shares with train.py inherited from grpo.config.SharedOptions), a
+# docstring per field, the CLI generated from it
 
 
 @dataclass
