@@ -28,8 +28,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # poetry examples in data/poetry.jsonl (git-ignored), from ../shared/data or the hub, whichever is there
+# (-W: runpy warns that tasks.poetry was imported before it ran, which the registry in tasks/__init__.py does)
 data:
-	$(PY) -m tasks.poetry --prepare --out data/poetry.jsonl || echo "warning: no poetry data prepared; --task poetry will need --data PATH"
+	$(PY) -W ignore::RuntimeWarning:runpy -m tasks.poetry --prepare --out data/poetry.jsonl || echo "warning: no poetry data prepared; --task poetry will need --data PATH"
 
 # pytest exits 5 when it collects no test; make treats that as the failure it is
 test:
