@@ -25,7 +25,7 @@ import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,18 +87,24 @@ def walk(task: str = "math") -> list[Function]:
 
     seen: dict[tuple[str, str], Function] = {}
     part, phase = ["setup"], ["prompts"]
+    done: set[CodeType] = (
+        set()
+    )  # code not counted, or counted already: one set lookup a call (the run is long)
 
     def profile(frame: FrameType, event: str, arg: Any) -> None:
-        if event != "call":
+        if event != "call" or frame.f_code in done:
             return
         code = frame.f_code
         name = _relative(code.co_filename)
         qualname = getattr(code, "co_qualname", code.co_name)
         is_function = bool(code.co_flags & inspect.CO_OPTIMIZED)  # not a module's or a class's body
         if name is None or not is_function or "<" in qualname:
+            done.add(code)
             return
-        if (name, qualname) == PHASE:
+        if (name, qualname) == PHASE:  # watched at every call: each names the block it opens
             phase[0] = frame.f_locals["name"]
+        elif (name, qualname) in seen:
+            done.add(code)
         if (name, qualname) in seen:
             return
         if (name, qualname) == STEP:
