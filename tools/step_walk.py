@@ -6,6 +6,7 @@ this walk (a test checks that the two agree).
     python -m tools.step_walk                  # the step's walk, one file:function a line, then the counts
     python -m tools.step_walk --setup          # and, first, what train.py's run calls before the step
     python -m tools.step_walk --task poetry    # another domain's walk
+    python -m tools.step_walk --markdown       # the README's list of the step, to paste between its markers
 
 It runs train.py itself on the packaged model (one step: 1 prompt × G 2, 4 new tokens, into a temporary
 directory) under `sys.setprofile` and stops it at the first optimizer step. Counted: the functions and methods
