@@ -1,4 +1,5 @@
-"""Every knob of a run, in one flat dataclass. The docstring under each field is its `--help` text.
+"""Every knob of a run, in one dataclass (`Config`; the options evaluate.py takes too come first, from
+`SharedOptions`). The docstring under each field is its `--help` text.
 
 `python train.py --help` is generated from this file (`build_parser`, through grpo/cli.py), so the two cannot
 disagree. The domains
