@@ -30,9 +30,12 @@ def test_device_and_dtype_can_be_forced_and_default_sensibly():
         pick_dtype("float8")
 
 
-def test_an_unreachable_hub_id_gives_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty hub cache
+def test_an_unreachable_hub_id_gives_a_clear_error(monkeypatch):
+    import huggingface_hub.constants
+
+    # offline, as HF_HUB_OFFLINE=1 makes it; the hub library read that variable when it was imported, so the
+    # flag itself is set (the variable alone, set now, left it trying the network 5 times, 47 s of backoff)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match="could not load model 'no-such-org/no-such-model'.*hub"):
         load_model("no-such-org/no-such-model", torch.device("cpu"), torch.float32)
     with pytest.raises(
