@@ -17,6 +17,7 @@ import os
 import string
 import types
 
+import huggingface_hub.constants
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models
@@ -29,6 +30,11 @@ from grpo.trainer import Trainer
 # The tests compute what a CPU without bf16 arithmetic computes, whatever this one has: `--autocast auto` is off
 # (grpo.precision.cpu_bf16_pays), here and in the scripts the tests start (they inherit the environment)
 os.environ["LOGPROB_GRPO_CPU_BF16"] = "off"
+# No test reaches the Hugging Face hub: a name looked up there (a mistyped --model) fails at once, where online
+# mode tries the network 5 times (about 45 s of backoff). The hub library read the variable when transformers
+# imported it, above, so its flag is set too; the scripts the tests start read the variable
+os.environ["HF_HUB_OFFLINE"] = "1"
+huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

@@ -33,8 +33,8 @@ def test_device_and_dtype_can_be_forced_and_default_sensibly():
 def test_an_unreachable_hub_id_gives_a_clear_error(monkeypatch):
     import huggingface_hub.constants
 
-    # offline, as HF_HUB_OFFLINE=1 makes it; the hub library read that variable when it was imported, so the
-    # flag itself is set (the variable alone, set now, left it trying the network 5 times, 47 s of backoff)
+    # offline, as HF_HUB_OFFLINE=1 makes it (tests/conftest.py sets it for every test; said here too, since
+    # the variable alone, set after the hub library was imported, left it trying the network: 47 s of backoff)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match="could not load model 'no-such-org/no-such-model'.*hub"):
         load_model("no-such-org/no-such-model", torch.device("cpu"), torch.float32)
