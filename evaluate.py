@@ -243,17 +243,17 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
 
 
 def run_responses(config: EvalConfig) -> tuple[dict, Path]:
-    completions = Path(config.responses)
-    if not completions.is_file():  # before the task is built: poetry reads its data first
-        raise FileNotFoundError(f"responses file {completions} does not exist")
+    responses_file = Path(config.responses)
+    if not responses_file.is_file():  # before the task is built: poetry reads its data first
+        raise FileNotFoundError(f"responses file {responses_file} does not exist")
     task = make_task(config)
-    name = config.name or completions.stem
+    name = config.name or responses_file.stem
     path = out_path(config, name)
-    report = score_responses_file(task, completions, settings={"name": name})
+    report = score_responses_file(task, responses_file, settings={"name": name})
     if report["n"] == 0:  # no report of nothing: --table would show it as a row of dashes
         details = [f"line {e['line']}: {e['message']}" for e in report.get("errors", [])[:3]]
         raise ResponsesFileError(
-            f"no example of {completions} could be scored ({report['n_errors']} unusable lines"
+            f"no example of {responses_file} could be scored ({report['n_errors']} unusable lines"
             f"{': ' + '; '.join(details) if details else ', the file is empty'}); no report written"
         )
     write_report(report, path)

@@ -370,7 +370,7 @@ def evaluate_model(
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
             prompts = [build_prompt(tokenizer, task.messages(ex)) for ex in batch]
-            with autocast_block(device, autocast):  # generation only: the likelihood figures are float32
+            with autocast_block(device, autocast):  # generation only: the likelihood figures never are
                 out = rollout(model, tokenizer, prompts, group_size=1, max_new_tokens=max_new_tokens,
                               temperature=effective_temperature, top_p=top_p, stop_token_ids=stop_ids,
                               generator=generator, compile=compile)  # fmt: skip

@@ -89,16 +89,14 @@ def batch_normalise(rewards: torch.Tensor, method: str) -> torch.Tensor:
     finite = torch.isfinite(rewards)  # (N,)
     if method == "none" or not bool(finite.any()):
         return rewards
-    finite_rewards = rewards[finite]  # (n_finite,)
-    if (
-        finite_rewards.amax() == finite_rewards.amin()
-    ):  # not `std == 0`: the mean of equal floats can carry a residue
+    valid = rewards[finite]  # (n_finite,)
+    if valid.amax() == valid.amin():  # not `std == 0`: the mean of equal floats can carry a residue
         return torch.where(finite, torch.zeros_like(rewards), rewards)
     if method == "zscore":
         # (R − mean_B R) / std_B R
-        return (rewards - finite_rewards.mean()) / finite_rewards.std(unbiased=False)
+        return (rewards - valid.mean()) / valid.std(unbiased=False)
     # minmax: (R − min_B R) / (max_B R − min_B R) ∈ [0, 1]
-    return (rewards - finite_rewards.min()) / (finite_rewards.max() - finite_rewards.min())
+    return (rewards - valid.min()) / (valid.max() - valid.min())
 
 
 # ---------------------------------------------------------------- the logprob reward

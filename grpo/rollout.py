@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from grpo.decode import DecodeStep
 from grpo.kv_cache import cache_argument, make_rollout_cache, returned_cache
-from grpo.logprobs import left_pad
+from grpo.logprobs import left_pad, position_ids_from_mask
 from grpo.tags import ANSWER_CLOSE, ANSWER_SEPARATOR, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ def prefill(
     """One forward pass over each left-padded prompt (`unique_ids`, `unique_mask`: (n_prompts, P)), into `cache`
     (None: the model's own). Returns the cache, repeated for the `group_size` samples of each prompt, the
     logits of each sample's first token (N, V) and the position id of the token after the prompt (N,)."""
-    position_ids = (unique_mask.cumsum(-1) - 1).clamp(min=0)  # (n_prompts, P)
+    position_ids = position_ids_from_mask(unique_mask)  # (n_prompts, P)
     out = model(
         input_ids=unique_ids,
         attention_mask=unique_mask,

@@ -1,12 +1,12 @@
-"""Responses files: JSONL lines of an example's fields and `completion`, the whole response from <think> on,
-scored by the task's own rules with no policy model loaded (`evaluate.py --responses`). Which domain a line
+"""Responses files: JSONL lines of an example's fields and `response`, what the model wrote from <think> on,
+scored by the task's own rules with no policy model loaded (`evaluate.py --responses`). A line written before
+the key's rename, with `completion` in its place, is read the same. Which domain a line
 belongs to is read from its fields (`Task.record_fields`), so that a file of another task's examples is named
 as such rather than scored as errors.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,9 +45,8 @@ def example_from_record(task: Task, record: Mapping[str, Any]) -> Example:
         raise ResponsesFileError(str(err)) from None
 
 
-def parse_response_line(task: Task, line: str) -> tuple[Example, str]:
-    """(example, response) from one JSONL line; ValueError with a one-line reason if it is not usable."""
-    record = json_object(line)
+def parse_response_record(task: Task, record: Mapping[str, Any]) -> tuple[Example, str]:
+    """(example, response) from one line's JSON object; ValueError with a one-line reason if it is not usable."""
     other = _looks_like(record)
     if other is not None and other != task.name:
         raise ValueError(
@@ -68,9 +67,8 @@ def score_responses_file(
 
     Each line holds an example's fields and `response`, the whole response from `<think>` on (scored as
     written: a response without the opening tag fails the format part; `completion`, the key's name before,
-    is read too). A line that cannot be used
-    (not JSON, a missing field, a wrong type) becomes an entry of the report's `errors`, with its line
-    number, and the other lines are still scored. Blank lines are skipped. Raises FileNotFoundError for a
+    is read too). A line that cannot be used (not JSON, a missing field, a wrong type) becomes an entry of
+    the report's `errors`, with its line number, and the other lines are still scored. Blank lines are skipped. Raises FileNotFoundError for a
     missing file and ResponsesFileError when every line holds the other task's examples.
     """
     path = Path(path)
@@ -85,13 +83,9 @@ def score_responses_file(
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            if isinstance(record, dict):
-                kinds[_looks_like(record)] += 1
-        except json.JSONDecodeError:
-            pass
-        try:
-            example, response = parse_response_line(task, line)
+            record = json_object(line)
+            kinds[_looks_like(record)] += 1
+            example, response = parse_response_record(task, record)
         except ValueError as err:
             errors.append({"line": number, "message": str(err)})
             continue

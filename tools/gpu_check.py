@@ -218,12 +218,14 @@ def attention_implementations(check: Check) -> list[str]:
 
 def part_attention(check: Check) -> dict:
     """Each implementation on two rows, one left-padded by 5: finite everywhere? equal to the row alone?"""
+    from grpo.logprobs import position_ids_from_mask
+
     model = check.model
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (2, 16), generator=g).to(check.device)
     mask = torch.ones_like(ids)
     mask[1, :5] = 0  # five pad positions: queries that attend to no key at all
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = position_ids_from_mask(mask)
     results, ok = {}, True
     for name in attention_implementations(check):
         try:
