@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from grpo.kv_cache import cache_argument, make_rollout_cache, returned_cache
-from grpo.models import unwrapped
+from grpo.decode import cache_argument, make_rollout_cache, returned_cache
 
 if TYPE_CHECKING:
     from grpo.models import CausalLM
@@ -78,15 +77,6 @@ def shares_prompts(
     return True
 
 
-def _recomputes_activations(model: CausalLM) -> bool:
-    # activation checkpointing turns the cache off in training; the shared-prompt pass needs it
-    model = unwrapped(model)  # (a PEFT wrapper's class has neither name)
-    name = "is_activation_checkpointing"  # transformers 5's name; `is_gradient_checkpointing` before
-    if not hasattr(type(model), name):
-        name = "is_gradient_checkpointing"
-    return model.training and bool(getattr(model, name, False))
-
-
 def predicting_hidden_states(
     model: CausalLM,
     input_ids: torch.Tensor,
@@ -105,7 +95,13 @@ def predicting_hidden_states(
     G, prefix = group_size, start if shared_prefix is None else shared_prefix
     if not 1 <= prefix <= start:
         raise ValueError(f"shared_prefix={prefix} must be in [1, start={start}]")
-    if not shares_prompts(input_ids, attention_mask, prefix, G) or _recomputes_activations(model):
+    # activation checkpointing turns the cache off in training, and the shared prefix needs it (the flag is
+    # transformers 5's is_activation_checkpointing, is_gradient_checkpointing before; a PEFT wrapper passes
+    # either on to its model)
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if not shares_prompts(input_ids, attention_mask, prefix, G) or (model.training and bool(checkpointing)):
         hidden = decoder(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
         ).last_hidden_state

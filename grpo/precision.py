@@ -169,21 +169,13 @@ def lost_update_fraction(parameters: Iterable[torch.Tensor], lr: float) -> float
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[None]:
-    """bf16 autocast on `device` when `enabled`, else a block that computes in the weights' own dtype."""
-    if not enabled:
-        return full_precision(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def full_precision(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """A block with autocast off on `device`, even inside an enclosing autocast block."""
+    """bf16 autocast on `device` when `enabled`; else a block with autocast off, even inside an enclosing
+    autocast block, so that it computes in the weights' own dtype."""
+    if enabled:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     if device.type not in ("cuda", "cpu", "mps", "xpu"):  # e.g. meta: nothing to turn off
         return contextlib.nullcontext()
     return torch.autocast(device.type, enabled=False)
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def synchronize(device: torch.device) -> None:

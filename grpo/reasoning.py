@@ -44,11 +44,6 @@ def tag_end(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], tag: str) ->
     return lo - 1
 
 
-def think_end(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> int | None:
-    """t_end: index of the token that completes the first `</think>`, or None if there is none."""
-    return tag_end(tokenizer, ids, THINK_CLOSE)
-
-
 def tokens_before(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], cut: int) -> int:
     """The largest k such that decode(ids[:k]) fits within the first `cut` characters of decode(ids)."""
     ids = list(ids)
@@ -102,7 +97,7 @@ def reasoning_span(
 ) -> ReasoningSpan:
     """The reasoning span of one completion's ids (no padding). Stop tokens end a row, so they come last."""
     ids = list(ids)
-    end = think_end(tokenizer, ids)
+    end = tag_end(tokenizer, ids, THINK_CLOSE)  # t_end
     if end is not None:
         return ReasoningSpan(end, end + 1)
     stop = set(stop_token_ids)

@@ -23,7 +23,7 @@ Normalisations, applied in this order, each optional and each a pure function be
     batch:   (R − mean_B R) / std_B R  (zscore)   or   (R − min_B R) / (max_B R − min_B R)   (minmax)
 
 over the batch B of every completion of the step (64 in the poster: 16 prompts × G 4). The poster found
-length + min-max the most stable; it is the default. Then, in `grpo.advantages`, A_i = R_i − mean_group R.
+length + min-max the most stable; it is the default. Then, in `grpo.loss.group_advantages`, A_i = R_i − mean_group R.
 
 Departures from the poster's code, on purpose:
 - no abs(): its code took |log P| before min-max, which ranks a *less* likely gold answer higher;
@@ -53,8 +53,7 @@ import torch
 from grpo.config import BATCH_NORMALISATIONS, UNCLOSED, BatchNorm, Unclosed
 from grpo.distributed import all_gather
 from grpo.logprobs import left_pad, token_logprobs
-from grpo.precision import full_precision as precision_off
-from grpo.precision import model_device
+from grpo.precision import autocast
 from grpo.reasoning import ReasoningSpan, reasoning_ids, reasoning_span
 from grpo.rollout import answer_separator
 from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
@@ -82,7 +81,7 @@ def batch_normalise(rewards: torch.Tensor, method: str) -> torch.Tensor:
 
     A non-finite reward (NaN, ±inf: a scoring function that broke on one row) is left out of the batch's
     statistics and stays non-finite, so that one bad row cannot turn every reward into NaN;
-    `grpo.advantages` then gives it no advantage.
+    `grpo.loss.group_advantages` then gives it no advantage.
     """
     if method not in BATCH_NORMALISATIONS:
         raise ValueError(f"unknown batch normalisation {method!r}; choose one of {BATCH_NORMALISATIONS}")
@@ -189,7 +188,8 @@ def gold_answer_logprobs(
     sums = []
     # float32 even inside a bf16 autocast block: bf16 moves these log-probs by as much as the reward's
     # differences within a group (grpo.precision)
-    with precision_off(model_device(model)) if full_precision else contextlib.nullcontext():
+    off = autocast(next(model.parameters()).device, enabled=False)  # (a block with autocast off)
+    with off if full_precision else contextlib.nullcontext():
         for i in range(0, len(rests), micro_batch_size):
             chunk = slice(i, i + micro_batch_size)
             sums.append(

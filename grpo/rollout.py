@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from tqdm.auto import tqdm
 
-from grpo.decode import DecodeStep
-from grpo.kv_cache import cache_argument, make_rollout_cache, returned_cache
+from grpo.decode import DecodeStep, cache_argument, make_rollout_cache, returned_cache
 from grpo.logprobs import left_pad, position_ids_from_mask
 from grpo.tags import ANSWER_CLOSE, ANSWER_SEPARATOR, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
 
@@ -37,27 +36,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class Rollout:
-    prompt_ids: torch.Tensor  # (N, P) left-padded, N = n_prompts × G
-    prompt_mask: torch.Tensor  # (N, P) 1 for real prompt tokens
-    completion_ids: torch.Tensor  # (N, C) right-padded with the pad id
+    input_ids: torch.Tensor  # (N, P + C) the prompts left-padded, then the completions; N = n_prompts × G
+    attention_mask: torch.Tensor  # (N, P + C) 1 for real prompt tokens and generated tokens
+    prompt_length: int  # P: the completions' first column
+    completion_ids: torch.Tensor  # (N, C) input_ids[:, P:], right-padded with the pad id
     completion_mask: torch.Tensor  # (N, C) 1 for generated tokens, the final end-of-turn token included
     # (N, C) log-prob of each sampled token under the distribution it was drawn from (0 where masked). The
     # update does not read it (its π_old comes from teacher forcing); the tests check the sampler against it
     sample_logp: torch.Tensor
     texts: list[str]  # decoded completions, end-of-turn tokens left out
     finish_reasons: list[str]  # "eos" | "stop" (a stop string) | "second_think" | "length"
-
-    @property
-    def input_ids(self) -> torch.Tensor:
-        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)  # (N, P + C)
-
-    @property
-    def attention_mask(self) -> torch.Tensor:
-        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)  # (N, P + C)
-
-    @property
-    def prompt_length(self) -> int:
-        return self.prompt_ids.shape[1]
 
 
 def build_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
@@ -136,39 +124,6 @@ def sample_tokens(
         torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
     )  # (N,)
     return tokens, logp_all.gather(-1, tokens[:, None]).squeeze(-1)
-
-
-class StopWatcher:
-    """Finds stop strings and a second `<think>` in each row's text as it grows, one token at a time.
-
-    Only the tail that a new token can complete is searched, so the cost per step is constant.
-    """
-
-    def __init__(self, n_rows: int, stop_strings: Sequence[str], one_think: bool) -> None:
-        self.stop_strings = [s for s in stop_strings if s]
-        self.one_think = one_think
-        longest = max([len(s) for s in self.stop_strings] + [len(THINK_CLOSE)])
-        self.overlap = longest - 1  # a match ending in the new piece starts at most this far back
-        self.texts = [""] * n_rows
-        self.think_closed_at = [-1] * n_rows  # char offset just after the first </think>, -1 before
-
-    def update(self, row: int, piece: str) -> str | None:
-        """Append a decoded token to `row`; return why the row must stop, or None."""
-        search_from = max(0, len(self.texts[row]) - self.overlap)
-        text = self.texts[row] = self.texts[row] + piece
-        if self.one_think:
-            if self.think_closed_at[row] < 0:
-                found = text.find(THINK_CLOSE, search_from)
-                if found >= 0:
-                    self.think_closed_at[row] = found + len(THINK_CLOSE)
-            if (
-                self.think_closed_at[row] >= 0
-                and text.find(THINK_OPEN, max(search_from, self.think_closed_at[row])) >= 0
-            ):
-                return "second_think"
-        if any(text.find(s, search_from) >= 0 for s in self.stop_strings):
-            return "stop"
-        return None
 
 
 class NonFiniteLogits(RuntimeError):
@@ -320,11 +275,16 @@ def rollout(
     completion_ids = completion_ids[:, :steps].masked_fill(completion_mask == 0, pad_id)
     sample_logp = sample_logp[:, :steps].masked_fill(completion_mask == 0, 0.0)
     texts = decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids)
-    return Rollout(prompt_ids, prompt_mask, completion_ids, completion_mask, sample_logp, texts, ends.reasons)
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + C)
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (N, P + C)
+    return Rollout(
+        input_ids, attention_mask, P, completion_ids, completion_mask, sample_logp, texts, ends.reasons
+    )
 
 
 class Ends:
-    """Where each row ends and why, found on the host from the tokens it reads every few steps."""
+    """Where each row ends and why, found on the host from the tokens it reads every few steps: an end-of-turn
+    token, a stop string, or a second `<think>` in the row's text as it grows (`update`)."""
 
     def __init__(
         self,
@@ -337,7 +297,12 @@ class Ends:
     ) -> None:
         self.tokenizer = tokenizer
         self.stop_ids = set(stop_token_ids)
-        self.watcher = StopWatcher(n_rows, stop_strings, one_think)
+        self.stop_strings = [s for s in stop_strings if s]
+        self.one_think = one_think
+        longest = max([len(s) for s in self.stop_strings] + [len(THINK_CLOSE)])
+        self.overlap = longest - 1  # a match ending in the new piece starts at most this far back
+        self.texts = [""] * n_rows
+        self.think_closed_at = [-1] * n_rows  # char offset just after the first </think>, -1 before
         self.ends = [max_new_tokens] * n_rows  # tokens each row keeps, its stop included
         self.reasons = ["length"] * n_rows  # "eos" | "stop" | "second_think" | "length"
         self.running = list(range(n_rows))  # output rows not finished yet
@@ -360,12 +325,31 @@ class Ends:
                 if broken_rows[r][j]:
                     bad = [q for q in rows if any(broken_rows[q])]
                     raise NonFiniteLogits(model, bad, first_step + j)
-                reason = "eos" if token in self.stop_ids else self.watcher.update(r, piece)
+                reason = "eos" if token in self.stop_ids else self.update(r, piece)
                 if reason is not None:
                     self.ends[r], self.reasons[r] = first_step + j + 1, reason
             if reason is None:
                 still.append(r)
         self.running = still
+
+    def update(self, row: int, piece: str) -> str | None:
+        """Append a decoded token to `row`'s text; return why the row must stop there, or None. Only the tail
+        that the new piece can complete is searched, so the cost per token is constant."""
+        search_from = max(0, len(self.texts[row]) - self.overlap)
+        text = self.texts[row] = self.texts[row] + piece
+        if self.one_think:
+            if self.think_closed_at[row] < 0:
+                found = text.find(THINK_CLOSE, search_from)
+                if found >= 0:
+                    self.think_closed_at[row] = found + len(THINK_CLOSE)
+            if (
+                self.think_closed_at[row] >= 0
+                and text.find(THINK_OPEN, max(search_from, self.think_closed_at[row])) >= 0
+            ):
+                return "second_think"
+        if any(text.find(s, search_from) >= 0 for s in self.stop_strings):
+            return "stop"
+        return None
 
     def keep(self, rows: list[int]) -> list[int]:
         """The batch rows (indices into `rows`, the output row of each) that are still running."""

@@ -3,7 +3,7 @@
     for each step:
         sample prompts_per_step prompts, G completions each            (grpo.rollout)
         score them: the task's rules, or the logprob reward + format   (tasks/*, grpo.rewards)
-        A_i = R_i − mean over the group of i                           (grpo.advantages)
+        A_i = R_i − mean over the group of i                           (grpo.loss)
         log π_ref of the sampled tokens, when β > 0                    (grpo.logprobs)
         μ times: the clipped surrogate − β·KL on the kept tokens,      (grpo.loss)
                  accumulated over micro-batches, one AdamW step
@@ -28,16 +28,15 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
-from grpo.advantages import group_advantages
 from grpo.config import Config, UsageError, use_reasoning_mask
 from grpo.decode import compile_decoding
 from grpo.distributed import World, all_sum, gather_objects
 from grpo.fsdp import gathered, load_sharded, local, shard
 from grpo.logprobs import TokenLogprobs, batched_token_logprobs
 from grpo.lora import adapters_off, is_adapted
-from grpo.loss import LossStats, grpo_loss, microbatch_weight
+from grpo.loss import LossStats, group_advantages, grpo_loss, microbatch_weight
 from grpo.models import stop_token_ids
-from grpo.precision import autocast, lost_update_fraction, model_device, synchronize, training_precision
+from grpo.precision import autocast, lost_update_fraction, synchronize, training_precision
 from grpo.reasoning import reasoning_mask
 from grpo.rewards import LogprobRewardOptions, logprob_rewards
 from grpo.rollout import Rollout, build_prompt, rollout
@@ -172,7 +171,7 @@ class Trainer:
         self.skipped_long_prompts = 0
         self.skipped_updates = 0  # updates dropped for a non-finite loss or gradient (skip_update)
         self.skipped_in_a_row = 0
-        self._prompt_cache: dict[str, list[int]] = {}
+        self.prompt_ids: dict[str, list[int]] = {}  # an example's id → its prompt's token ids (next_examples)
         self.progress = False  # a bar per rollout, under the bar of steps
         self.show_phase = lambda name: None  # tells the terminal which phase of a step is running
 
@@ -189,7 +188,7 @@ class Trainer:
         # every rank draws the same global batch, then takes its share
         share = c.prompts_per_step // self.world.size
         examples = self.next_examples()[self.world.rank * share : (self.world.rank + 1) * share]
-        prompts = [self.prompt_ids(ex) for ex in examples]
+        prompts = [self.prompt_ids[ex.id] for ex in examples]
         rows = [ex for ex in examples for _ in range(G)]  # (N,) completion i answers rows[i]
         # 1. rollout: G completions per prompt, sampled from the current policy
         with self.phase("rollout", seconds), self.whole(self.policy), self.autocast(self.policy):
@@ -440,7 +439,7 @@ class Trainer:
     def sampled_logprobs(self, model: CausalLM, out: Rollout) -> torch.Tensor:
         """(N, C) log π of the sampled tokens under `model`, without gradient; greedy rollouts are scored as
         the T = 1 distribution. The reference may live on another device (--reference-device)."""
-        on = model_device(model)
+        on = next(model.parameters()).device
         with self.autocast(model):
             logp = batched_token_logprobs(
                 model,
@@ -456,7 +455,7 @@ class Trainer:
     def autocast(self, model: CausalLM) -> contextlib.AbstractContextManager[None]:
         """bf16 autocast for `model`'s forward passes under mixed precision, on the device it lives on; float32
         for a model on another kind of device than the policy (a CPU reference beside a GPU policy)."""
-        on = model_device(model)
+        on = next(model.parameters()).device
         return autocast(on, self.mixed_precision and on.type == self.device.type)
 
     @contextlib.contextmanager
@@ -472,8 +471,9 @@ class Trainer:
     def next_examples(self) -> list[Example]:
         """The next prompts_per_step examples of a reshuffled-every-epoch pass over the train split.
 
-        An example whose prompt is longer than max_prompt_tokens is skipped, not cut (a cut prompt loses
-        its instructions); the count is logged as `skipped_long_prompts`.
+        Each one's prompt is tokenized once, into `prompt_ids`. An example whose prompt is longer than
+        max_prompt_tokens is skipped, not cut (a cut prompt loses its instructions); the count is logged as
+        `skipped_long_prompts`.
         """
         batch: list[Example] = []
         skipped_in_a_row = 0
@@ -482,7 +482,9 @@ class Trainer:
                 self.order = list(range(len(self.train_examples)))
                 self.data_rng.shuffle(self.order)
             example = self.train_examples[self.order.pop()]
-            if len(self.prompt_ids(example)) > self.config.max_prompt_tokens:
+            if example.id not in self.prompt_ids:
+                self.prompt_ids[example.id] = build_prompt(self.tokenizer, self.task.messages(example))
+            if len(self.prompt_ids[example.id]) > self.config.max_prompt_tokens:
                 self.skipped_long_prompts += 1
                 skipped_in_a_row += 1
                 if skipped_in_a_row > 2 * len(self.train_examples):  # two whole passes: none fits
@@ -494,11 +496,6 @@ class Trainer:
             skipped_in_a_row = 0
             batch.append(example)
         return batch
-
-    def prompt_ids(self, example: Example) -> list[int]:
-        if example.id not in self._prompt_cache:
-            self._prompt_cache[example.id] = build_prompt(self.tokenizer, self.task.messages(example))
-        return self._prompt_cache[example.id]
 
     # ------------------------------------------------------------ state, for checkpoints (grpo.run)
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from grpo.advantages import group_advantages
+from grpo.loss import group_advantages
 
 
 def test_hand_example_subtracts_each_group_mean():

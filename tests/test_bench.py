@@ -124,7 +124,7 @@ def test_the_step_walk_traces_train_py_to_the_first_optimizer_step_and_is_the_re
     order = [str(f) for f in functions]
     # the step's phases in the order Trainer.step runs them, and nothing after the loss of the first update
     phases = ["grpo/trainer.py:Trainer.step", "grpo/rollout.py:rollout", "grpo/rewards.py:logprob_rewards",
-              "grpo/advantages.py:group_advantages", "grpo/trainer.py:Trainer.policy_update",
+              "grpo/loss.py:group_advantages", "grpo/trainer.py:Trainer.policy_update",
               "grpo/loss.py:grpo_loss"]  # fmt: skip
     assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases)
     assert not any("<" in f.name for f in functions)  # comprehensions, lambdas, class bodies
@@ -136,7 +136,7 @@ def test_the_step_walk_traces_train_py_to_the_first_optimizer_step_and_is_the_re
     assert blocks == sorted(blocks) and functions[order.index("grpo/loss.py:grpo_loss")].phase == "update"
     # the kv cache's update is transformers' call, Countdown's parser the domain's own: neither is on the list
     met = {str(f): f.met for f in functions}
-    assert met["grpo/kv_cache.py:PreallocatedLayer.update"] == "callback"
+    assert met["grpo/decode.py:PreallocatedLayer.update"] == "callback"
     assert met["tasks/arithmetic.py:equation_reward"] == "domain"
     assert met["tasks/countdown.py:CountdownTask.score"] == "read"
 

@@ -4,7 +4,7 @@ from conftest import assert_close_relative, make_float64_model, make_qwen3_model
 from transformers import LlamaConfig
 from transformers.cache_utils import DynamicLayer
 
-from grpo.kv_cache import PreallocatedLayer, make_rollout_cache, supports_preallocation
+from grpo.decode import PreallocatedCache, PreallocatedLayer, make_rollout_cache
 from grpo.rollout import rollout
 
 
@@ -54,16 +54,16 @@ def test_asking_for_more_than_was_allocated_is_an_error():
 
 
 def test_sliding_window_models_keep_their_own_cache():
-    full = LlamaConfig(num_hidden_layers=2)
-    assert supports_preallocation(full)
-    sliding = LlamaConfig(num_hidden_layers=2)
+    full, sliding, windowed = (LlamaConfig(num_hidden_layers=2) for _ in range(3))
     sliding.layer_types = ["full_attention", "sliding_attention"]
-    assert not supports_preallocation(sliding)
+    windowed.use_sliding_window = True  # (a config of before layer_types)
 
-    class Model:
-        config = sliding
+    def cache_for(config):
+        return make_rollout_cache(type("Model", (), {"config": config})(), rows=2, capacity=4)
 
-    assert make_rollout_cache(Model(), rows=2, capacity=4) is None
+    cache = cache_for(full)
+    assert isinstance(cache, PreallocatedCache) and len(cache.layers) == 2 and cache.capacity == 4
+    assert cache_for(sliding) is None and cache_for(windowed) is None
 
 
 def test_rollout_samples_the_same_tokens_with_either_cache(tokenizer):
@@ -96,7 +96,7 @@ def test_qwen3_keys_are_cached_in_the_values_dtype_under_autocast(qwen_like_toke
     # Qwen3's k_norm multiplies the bf16 keys by a float32 weight, so under autocast its keys come out
     # float32 and its values bf16; the cache holds both in bf16, and the next token's logits are those of
     # the whole sequence run at once, exactly (the attention computes in bf16 under autocast anyway)
-    from grpo.kv_cache import PreallocatedCache, cache_argument
+    from grpo.decode import PreallocatedCache, cache_argument
 
     model = make_qwen3_model(qwen_like_tokenizer)
     model.config._attn_implementation = attention
@@ -113,7 +113,7 @@ def test_qwen3_keys_are_cached_in_the_values_dtype_under_autocast(qwen_like_toke
 
 
 def test_static_decoding_writes_at_the_position_and_returns_the_whole_capacity():
-    from grpo.kv_cache import PreallocatedCache
+    from grpo.decode import PreallocatedCache
 
     cache = PreallocatedCache(num_layers=1, rows=4, capacity=6)
     layer = cache.layers[0]
@@ -139,7 +139,7 @@ def test_static_decoding_writes_at_the_position_and_returns_the_whole_capacity()
 
 
 def test_decoding_from_a_cache_never_prefilled_is_an_error():
-    from grpo.kv_cache import PreallocatedCache
+    from grpo.decode import PreallocatedCache
 
     with pytest.raises(ValueError, match="prefill the cache before decoding"):
         PreallocatedCache(num_layers=1, rows=2, capacity=4).decode_at(0)

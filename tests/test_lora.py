@@ -35,9 +35,11 @@ def lora_trainer(tmp_path, tokenizer, make=make_model, **overrides):
 
 
 def rollout_batch(trainer):
-    from grpo.rollout import rollout
+    from grpo.rollout import build_prompt, rollout
 
-    prompts = [trainer.prompt_ids(ex) for ex in trainer.train_examples[:2]]
+    prompts = [
+        build_prompt(trainer.tokenizer, trainer.task.messages(ex)) for ex in trainer.train_examples[:2]
+    ]
     return rollout(
         trainer.policy,
         trainer.tokenizer,

@@ -16,7 +16,7 @@ from grpo.models import (
     pick_dtype,
     stop_token_ids,
 )
-from grpo.reasoning import reasoning_ids, reasoning_span, think_end
+from grpo.reasoning import reasoning_ids, reasoning_span
 from grpo.rollout import rollout
 from grpo.tags import ASSISTANT_PREFILL
 
@@ -67,7 +67,7 @@ def test_the_packaged_default_model_loads_samples_and_scores_consistently():
     # the reasoning mask ends at that shared piece, and the reasoning ids are cut at the tag's end
     ids = tokenizer.encode("x</think><answer>5</answer>", add_special_tokens=False)
     assert tokenizer.convert_ids_to_tokens(ids)[:4] == ["x", "</", "think", "><"]
-    assert think_end(tokenizer, ids) == 3
+    assert reasoning_span(tokenizer, ids).end == 3
     span = reasoning_span(tokenizer, ids)
     cut, closed = reasoning_ids(tokenizer, ids, span), span.closed
     assert closed and tokenizer.decode(cut) == "x</think>"

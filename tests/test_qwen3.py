@@ -22,7 +22,7 @@ pytest.importorskip(
 
 from grpo.config import PRESETS, Config  # noqa: E402
 from grpo.models import stop_token_ids  # noqa: E402
-from grpo.reasoning import reasoning_mask, think_end  # noqa: E402
+from grpo.reasoning import reasoning_mask, reasoning_span  # noqa: E402
 from grpo.rewards import LOGPROB_SIGNALS, gold_answer_logprobs  # noqa: E402
 from grpo.rollout import answer_separator, build_prompt  # noqa: E402
 from grpo.tags import ASSISTANT_PREFILL, THINK_OPEN, format_reward  # noqa: E402
@@ -210,7 +210,7 @@ def test_think_end_and_reasoning_mask(tok):
     ids = encode(tok, "step 1, step 2</think>\n\n<answer>42</answer>") + [IM_END]
     # by hand: "step" " " "1" "," " step" " " "2" — then </think>, the 8th token
     assert ids[:8] == [9520, 220, 16, 11, 3019, 220, 17, THINK_END] and ids.count(THINK_END) == 1
-    assert think_end(tok, ids) == 7
+    assert reasoning_span(tok, ids).end == 7
     completion = torch.tensor([ids])  # (1, C)
     mask, spans = reasoning_mask(tok, completion, torch.ones_like(completion), [ENDOFTEXT, IM_END])
     assert mask.tolist() == [[1] * 8 + [0] * (len(ids) - 8)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from grpo.loss import grpo_loss
-from grpo.reasoning import reasoning_ids, reasoning_mask, reasoning_span, think_end
+from grpo.reasoning import reasoning_ids, reasoning_mask, reasoning_span
 
 
 def ids_of(tokenizer, text):
@@ -23,20 +23,20 @@ def test_think_end_is_the_last_piece_of_a_split_close_tag(tokenizer):
     ids = ids_of(tokenizer, "ab</think>\n<answer>3</answer>")
     pieces = tokenizer.convert_ids_to_tokens(ids)
     assert pieces[:9] == ["a", "b", "</", "t", "h", "i", "n", "k", ">"]
-    assert think_end(tokenizer, ids) == 8  # the ">" that completes </think>
+    assert reasoning_span(tokenizer, ids).end == 8  # the ">" that completes </think>
 
 
 def test_think_end_when_the_close_tag_shares_its_last_token(tokenizer):
     ids = ids_of(tokenizer, "ab</think><answer>3</answer>")
     pieces = tokenizer.convert_ids_to_tokens(ids)
     assert pieces[8] == "><"  # ">" of </think> and "<" of <answer> in one token
-    assert think_end(tokenizer, ids) == 8
+    assert reasoning_span(tokenizer, ids).end == 8
 
 
 def test_think_end_for_a_single_special_token(qwen_like_tokenizer):
     ids = ids_of(qwen_like_tokenizer, "ab</think><answer>3</answer>")
     assert qwen_like_tokenizer.convert_ids_to_tokens(ids)[2] == "</think>"
-    assert think_end(qwen_like_tokenizer, ids) == 2
+    assert reasoning_span(qwen_like_tokenizer, ids).end == 2
 
 
 def test_the_posters_backslash_t_string_never_matches():
@@ -46,12 +46,12 @@ def test_the_posters_backslash_t_string_never_matches():
 
 @pytest.mark.parametrize("text", ["no close tag here", "", "<think> opened only", "</thin"])
 def test_no_close_tag_gives_none(tokenizer, text):
-    assert think_end(tokenizer, ids_of(tokenizer, text)) is None
+    assert reasoning_span(tokenizer, ids_of(tokenizer, text)).end is None
 
 
 def test_only_the_first_close_tag_counts(tokenizer):
     ids = ids_of(tokenizer, "a</think>b</think>")
-    assert think_end(tokenizer, ids) == 7
+    assert reasoning_span(tokenizer, ids).end == 7
 
 
 def right_padded(tokenizer, rows):
@@ -133,7 +133,7 @@ def test_reasoning_ids_of_a_clean_boundary_are_the_models_own(tokenizer, qwen_li
     for tok in (tokenizer, qwen_like_tokenizer):
         ids = ids_of(tok, "ab</think>\n<answer>3</answer>")
         cut, closed = scored_reasoning(tok, ids)
-        assert closed and cut == ids[: think_end(tok, ids) + 1]
+        assert closed and cut == ids[: reasoning_span(tok, ids).end + 1]
 
 
 def test_reasoning_ids_of_an_unclosed_completion_append_the_tag_and_drop_eos(tokenizer):

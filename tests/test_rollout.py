@@ -7,7 +7,7 @@ import torch
 from conftest import assert_close_relative, make_float64_model
 
 from grpo.logprobs import left_pad, token_logprobs
-from grpo.rollout import PREVIOUS_SAMPLER, StopWatcher, nucleus, rollout, sample_tokens
+from grpo.rollout import PREVIOUS_SAMPLER, Ends, nucleus, rollout, sample_tokens
 
 # The tiny model computes in float64 and the teacher-forced log-probs stay float64, but the sampler
 # takes its log-softmax in float32 (grpo/rollout.py, sample_tokens: `logits = logits.float()`, and the
@@ -49,9 +49,10 @@ def test_sampling_logprobs_equal_a_teacher_forced_forward_pass(tokenizer, tiny_m
     )
     # G contiguous copies of each prompt: rows 0-2 answer the first, 3-5 the second
     assert out.completion_ids.shape[0] == 6
-    assert all(torch.equal(out.prompt_ids[i], out.prompt_ids[0]) for i in (1, 2))
-    assert all(torch.equal(out.prompt_ids[i], out.prompt_ids[3]) for i in (4, 5))
-    assert not torch.equal(out.prompt_ids[0], out.prompt_ids[3])
+    prompt_ids = out.input_ids[:, : out.prompt_length]  # (N, P)
+    assert all(torch.equal(prompt_ids[i], prompt_ids[0]) for i in (1, 2))
+    assert all(torch.equal(prompt_ids[i], prompt_ids[3]) for i in (4, 5))
+    assert not torch.equal(prompt_ids[0], prompt_ids[3])
     with torch.no_grad():
         forced = token_logprobs(
             tiny_model, out.input_ids, out.attention_mask, out.prompt_length, temperature=temperature
@@ -203,14 +204,14 @@ def test_second_think_block_is_stopped_there(tokenizer):
     assert free.finish_reasons == ["stop"]
 
 
-def test_stop_watcher_with_single_token_tags():
-    watcher = StopWatcher(1, ["</answer>"], one_think=True)
+def test_stop_strings_and_a_second_think_are_found_when_tags_come_in_one_piece(tokenizer):
+    watcher = Ends(tokenizer, 1, 8, [], ["</answer>"], one_think=True)
     assert watcher.update(0, "<think>") is None  # an opening before any close is not a second block
     assert watcher.update(0, "x") is None
     assert watcher.update(0, "</think>") is None
     assert watcher.update(0, "<answer>1</ans") is None
     assert watcher.update(0, "wer>") == "stop"
-    closed_and_reopened_in_one_piece = StopWatcher(1, ["</answer>"], one_think=True)
+    closed_and_reopened_in_one_piece = Ends(tokenizer, 1, 8, [], ["</answer>"], one_think=True)
     assert closed_and_reopened_in_one_piece.update(0, "a</think><think>") == "second_think"
 
 
@@ -257,8 +258,7 @@ PREVIOUS = PREVIOUS_SAMPLER  # the sampler the static one replaced, as the same 
 
 
 def test_the_decode_step_is_static_on_a_preallocated_sdpa_or_eager_model(tokenizer, tiny_model):
-    from grpo.decode import DecodeStep
-    from grpo.kv_cache import cache_argument, make_rollout_cache
+    from grpo.decode import DecodeStep, cache_argument, make_rollout_cache
 
     for attention in ("sdpa", "eager"):
         tiny_model.config._attn_implementation = attention
@@ -411,17 +411,16 @@ def test_a_compiled_rollout_reuses_its_cache_and_samples_what_a_fresh_one_does(
     # the compiled step's cache keeps its memory from one rollout to the next (a CUDA graph replays on it);
     # here the "compiler" hands back the eager step, so only the reuse is under test
     import grpo.decode
-    import grpo.kv_cache
 
     monkeypatch.setattr(grpo.decode, "compiled_decode_forward", lambda device: grpo.decode.decode_forward)
-    monkeypatch.setattr(grpo.kv_cache, "_REUSED", {})
+    monkeypatch.setattr(grpo.decode, "_REUSED", {})
     prompts = [encode(tokenizer, "<|user|>a b c\n<|assistant|>"), encode(tokenizer, "zz")]
     kwargs = dict(group_size=3, max_new_tokens=12, stop_token_ids=list(range(5, 25)))
     fresh = rollout(tiny_model, tokenizer, prompts, generator=torch.Generator().manual_seed(2), **kwargs)
     first = rollout(
         tiny_model, tokenizer, prompts, compile=True, generator=torch.Generator().manual_seed(2), **kwargs
     )
-    cache = grpo.kv_cache._REUSED["cache"]
+    cache = grpo.decode._REUSED["cache"]
     address = cache.layers[0].key_buffer.data_ptr()
     other = rollout(
         tiny_model,
@@ -434,7 +433,7 @@ def test_a_compiled_rollout_reuses_its_cache_and_samples_what_a_fresh_one_does(
     again = rollout(
         tiny_model, tokenizer, prompts, compile=True, generator=torch.Generator().manual_seed(2), **kwargs
     )
-    assert grpo.kv_cache._REUSED["cache"] is cache and cache.layers[0].key_buffer.data_ptr() == address
+    assert grpo.decode._REUSED["cache"] is cache and cache.layers[0].key_buffer.data_ptr() == address
     for out in (first, again):  # the last rollout's keys in the buffers change nothing
         assert (
             torch.equal(out.completion_ids, fresh.completion_ids)
@@ -442,4 +441,4 @@ def test_a_compiled_rollout_reuses_its_cache_and_samples_what_a_fresh_one_does(
         )
     assert not torch.equal(other.completion_ids, fresh.completion_ids)
     rollout(tiny_model, tokenizer, prompts[:1], compile=True, **kwargs)  # another shape: another cache
-    assert grpo.kv_cache._REUSED["cache"] is not cache
+    assert grpo.decode._REUSED["cache"] is not cache

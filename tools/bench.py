@@ -47,7 +47,7 @@ from grpo.config import Config
 from grpo.logprobs import batched_token_logprobs, left_pad, position_ids_from_mask, token_logprobs
 from grpo.models import DEFAULT_MODEL, load_models, load_tokenizer, pick_device, stop_token_ids
 from grpo.precision import autocast as precision_autocast
-from grpo.rollout import CHECK_EVERY, PREVIOUS_SAMPLER, StopWatcher, rollout
+from grpo.rollout import CHECK_EVERY, PREVIOUS_SAMPLER, Ends, rollout
 from grpo.tags import ANSWER_CLOSE
 from tools.bench_report import table
 from tools.bench_setup import (
@@ -66,7 +66,9 @@ from tools.bench_setup import (
 def useful_lengths(tokenizer, new_tokens: torch.Tensor, stop_ids, stop_strings) -> list[int]:
     """Tokens each row of `generate`'s output keeps: up to and including its stop, by the rollout's rule."""
     stop_ids = set(stop_ids)
-    watcher = StopWatcher(new_tokens.shape[0], stop_strings, one_think=False)
+    watcher = Ends(
+        tokenizer, new_tokens.shape[0], new_tokens.shape[1], stop_ids, stop_strings, one_think=False
+    )
     lengths = []
     for row, ids in enumerate(new_tokens.tolist()):
         n = len(ids)
