@@ -7,7 +7,7 @@ import torch
 from transformers import LlamaConfig
 
 from grpo.tags import ANSWER_CLOSE
-from tools import bench, bench_report, bench_setup
+from tools import bench, bench_measure, bench_report, bench_setup
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,8 +21,8 @@ def test_useful_lengths_stop_where_the_rollout_would(tokenizer):
     ]
     width = max(len(r) for r in rows)  # generate pads finished rows up to the longest
     new = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
-    assert bench.useful_lengths(tokenizer, new, [eos], [ANSWER_CLOSE]) == [3, 9, 11]
-    assert bench.useful_lengths(tokenizer, new[:1], [], []) == [width]
+    assert bench_measure.useful_lengths(tokenizer, new, [eos], [ANSWER_CLOSE]) == [3, 9, 11]
+    assert bench_measure.useful_lengths(tokenizer, new[:1], [], []) == [width]
 
 
 def test_peak_memory_sees_a_tensor_allocated_inside():
