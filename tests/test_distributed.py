@@ -79,6 +79,10 @@ def worker(
     try:
         result = update(rank, World(rank, 2), aggregation, shared_prompts, fsdp)
         torch.save(result, f"{out_file}.{rank}")
+        # both ranks done before either tears the group down: a rank that destroyed it while the other still
+        # received (FSDP gathers the full weights onto rank 0) aborted once in CI ("terminate called without
+        # an active exception", SIGABRT). Not in `finally`: after an error the other rank may never arrive
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
