@@ -2,11 +2,11 @@
 the forward pass of one decode step over it (`DecodeStep`), which `torch.compile` can capture (CUDA graphs on a
 GPU); whether to compile it is `compile_decoding`'s. The sampling loop around them is grpo/rollout.py's.
 
-The cache: each decode step writes one column, nothing is concatenated. transformers' DynamicCache grows by `torch.cat([keys, new], dim=-2)` in every layer at every step, which
-copies the whole cache each time (15% of a decode step at batch 32 on a CPU, measured by
-`python -m tools.bench`). Here each layer owns two buffers of shape (rows, heads, capacity, head_dim),
-sized for the longest prompt plus `max_new_tokens`, and the attention reads a view of the first
-`length` columns of the first `batch_size` rows:
+The cache: each decode step writes one column, nothing is concatenated. transformers' DynamicCache grows by
+`torch.cat([keys, new], dim=-2)` in every layer at every step, which copies the whole cache each time (15% of
+a decode step at batch 32 on a CPU, measured by `python -m tools.bench`). Here each layer owns two buffers of
+shape (rows, heads, capacity, head_dim), sized for the longest prompt plus `max_new_tokens`, and the attention
+reads a view of the first `length` columns of the first `batch_size` rows:
 
     update(k, v):           buffer[:b, :, length : length + q] = k;   length += q
     batch_select_indices:   buffer[:b', :, :length] = buffer[rows, :, :length]   (rows that finished leave)
@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
+
+from grpo.models import unwrapped
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -65,6 +67,11 @@ class PreallocatedLayer(DynamicLayer):
         self.batch_size = b
         self.is_initialized = True
 
+    def _views(self) -> None:
+        """What the attention reads: views of the rows and positions in use."""
+        self.keys = self.key_buffer[: self.batch_size, :, : self.length]  # (b, heads, length, key_dim)
+        self.values = self.value_buffer[: self.batch_size, :, : self.length]
+
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,9 +95,8 @@ class PreallocatedLayer(DynamicLayer):
         self.key_buffer[: self.batch_size, :, self.length : end] = key_states
         self.value_buffer[: self.batch_size, :, self.length : end] = value_states
         self.length = end
-        # what the attention reads: views of the rows and positions in use (b, heads, length, key_dim)
-        self.keys = self.key_buffer[: self.batch_size, :, :end]
-        self.values = self.value_buffer[: self.batch_size, :, :end]
+        self._views()
+        assert self.keys is not None and self.values is not None  # _views just set them
         return self.keys, self.values
 
     def get_seq_length(self) -> int:
@@ -110,10 +116,7 @@ class PreallocatedLayer(DynamicLayer):
                 repeats, dim=0
             )
         self.batch_size = b
-        self.keys, self.values = (
-            self.key_buffer[:b, :, : self.length],
-            self.value_buffer[:b, :, : self.length],
-        )
+        self._views()
 
     def batch_select_indices(self, indices: torch.Tensor, columns: int | None = None) -> None:
         """Keep the rows `indices`, moved to the top; only the first `columns` positions (default: the
@@ -127,11 +130,8 @@ class PreallocatedLayer(DynamicLayer):
             buffer[: len(indices), :, :columns] = buffer[: self.batch_size, :, :columns].index_select(
                 0, indices
             )
-        b = self.batch_size = len(indices)
-        self.keys, self.values = (
-            self.key_buffer[:b, :, : self.length],
-            self.value_buffer[:b, :, : self.length],
-        )
+        self.batch_size = len(indices)
+        self._views()
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a preallocated rollout cache is never cropped")
@@ -233,10 +233,8 @@ _REUSED: dict = {}  # make_rollout_cache(reuse=True)'s last cache, with its mode
 
 def cache_argument(model: CausalLM) -> str:
     """The keyword a model's forward takes its cache by: transformers 5 renamed `past_key_values` to `cache`."""
-    # the transformers model's own forward: a PEFT wrapper's takes **kwargs and passes them on (grpo.models.
-    # unwrapped; hasattr does not narrow a torch Module for mypy)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    forward = unwrapped(model).forward  # a PEFT wrapper's forward takes **kwargs and passes them on
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def returned_cache(out: Mapping[str, Any]) -> Cache | None:
@@ -268,9 +266,8 @@ class DecodeStep:
         static: bool = True,
     ) -> None:
         self.model, self.cache, self.cache_kw = model, cache, cache_argument(model)
-        attention = getattr(
-            getattr(model, "config", None), "_attn_implementation", None
-        )  # (PEFT passes it on)
+        # (a PEFT wrapper passes its model's config on)
+        attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
         self.static = static and isinstance(cache, PreallocatedCache) and attention in STATIC_ATTENTION
         n, P = prompt_mask.shape
         if self.static:

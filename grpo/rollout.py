@@ -40,7 +40,7 @@ class Rollout:
     attention_mask: torch.Tensor  # (N, P + C) 1 for real prompt tokens and generated tokens
     prompt_length: int  # P: the completions' first column
     completion_ids: torch.Tensor  # (N, C) input_ids[:, P:], right-padded with the pad id
-    completion_mask: torch.Tensor  # (N, C) 1 for generated tokens, the final end-of-turn token included
+    completion_mask: torch.Tensor  # (N, C) attention_mask[:, P:]: 1 for generated tokens, end-of-turn too
     # (N, C) log-prob of each sampled token under the distribution it was drawn from (0 where masked). The
     # update does not read it (its π_old comes from teacher forcing); the tests check the sampler against it
     sample_logp: torch.Tensor
@@ -277,9 +277,9 @@ def rollout(
     texts = decode_completions(tokenizer, completion_ids, completion_mask, stop_token_ids)
     input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (N, P + C)
     attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (N, P + C)
-    return Rollout(
-        input_ids, attention_mask, P, completion_ids, completion_mask, sample_logp, texts, ends.reasons
-    )
+    # the completions as views of the whole rows: one copy of the tokens, two names for them
+    return Rollout(input_ids, attention_mask, P, input_ids[:, P:], attention_mask[:, P:], sample_logp, texts,
+                   ends.reasons)  # fmt: skip
 
 
 class Ends:
