@@ -18,7 +18,7 @@ What this file decides:
   Gathering in float32 moves twice the bytes of bf16, once per phase thanks to `gathered`, and keeps the
   logprob reward scored with float32 weights (`grpo.precision`).
 - The gradients of micro-batches are accumulated locally and reduce-scattered once, on the last micro-batch
-  (`Trainer.gradient_sync`, as DDP's no_sync).
+  (`Trainer.microbatch_backward`, as DDP's no_sync).
 - Checkpoints: the sharded parameters and AdamW state, one file per rank through
   `torch.distributed.checkpoint` (`save_sharded` / `load_sharded`), resumed with the same number of ranks;
   the final model is gathered into one Hugging Face directory on rank 0 (`full_state_dict`).

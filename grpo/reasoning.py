@@ -78,18 +78,9 @@ class ReasoningSpan:
 
     end: int | None  # t_end: index of the token that completes the first </think>; None when never closed
     length: int  # the reasoning is completion tokens 0 .. length − 1: what the loss mask keeps
-    answer_at: int | None = (
-        None  # never closed: the character offset of its first answer tag, if it wrote one
-    )
-
-    @property
-    def answered(self) -> bool:
-        """Never closed, and yet it wrote an answer tag: the format broken, the reasoning cut short."""
-        return self.answer_at is not None
-
-    @property
-    def closed(self) -> bool:
-        return self.end is not None
+    # never closed, and yet it wrote an answer tag (the format broken, the reasoning cut short): the character
+    # offset of that tag; None otherwise
+    answer_at: int | None = None
 
 
 def reasoning_span(
@@ -145,14 +136,13 @@ def reasoning_ids(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], span: 
     ids = list(ids)
     # decode is typed str | list[str] (it decodes batches too); one row of ids decodes to one str
     decode = lambda k: cast(str, tokenizer.decode(ids[:k], skip_special_tokens=False))  # noqa: E731
-    if not span.closed:
+    end = span.end
+    if end is None:  # never closed
         body = ids[: span.length]
-        if span.answered:  # the token straddling the tag: its text before the tag
+        if span.answer_at is not None:  # it answered: the token straddling the tag, its text before the tag
             rest = decode(span.length + 1)[len(decode(span.length)) : span.answer_at]
             body += tokenizer.encode(rest, add_special_tokens=False) if rest else []
         return body + tokenizer.encode(THINK_CLOSE, add_special_tokens=False)
-    end = span.end
-    assert end is not None  # span.closed
     before, through = decode(end), decode(end + 1)
     cut = through.find(THINK_CLOSE) + len(THINK_CLOSE)
     if cut == len(through):

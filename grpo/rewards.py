@@ -16,7 +16,7 @@ The closer is there for the shape of the sequence; causal attention means it can
 `logprob_rewards` is the whole reward a `--reward logprob` step trains on: these scores, normalised, weighted
 and added to the format reward.
 
-Normalisations, applied in this order, each optional and each a pure function below:
+Normalisations, applied in this order by `normalised_logprob`, each optional (pure torch, no model):
 
     length:  R_i / |a|                 (mean log-prob per gold token; stops long answers dominating)
     exp:     exp(R_i / |a|) ∈ (0, 1]   (geometric-mean probability of a gold token)
@@ -46,7 +46,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -55,25 +55,14 @@ from grpo.distributed import all_gather
 from grpo.logprobs import left_pad, token_logprobs
 from grpo.precision import autocast
 from grpo.reasoning import ReasoningSpan, reasoning_ids, reasoning_span
-from grpo.rollout import answer_separator
-from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
+from grpo.tags import ANSWER_CLOSE, ANSWER_OPEN, ANSWER_SEPARATOR, THINK_CLOSE, THINK_OPEN
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from grpo.models import CausalLM
 
-# ---------------------------------------------------------------- normalisations (pure torch)
-
-
-def length_normalise(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
-    # R_i / |a|: the mean log-prob of a gold token
-    return logp_sum / n_tokens.clamp(min=1)  # (N,)
-
-
-def exp_normalise(rewards: torch.Tensor) -> torch.Tensor:
-    # exp(R_i / |a|) ∈ (0, 1] when R_i is a length-normalised log-prob
-    return torch.exp(rewards)  # (N,)
+# ---------------------------------------------------------------- the batch normalisation (pure torch)
 
 
 def batch_normalise(rewards: torch.Tensor, method: str) -> torch.Tensor:
@@ -106,6 +95,30 @@ class GoldScores:
     logp_sum: torch.Tensor  # (N,) log P(a | p, r_i), summed over the gold tokens
     gold_tokens: torch.Tensor  # (N,) |a|
     empty_logp_sum: torch.Tensor | None  # (N,) log P(a | p, empty reasoning), when asked for
+
+
+def answer_separator(tokenizer: PreTrainedTokenizerBase) -> str:
+    """What the model's chat template writes between `</think>` and the answer that follows it.
+
+    Qwen3's template renders an assistant turn as `<think>\n…\n</think>\n\n` + answer, so that model was
+    trained to write "\n\n" there; a template that renders the turn as given (SmolLM2's) says nothing,
+    and then the separator is `ANSWER_SEPARATOR`, one line break. Found by rendering a turn and reading
+    what lies between the tag and the answer.
+    """
+    marker = "ANSWER-MARKER"
+    turn = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": f"{THINK_OPEN}r{THINK_CLOSE}{marker}"},
+    ]
+    try:
+        text = cast(
+            str, tokenizer.apply_chat_template(turn, tokenize=False)
+        )  # (as in grpo.rollout.build_prompt)
+    except Exception:  # no template, or one that refuses this turn: the format's own default
+        return ANSWER_SEPARATOR
+    end, at = text.rfind(THINK_CLOSE), text.rfind(marker)
+    between = text[end + len(THINK_CLOSE) : at] if 0 <= end < at else ""
+    return between if between and not between.strip() else ANSWER_SEPARATOR
 
 
 def _score_rows(
@@ -238,10 +251,10 @@ def normalised_logprob(
             raise ValueError("debias needs the empty-reasoning scores (with_empty_reasoning=True)")
         # log P(a | p, r_i) − log P(a | p, ∅): what the reasoning adds
         rewards = rewards - scores.empty_logp_sum
-    if length_norm:
-        rewards = length_normalise(rewards, scores.gold_tokens)
-    if exp:
-        rewards = exp_normalise(rewards)
+    if length_norm:  # R_i / |a|: the mean log-prob of a gold token (a length of 0 counts as 1)
+        rewards = rewards / scores.gold_tokens.clamp(min=1)  # (N,)
+    if exp:  # exp(R_i / |a|) ∈ (0, 1] when R_i is a length-normalised log-prob
+        rewards = torch.exp(rewards)  # (N,)
     if unclosed not in UNCLOSED:
         raise ValueError(f"unknown unclosed policy {unclosed!r}; choose one of {UNCLOSED}")
     # barred rows take the lowest reward of the rated ones: R_i ← min_{j rated} R_j, then the batch norm
@@ -308,8 +321,8 @@ def gold_scores_of_completions(
     device = scores.logp_sum.device
     return CompletionGoldScores(
         scores,
-        torch.tensor([span.closed for span in spans], device=device),
-        torch.tensor([span.answered for span in spans], device=device),
+        torch.tensor([span.end is not None for span in spans], device=device),
+        torch.tensor([span.answer_at is not None for span in spans], device=device),
         torch.tensor([float(len(r)) for r in reasonings], device=device),
     )
 

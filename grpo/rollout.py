@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from grpo.decode import DecodeStep, cache_argument, make_rollout_cache, returned_cache
 from grpo.logprobs import left_pad, position_ids_from_mask
-from grpo.tags import ANSWER_CLOSE, ANSWER_SEPARATOR, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
+from grpo.tags import ANSWER_CLOSE, ASSISTANT_PREFILL, THINK_CLOSE, THINK_OPEN
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -53,28 +53,6 @@ def build_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> li
     # typed as any of its outputs (ids, batches, …); with tokenize=False one conversation renders as one str
     text = cast(str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return tokenizer.encode(text + ASSISTANT_PREFILL, add_special_tokens=False)
-
-
-def answer_separator(tokenizer: PreTrainedTokenizerBase) -> str:
-    """What the model's chat template writes between `</think>` and the answer that follows it.
-
-    Qwen3's template renders an assistant turn as `<think>\n…\n</think>\n\n` + answer, so that model was
-    trained to write "\n\n" there; a template that renders the turn as given (SmolLM2's) says nothing,
-    and then the separator is `ANSWER_SEPARATOR`, one line break. Found by rendering a turn and reading
-    what lies between the tag and the answer.
-    """
-    marker = "ANSWER-MARKER"
-    turn = [
-        {"role": "user", "content": "q"},
-        {"role": "assistant", "content": f"{THINK_OPEN}r{THINK_CLOSE}{marker}"},
-    ]
-    try:
-        text = cast(str, tokenizer.apply_chat_template(turn, tokenize=False))  # (as in build_prompt)
-    except Exception:  # no template, or one that refuses this turn: the format's own default
-        return ANSWER_SEPARATOR
-    end, at = text.rfind(THINK_CLOSE), text.rfind(marker)
-    between = text[end + len(THINK_CLOSE) : at] if 0 <= end < at else ""
-    return between if between and not between.strip() else ANSWER_SEPARATOR
 
 
 def nucleus(probs: torch.Tensor, top_p: float, candidates: int = 1024) -> torch.Tensor:

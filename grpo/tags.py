@@ -18,7 +18,7 @@ THINK_CLOSE = "</think>"
 ANSWER_OPEN = "<answer>"
 ANSWER_CLOSE = "</answer>"
 # What a model following the format writes between `</think>` and `<answer>` when its chat template does not
-# say (`grpo.rollout.answer_separator`: Qwen3's template writes "\n\n"): a line break. The logprob reward puts
+# say (`grpo.rewards.answer_separator`: Qwen3's template writes "\n\n"): a line break. The logprob reward puts
 # it there too, so the gold answer is scored in the context the model itself would write (scoring
 # `</think><answer>` with nothing between moved SmolLM2's per-token gold log-prob by 0.04–0.07 nats).
 ANSWER_SEPARATOR = "\n"

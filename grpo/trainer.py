@@ -224,7 +224,11 @@ class Trainer:
                 rewards, parts = torch.tensor([r.total for r in scored], dtype=torch.float32), rule_parts
                 signals: dict[str, torch.Tensor] = {}
             else:  # R_i = w_lp · norm(log P(gold | prompt, reasoning_i)) + w_fmt · format_i, in float32
-                with self.scorer() as scorer, self.whole(scorer):
+                # the scorer: the frozen reference (a fixed target, the default), or the policy
+                scoring = (
+                    self.reference_model() if c.scorer == "reference" else contextlib.nullcontext(self.policy)
+                )
+                with scoring as scorer, self.whole(scorer):
                     rewards, parts, signals = logprob_rewards(
                         scorer,
                         self.tokenizer,
@@ -330,7 +334,16 @@ class Trainer:
         the rank's share of the global one), backpropagated; the gradient exchanged between ranks if `sync`.
         Returns (the weighted loss, its statistics)."""
         c = self.config
-        with self.gradient_sync(sync):
+        # the backward exchanges the gradients between ranks (`sync`) or only accumulates them: FSDP is told so,
+        # DDP accumulates inside its no_sync block (without either, one process, `sync` is always True)
+        if self.fsdp:  # (`shard` made the module an FSDPModule)
+            cast("FSDPModule", self.policy_logprobs).set_requires_gradient_sync(sync)
+        accumulating = not sync and not self.fsdp
+        with (
+            cast("DistributedDataParallel", self.policy_logprobs).no_sync()
+            if accumulating
+            else contextlib.nullcontext()
+        ):
             logp = self.policy_logprobs(
                 batch.input_ids[rows], batch.attention_mask[rows], batch.start, c.temperature or 1.0,
                 group_size=c.group_size,
@@ -406,17 +419,6 @@ class Trainer:
             return contextlib.nullcontext()
         return gathered(self.policy_logprobs if model is self.policy else self.reference_root)
 
-    def gradient_sync(self, sync: bool) -> contextlib.AbstractContextManager[None]:
-        """A block whose backward exchanges the gradients between ranks (`sync`) or only accumulates them."""
-        if self.fsdp:  # (`shard` made the module an FSDPModule; without FSDP, `sync` is False only under DDP)
-            cast("FSDPModule", self.policy_logprobs).set_requires_gradient_sync(sync)
-            return contextlib.nullcontext()
-        return (
-            contextlib.nullcontext()
-            if sync
-            else cast("DistributedDataParallel", self.policy_logprobs).no_sync()
-        )
-
     @contextlib.contextmanager
     def reference_model(self) -> Iterator[CausalLM]:
         """The frozen reference π_ref, in the block where it computes: the copy of the start, or with LoRA
@@ -428,13 +430,6 @@ class Trainer:
         if self.reference is None:
             raise ValueError("this needs a reference model, and the run has none (β = 0 and --scorer policy)")
         yield self.reference
-
-    def scorer(self) -> contextlib.AbstractContextManager[CausalLM]:
-        """A block yielding the model that scores the logprob reward: the frozen reference (a fixed target),
-        or the policy."""
-        if self.config.scorer == "reference":
-            return self.reference_model()
-        return contextlib.nullcontext(self.policy)
 
     def sampled_logprobs(self, model: CausalLM, out: Rollout) -> torch.Tensor:
         """(N, C) log π of the sampled tokens under `model`, without gradient; greedy rollouts are scored as

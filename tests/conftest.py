@@ -13,6 +13,7 @@ as the module `conftest`, the one such an import then finds.
 
 from __future__ import annotations
 
+import json
 import os
 import string
 import types
@@ -205,3 +206,24 @@ def make_trainer(cfg: Config, tokenizer, model_factory=make_model) -> Trainer:
     policy = model_factory(tokenizer, seed=0)
     reference = model_factory(tokenizer, seed=0).requires_grad_(False) if cfg.beta > 0 else None
     return Trainer(cfg, policy, reference, tokenizer, EchoTask())
+
+
+# ---------------------------------------------------------------- helpers of several test files
+
+VOLATILE = ("time_", "rollout_tokens_per_s")  # wall-clock figures differ between any two runs
+
+
+def stable(line: str) -> dict:
+    """A metrics.jsonl line without its wall-clock figures: what two runs of the same seed must share."""
+    return {k: v for k, v in json.loads(line).items() if not k.startswith(VOLATILE)}
+
+
+def positions_run(model, fn):
+    """Call fn(); return how many (row, position) pairs went through the decoder."""
+    seen = []
+    handle = model.model.embed_tokens.register_forward_hook(lambda m, i, out: seen.append(i[0].numel()))
+    try:
+        result = fn()
+    finally:
+        handle.remove()
+    return result, sum(seen)

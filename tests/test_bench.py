@@ -114,9 +114,30 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
     assert set(report["scaling_ratios"]) == {"double_group", "double_length"}
 
 
+def test_the_step_walk_counts_the_returns_to_a_file_left_earlier():
+    from tools.step_walk import Function, returns
+
+    files = ["a.py", "b.py", "a.py", "a.py", "c.py", "b.py", "b.py"]  # back to a.py once, to b.py once
+    walked = [Function(file, f"f{i}", "step", "rollout", "read", None) for i, file in enumerate(files)]
+    assert returns(walked) == 2
+    assert returns(walked[:2]) == 0
+
+
+def test_the_step_walk_reads_what_a_callback_of_the_step_calls_with_the_callback():
+    from tools.step_walk import Function, _met
+
+    update = Function("grpo/decode.py", "Layer.update", "step", "rollout", "callback", None)
+    setup_entry = Function("train.py", "run", "setup", "prompts", "callback", None)  # called by the tool
+    assert _met("grpo/decode.py", update) == "callback"
+    assert _met("grpo/trainer.py", setup_entry) == "read"  # the set-up's own entry is not a library's
+    assert _met("grpo/rollout.py", None) == "callback"
+    assert _met("tasks/arithmetic.py", "tasks/countdown.py") == "domain"
+    assert _met("grpo/tags.py", "tasks/countdown.py") == "read"
+
+
 @pytest.mark.slow
 def test_the_step_walk_traces_train_py_to_the_first_optimizer_step_and_is_the_readmes():
-    from tools.step_walk import PHASES, reading, walk
+    from tools.step_walk import PHASES, reading, returns, walk
 
     functions = walk("math")
     assert (functions[0].file, functions[0].name) == ("train.py", "run")
@@ -137,6 +158,8 @@ def test_the_step_walk_traces_train_py_to_the_first_optimizer_step_and_is_the_re
     # the kv cache's update is transformers' call, Countdown's parser the domain's own: neither is on the list
     met = {str(f): f.met for f in functions}
     assert met["grpo/decode.py:PreallocatedLayer.update"] == "callback"
+    # and what only the cache's update calls is read with it
+    assert met["grpo/decode.py:PreallocatedLayer.lazy_initialization"] == "callback"
     assert met["tasks/arithmetic.py:equation_reward"] == "domain"
     assert met["tasks/countdown.py:CountdownTask.score"] == "read"
 
@@ -144,5 +167,7 @@ def test_the_step_walk_traces_train_py_to_the_first_optimizer_step_and_is_the_re
     readme = (REPO / "README.md").read_text()
     listed = readme.split("<!-- step walk:", 1)[1].split("<!-- end of the step walk -->", 1)[0]
     assert re.findall(r"`([\w/]+\.py:[\w.]+)`", listed) == [str(f) for f in reading(functions)]
-    counted = len(reading(functions)), len({f.file for f in reading(functions)})
-    assert f"{counted[0]} functions in {counted[1]} files" in readme
+    counted = len(reading(functions)), len({f.file for f in reading(functions)}), returns(reading(functions))
+    assert (
+        f"{counted[0]} functions in {counted[1]} files, {counted[2]} returns to a file left earlier" in readme
+    )

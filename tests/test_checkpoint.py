@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stable
 from safetensors.torch import load_file
 
 from grpo.checkpoint import MODEL_DIR, checkpoints, read_state, truncate_jsonl
@@ -20,17 +21,12 @@ from grpo.run import train
 from grpo.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
-VOLATILE = ("time_", "rollout_tokens_per_s")  # wall-clock figures differ between any two runs
 
 
 def latest(run_dir):
     """The newest complete checkpoint of a run directory, (step, path), or None."""
     found = checkpoints(run_dir)
     return found[-1] if found else None
-
-
-def stable(line: str) -> dict:
-    return {k: v for k, v in json.loads(line).items() if not k.startswith(VOLATILE)}
 
 
 def test_a_resumed_run_equals_one_never_interrupted(tmp_path, tokenizer):

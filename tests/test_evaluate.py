@@ -24,7 +24,8 @@ from grpo.evaluation import (
 )
 from grpo.reports import format_summary
 from grpo.reports import format_table as table_of
-from grpo.rollout import answer_separator, build_prompt
+from grpo.rewards import answer_separator
+from grpo.rollout import build_prompt
 from grpo.statistics import mean_ci, paired_difference
 from grpo.tags import THINK_CLOSE, THINK_OPEN
 from grpo.task import Example, Reward, Task

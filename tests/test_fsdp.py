@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import stable
 from safetensors.torch import load_file
-from test_checkpoint import stable
 
 from grpo.checkpoint import SHARDED_DIR, STATE_FILE, read_state
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_logprobs import positions_run
+from conftest import positions_run
 
 import grpo.rewards as rewards_module
 from grpo.rewards import gold_answer_logprobs, normalised_logprob

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_close_relative, make_float64_model
+from conftest import assert_close_relative, make_float64_model, positions_run
 
 from grpo.logprobs import batched_token_logprobs, left_pad, token_logprobs
 
@@ -85,17 +85,6 @@ def grouped_batch(tokenizer, G=3):
     ids = torch.cat([prompts.repeat_interleave(G, 0), torch.tensor(rows)], dim=1)
     mask = torch.cat([prompt_mask.repeat_interleave(G, 0), torch.tensor(row_mask)], dim=1)
     return ids, mask, prompts.shape[1]
-
-
-def positions_run(model, fn):
-    """Call fn(); return how many (row, position) pairs went through the decoder."""
-    seen = []
-    handle = model.model.embed_tokens.register_forward_hook(lambda m, i, out: seen.append(i[0].numel()))
-    try:
-        result = fn()
-    finally:
-        handle.remove()
-    return result, sum(seen)
 
 
 def test_shared_prompt_pass_gives_the_plain_values_and_gradient_with_less_work(tokenizer, tiny_model):

@@ -69,7 +69,7 @@ def test_the_packaged_default_model_loads_samples_and_scores_consistently():
     assert tokenizer.convert_ids_to_tokens(ids)[:4] == ["x", "</", "think", "><"]
     assert reasoning_span(tokenizer, ids).end == 3
     span = reasoning_span(tokenizer, ids)
-    cut, closed = reasoning_ids(tokenizer, ids, span), span.closed
+    cut, closed = reasoning_ids(tokenizer, ids, span), span.end is not None
     assert closed and tokenizer.decode(cut) == "x</think>"
 
     messages = [{"role": "user", "content": "What is 2 + 3?"}]

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from grpo.rewards import GoldScores, batch_normalise, exp_normalise, length_normalise, normalised_logprob
+from grpo.rewards import GoldScores, batch_normalise, normalised_logprob
 
 
 def scores(logp_sum, gold_tokens, empty_logp_sum=None) -> GoldScores:
@@ -24,16 +24,17 @@ def all_closed(n: int) -> torch.Tensor:
 # Each normalisation alone
 
 
-def test_length_normalise_divides_by_the_gold_length():
-    logp_sum = torch.tensor([-2.0, -6.0, -3.0])
+def test_length_normalisation_divides_by_the_gold_length():
     # [−2/2, −6/3, −3/1]; a length of 0 counts as 1 rather than dividing by zero
-    assert length_normalise(logp_sum, torch.tensor([2.0, 3.0, 1.0])).tolist() == [-1.0, -2.0, -3.0]
-    assert length_normalise(torch.tensor([-3.0]), torch.tensor([0.0])).tolist() == [-3.0]
+    length = normalised_logprob(scores([-2.0, -6.0, -3.0], [2, 3, 1]), all_closed(3), batch_norm="none")
+    assert length.tolist() == [-1.0, -2.0, -3.0]
+    assert normalised_logprob(scores([-3.0], [0]), all_closed(1), batch_norm="none").tolist() == [-3.0]
 
 
-def test_exp_normalise():
-    rewards = torch.tensor([0.0, -math.log(2), -math.log(4)], dtype=torch.float64)
-    torch.testing.assert_close(exp_normalise(rewards), torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))
+def test_exp_normalisation():
+    s = scores([0.0, -math.log(2), -math.log(4)], [1, 1, 1])
+    rewards = normalised_logprob(s, all_closed(3), exp=True, batch_norm="none")
+    torch.testing.assert_close(rewards, torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))
 
 
 def test_batch_normalise_zscore_hand_values():

@@ -23,8 +23,8 @@ pytest.importorskip(
 from grpo.config import PRESETS, Config  # noqa: E402
 from grpo.models import stop_token_ids  # noqa: E402
 from grpo.reasoning import reasoning_mask, reasoning_span  # noqa: E402
-from grpo.rewards import LOGPROB_SIGNALS, gold_answer_logprobs  # noqa: E402
-from grpo.rollout import answer_separator, build_prompt  # noqa: E402
+from grpo.rewards import LOGPROB_SIGNALS, answer_separator, gold_answer_logprobs  # noqa: E402
+from grpo.rollout import build_prompt  # noqa: E402
 from grpo.tags import ASSISTANT_PREFILL, THINK_OPEN, format_reward  # noqa: E402
 from grpo.task import Example, Reward, Task  # noqa: E402
 from grpo.trainer import Trainer  # noqa: E402
@@ -214,7 +214,7 @@ def test_think_end_and_reasoning_mask(tok):
     completion = torch.tensor([ids])  # (1, C)
     mask, spans = reasoning_mask(tok, completion, torch.ones_like(completion), [ENDOFTEXT, IM_END])
     assert mask.tolist() == [[1] * 8 + [0] * (len(ids) - 8)]
-    assert spans[0].end == 7 and spans[0].closed
+    assert spans[0].end == 7
 
 
 def test_format_reward_of_decoded_qwen3_ids(tok):

@@ -16,7 +16,7 @@ def ids_of(tokenizer, text):
 def scored_reasoning(tokenizer, ids, stop_token_ids=()):
     """(the scored reasoning's ids, whether it was closed), as the logprob reward finds them."""
     span = reasoning_span(tokenizer, ids, stop_token_ids)
-    return reasoning_ids(tokenizer, ids, span), span.closed
+    return reasoning_ids(tokenizer, ids, span), span.end is not None
 
 
 def test_think_end_is_the_last_piece_of_a_split_close_tag(tokenizer):
@@ -70,7 +70,7 @@ def test_reasoning_mask_ends_at_t_end_and_keeps_unclosed_rows_whole(tokenizer):
     width = ids.shape[1]
     mask, spans = reasoning_mask(tokenizer, ids, completion_mask)
     assert [s.end for s in spans] == [8, None, 7]
-    assert [s.closed for s in spans] == [True, False, True]
+    assert [s.end is not None for s in spans] == [True, False, True]
     assert mask[0].tolist() == [1] * 9 + [0] * (width - 9)
     assert torch.equal(mask[1], completion_mask[1])  # unclosed, no answer: the whole completion is reasoning
     assert mask[2].tolist() == [1] * 8 + [0] * (width - 8)
@@ -92,10 +92,10 @@ def test_an_unclosed_completion_keeps_in_the_loss_only_what_the_reward_scored(sp
     ids, completion_mask = right_padded(tok, rows)
     mask, spans = reasoning_mask(tok, ids, completion_mask, stop_token_ids=[eos])
     assert [s.length for s in spans] == [9, 11, 23]
-    assert [s.answered for s in spans] == [True, False, False]
+    assert [s.answer_at is not None for s in spans] == [True, False, False]
     assert mask.sum(1).tolist() == [9, 11, 23]
     for row, span in zip(rows, spans, strict=True):
-        scored, closed = reasoning_ids(tok, row, span), span.closed
+        scored, closed = reasoning_ids(tok, row, span), span.end is not None
         assert not closed
         # the scored reasoning is the kept tokens, then the appended </think>
         assert scored[: span.length] == row[: span.length]
@@ -107,7 +107,7 @@ def test_a_shared_token_at_the_early_answer_is_left_out_of_the_loss(tokenizer):
     # it out (the reward re-encodes its ">" part), and keeps "x" alone
     ids = ids_of(tokenizer, "x><answer>1</answer>")
     mask, spans = reasoning_mask(tokenizer, torch.tensor([ids]), torch.ones((1, len(ids)), dtype=torch.long))
-    assert spans[0].length == 1 and spans[0].answered
+    assert spans[0].length == 1 and spans[0].answer_at is not None
     assert mask[0].tolist() == [1] + [0] * (len(ids) - 1)
 
 

@@ -13,7 +13,7 @@ directory) under `sys.setprofile` and stops it at the first optimizer step. Coun
 of grpo/, tasks/ and train.py (a function defined inside another is read with it and not counted apart; nor
 are comprehensions, lambdas and class bodies). A function is met when the project's own code calls it, by name
 or through `with` or a module's `__call__`; the methods that transformers calls back (the KV cache's `update`,
-…) are the library's side of an interface and are listed apart. A domain's helpers (a function of tasks/
+…) are the library's side of an interface and are listed apart, with what they alone call (read with them). A domain's helpers (a function of tasks/
 called from tasks/) are the domain's reading, not the algorithm's: counted apart too.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import itertools
 import sys
 import tempfile
 import textwrap
@@ -63,19 +64,26 @@ def _relative(path: str) -> str | None:
     return name if name.startswith(COUNTED) else None
 
 
-def _caller(frame: FrameType) -> str | None:
-    """The counted file whose code called `frame`'s function, past `with`, __call__ and decorators; or None."""
+def _caller(frame: FrameType) -> tuple[str, str] | None:
+    """The counted (file, function) whose code called `frame`'s function, past `with`, __call__ and decorators;
+    or None (a library called it)."""
     caller = frame.f_back
     while caller is not None and caller.f_code.co_filename.replace("\\", "/").endswith(PASS_THROUGH):
         caller = caller.f_back
-    return None if caller is None else _relative(caller.f_code.co_filename)
+    if caller is None or (file := _relative(caller.f_code.co_filename)) is None:
+        return None
+    return file, getattr(caller.f_code, "co_qualname", caller.f_code.co_name)
 
 
-def _met(name: str, caller: str | None) -> str:
-    """How a reader meets a function of file `name` called from file `caller` (Function.met)."""
-    if caller is None:
+def _met(name: str, caller: Function | str | None) -> str:
+    """How a reader meets a function of file `name` called by `caller` (the function met before, or a file;
+    None: a library) (Function.met): what a callback of the step calls is read with the callback."""
+    if caller is None or (
+        isinstance(caller, Function) and caller.met == "callback" and caller.part == "step"
+    ):
         return "callback"
-    return "domain" if caller.startswith("tasks/") and name.startswith("tasks/") else "read"
+    file = caller.file if isinstance(caller, Function) else caller
+    return "domain" if file.startswith("tasks/") and name.startswith("tasks/") else "read"
 
 
 def walk(task: str = "math") -> list[Function]:
@@ -110,8 +118,12 @@ def walk(task: str = "math") -> list[Function]:
             return
         if (name, qualname) == STEP:
             part[0] = "step"
-        caller = _caller(frame)
-        seen[name, qualname] = Function(name, qualname, part[0], phase[0], _met(name, caller), caller)
+        called_by = _caller(frame)
+        caller = None if called_by is None else seen.get(called_by, called_by[0])
+        met = _met(name, caller)
+        seen[name, qualname] = Function(
+            name, qualname, part[0], phase[0], met, None if called_by is None else called_by[0]
+        )
 
     def stop(*args: Any, **kwargs: Any) -> None:
         sys.setprofile(None)  # what unwinds from here (the run's `with` blocks) is not the step
@@ -161,6 +173,16 @@ def counts(functions: list[Function]) -> str:
     return f"{len(functions)} functions in {len({f.file for f in functions})} files"
 
 
+def returns(functions: list[Function]) -> int:
+    """How often the list goes back to a file it left earlier: a reader's page-turns back."""
+    back, left = 0, set()
+    for before, f in itertools.pairwise(functions):
+        if f.file != before.file:
+            left.add(before.file)
+            back += f.file in left
+    return back
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.step_walk", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="math", help="the domain of the traced run (default: math)")
@@ -182,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"       {f}")
         print()
     steps = reading(functions)
-    print(f"one step, Trainer.step to the first optimizer.step(): {counts(steps)}")
+    print(f"one step, Trainer.step to the first optimizer.step(): {counts(steps)}, {returns(steps)} returns to a "
+          "file left earlier")  # fmt: skip
     for i, f in enumerate(steps, start=1):
         print(f"{i:3d}  {f.phase:<9}  {f}")
     for kind, what in (
