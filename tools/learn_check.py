@@ -12,7 +12,8 @@ It learned the trained prompts in 10 steps with the previous sampler (+0.134 [+0
 shortening their reasoning, but not with today's, whose random draws differ (+0.041 [−0.036, +0.118]): at
 10 steps the verdict rested on one sampling stream. So it runs 20 steps: −2.185 → −2.056, +0.129 [+0.056,
 +0.202] with today's sampler, seed 0, and +0.120 [+0.046, +0.194] with --seed 2; but --seed 1 fails, +0.079
-[−0.016, +0.173], so the verdict still depends on the stream (README, "Does it learn?"). Today's default, which
+[−0.016, +0.173], so one run's verdict still depends on the stream; seeds 3 and 4 pass (+0.118, +0.185), and
+the five runs' mean difference is +0.126 [+0.079, +0.173] (a t-interval over runs; README, "Does it learn?"). Today's default, which
 lengthens the reasoning, did not move them in 10 steps (−0.034 [−0.115, +0.048]). Every completion is sampled with the same seeds on both sides and judged by the same fixed model, the
 untrained start (`evaluate.py --scorer`): the figure is log P(gold | prompt, reasoning) per gold token, the
 reward before its batch normalisation, compared pair by pair (`grpo.reports.compare_reports`). The check
