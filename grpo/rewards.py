@@ -110,10 +110,8 @@ def answer_separator(tokenizer: PreTrainedTokenizerBase) -> str:
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": f"{THINK_OPEN}r{THINK_CLOSE}{marker}"},
     ]
-    try:
-        text = cast(
-            str, tokenizer.apply_chat_template(turn, tokenize=False)
-        )  # (as in grpo.rollout.build_prompt)
+    try:  # (typed as in grpo.rollout.build_prompt: one conversation, tokenize=False, renders as one str)
+        text = cast(str, tokenizer.apply_chat_template(turn, tokenize=False))
     except Exception:  # no template, or one that refuses this turn: the format's own default
         return ANSWER_SEPARATOR
     end, at = text.rfind(THINK_CLOSE), text.rfind(marker)
