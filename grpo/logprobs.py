@@ -63,20 +63,6 @@ def _chunk_logprobs(
     return picked - torch.logsumexp(logits, dim=-1)  # (chunk,)
 
 
-def shares_prompts(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, start: int, group_size: int
-) -> bool:
-    """True when the rows come in consecutive groups of `group_size` with the same first `start` tokens."""
-    n = input_ids.shape[0]
-    if group_size <= 1 or n % group_size:
-        return False
-    for x in (input_ids, attention_mask):
-        prompts = x[:, :start].reshape(n // group_size, group_size, start)
-        if not bool((prompts == prompts[:, :1]).all()):
-            return False
-    return True
-
-
 def predicting_hidden_states(
     model: CausalLM,
     input_ids: torch.Tensor,
@@ -101,7 +87,14 @@ def predicting_hidden_states(
     checkpointing = getattr(model, "is_activation_checkpointing", None)
     if checkpointing is None:
         checkpointing = getattr(model, "is_gradient_checkpointing", False)
-    if not shares_prompts(input_ids, attention_mask, prefix, G) or (model.training and bool(checkpointing)):
+    n_rows, length = input_ids.shape
+    # shared: the rows come in consecutive groups of G with the same first `prefix` tokens and mask
+    shared = G > 1 and n_rows % G == 0 and not (model.training and bool(checkpointing))
+    if shared:
+        for x in (input_ids, attention_mask):
+            prompts = x[:, :prefix].reshape(n_rows // G, G, prefix)  # (groups, G, prefix)
+            shared = shared and bool((prompts == prompts[:, :1]).all())
+    if not shared:
         hidden = decoder(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions
         ).last_hidden_state
@@ -109,7 +102,6 @@ def predicting_hidden_states(
     # the prefix once per group: its keys and values, repeated for the group's G rows. Without gradients
     # they go into a cache allocated once (no copies as the rest is appended); with gradients into the
     # model's own cache, whose tensors autograd can follow
-    n_rows, length = input_ids.shape
     cache = None if torch.is_grad_enabled() else make_rollout_cache(model, n_rows, length)
     prompt = decoder(
         input_ids=input_ids[::G, :prefix],
@@ -143,59 +135,37 @@ def token_logprobs(
     start: int,  # score the tokens input_ids[:, start:]
     *,
     temperature: float = 1.0,
+    micro_batch_size: int | None = None,
     chunk_tokens: int = 1024,
     group_size: int = 1,
     shared_prefix: int | None = None,
 ) -> torch.Tensor:
     """log π(input_ids[:, t] | input_ids[:, :t]) for t ≥ start, shape (N, L − start).
 
-    `group_size=G`: rows i·G … i·G + G − 1 share their first `shared_prefix` tokens (default `start`), so
-    that prefix goes through the decoder once per group (checked: otherwise, or under activation
-    checkpointing, every row runs whole).
+    `micro_batch_size` rows per forward pass (None: all N at once); the output projection runs on
+    `chunk_tokens` positions at a time, so the (N·T, V) logits are never held whole. `group_size=G`: rows
+    i·G … i·G + G − 1 share their first `shared_prefix` tokens (default `start`), so that prefix goes through
+    the decoder once per group (checked: otherwise, or under activation checkpointing, every row runs whole).
     """
     if not 1 <= start < input_ids.shape[1]:
         raise ValueError(f"start={start} must be in [1, {input_ids.shape[1]})")
-    hidden = predicting_hidden_states(
-        model, input_ids, attention_mask, start, group_size, shared_prefix
-    )  # (N, T, H)
-    hidden = hidden.reshape(-1, hidden.shape[-1])  # (N·T, H)
-    targets = input_ids[:, start:].reshape(-1)  # (N·T,)
+    n = input_ids.shape[0]
     lm_head = model.get_output_embeddings()
-    pieces = []
-    for h, y in zip(hidden.split(chunk_tokens), targets.split(chunk_tokens), strict=True):
-        if torch.is_grad_enabled():
-            pieces.append(checkpoint(_chunk_logprobs, lm_head, h, y, temperature, use_reentrant=False))
-        else:
-            pieces.append(_chunk_logprobs(lm_head, h, y, temperature))
-    return torch.cat(pieces).view(input_ids.shape[0], -1)  # (N, T)
-
-
-@torch.no_grad()
-def batched_token_logprobs(
-    model: CausalLM,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    start: int,
-    *,
-    micro_batch_size: int,
-    temperature: float = 1.0,
-    group_size: int = 1,
-) -> torch.Tensor:
-    """`token_logprobs` without gradient, `micro_batch_size` rows per forward pass."""
-    rows = range(0, input_ids.shape[0], micro_batch_size)
-    return torch.cat(
-        [
-            token_logprobs(
-                model,
-                input_ids[i : i + micro_batch_size],
-                attention_mask[i : i + micro_batch_size],
-                start,
-                temperature=temperature,
-                group_size=group_size,
-            )
-            for i in rows
-        ]
-    )
+    step = micro_batch_size or n
+    rows = []
+    for i in range(0, n, step):
+        ids, mask = input_ids[i : i + step], attention_mask[i : i + step]  # (mb, L)
+        hidden = predicting_hidden_states(model, ids, mask, start, group_size, shared_prefix)  # (mb, T, H)
+        hidden = hidden.reshape(-1, hidden.shape[-1])  # (mb·T, H)
+        targets = ids[:, start:].reshape(-1)  # (mb·T,)
+        pieces = []
+        for h, y in zip(hidden.split(chunk_tokens), targets.split(chunk_tokens), strict=True):
+            if torch.is_grad_enabled():
+                pieces.append(checkpoint(_chunk_logprobs, lm_head, h, y, temperature, use_reentrant=False))
+            else:
+                pieces.append(_chunk_logprobs(lm_head, h, y, temperature))
+        rows.append(torch.cat(pieces).view(ids.shape[0], -1))  # (mb, T)
+    return rows[0] if len(rows) == 1 else torch.cat(rows)  # (N, T)
 
 
 class TokenLogprobs(torch.nn.Module):

@@ -74,12 +74,6 @@ def group_advantages(
     return advantages.view(-1).to(rewards.dtype), float(all_equal.double().mean())
 
 
-def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    # torch.where, not x * mask: a masked position holding ±inf or NaN would give inf · 0 = NaN
-    masked = torch.where(mask.bool(), x, torch.zeros_like(x))
-    return masked.sum() if dim is None else masked.sum(dim)
-
-
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     # KL_t = exp(ref − logp) − (ref − logp) − 1: unbiased for KL(π_θ ‖ π_ref) under samples of π_θ,
     # always ≥ 0, exactly 0 where the two agree (Schulman, "Approximating KL divergence", 2020)
@@ -126,21 +120,22 @@ def grpo_loss(
     # ℓ_t = min(r·Â, clip(r)·Â): pessimistic, so the ratio gains nothing by leaving [1−ε, 1+ε]
     per_token_objective = torch.minimum(unclipped, clipped)  # (N, T)
 
-    kl = torch.zeros_like(logp) if ref_logp is None else kl_k3(logp, ref_logp)  # (N, T)
-    per_token_objective = per_token_objective - beta * kl  # (N, T)
+    kl = torch.zeros_like(logp) if ref_logp is None else kl_k3(logp, ref_logp)  # (N, T), 0 where masked
+    # the masked tokens' objective set to 0, so that every sum below is over the kept tokens alone
+    per_token_objective = torch.where(keep, per_token_objective - beta * kl, zero)  # (N, T)
 
     if aggregation == "sequence":
         # per-sequence mean over the kept tokens (|o_i^{≤t_end}|), then mean over sequences (the poster's)
-        per_sequence = masked_sum(per_token_objective, mask, dim=1) / mask.sum(1).clamp(min=1)  # (N,)
+        per_sequence = per_token_objective.sum(1) / mask.sum(1).clamp(min=1)  # (N,)
         loss = -per_sequence.mean()
     elif aggregation == "token":
         # one mean over every kept token of the batch (DAPO)
-        loss = -masked_sum(per_token_objective, mask) / mask.sum().clamp(min=1)
+        loss = -per_token_objective.sum() / mask.sum().clamp(min=1)
     elif aggregation == "constant":
         # sum over kept tokens divided by N × max_tokens, a constant (Dr. GRPO)
         if max_tokens is None:
             raise ValueError("aggregation='constant' needs max_tokens")
-        loss = -masked_sum(per_token_objective, mask) / (mask.shape[0] * max_tokens)
+        loss = -per_token_objective.sum() / (mask.shape[0] * max_tokens)
     else:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {AGGREGATIONS}")
 
@@ -148,9 +143,9 @@ def grpo_loss(
         n_kept = mask.sum().clamp(min=1)
         clip_active = (clipped < unclipped).to(mask.dtype)  # where min() picked the clipped term
         stats = LossStats(
-            kl=float(masked_sum(kl, mask) / n_kept),
-            clip_fraction=float(masked_sum(clip_active, mask) / n_kept),
-            ratio_mean=float(masked_sum(ratio, mask) / n_kept),
+            kl=float(kl.sum() / n_kept),
+            clip_fraction=float(torch.where(keep, clip_active, 0).sum() / n_kept),
+            ratio_mean=float(torch.where(keep, ratio, 0).sum() / n_kept),
         )
     return loss, stats
 

@@ -165,6 +165,7 @@ def gold_answer_logprobs(
     with_empty_reasoning: bool = False,
     group_size: int = 1,
     full_precision: bool = True,
+    separator: str | None = None,
 ) -> GoldScores:
     """Teacher-forced log P(gold | prompt, reasoning) for every completion, a micro-batch per forward, in
     the weights' own precision (float32 by default) whatever autocast block encloses it
@@ -174,10 +175,11 @@ def gold_answer_logprobs(
     (`</think>` straight after the prompt's `<think>`), in the same batched passes. Each row is scored
     as `prompt + reasoning + "\n<answer>" + gold + "</answer>"`, built from ids. With `group_size=G`,
     consecutive rows come in groups of G with the same prompt (a rollout's layout), which then runs once.
+    `separator`: what follows `</think>` (None: `answer_separator(tokenizer)`, which a run finds once).
     """
     encode = lambda text: tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
     # "\n<answer>": what a model following the format writes after </think> (its template's separator)
-    opener = encode(answer_separator(tokenizer)) + encode(ANSWER_OPEN)
+    opener = encode(answer_separator(tokenizer) if separator is None else separator) + encode(ANSWER_OPEN)
     closer, close_think = encode(ANSWER_CLOSE), encode(THINK_CLOSE)
     gold_ids = {g: encode(g) for g in set(golds)}
     prompts = [list(p) for p in prompt_ids]
@@ -291,6 +293,7 @@ def gold_scores_of_completions(
     group_size: int = 1,
     spans: Sequence[ReasoningSpan] | None = None,
     full_precision: bool = True,
+    separator: str | None = None,
 ) -> CompletionGoldScores:
     """log P(gold | prompt, the reasoning of each sampled completion), the context built one way for all.
 
@@ -298,7 +301,7 @@ def gold_scores_of_completions(
     measures is exactly what training optimises: the reasoning cut after its first `</think>` (or, when
     never closed, before its own answer, with `</think>` appended; `grpo.reasoning.reasoning_ids`), then
     `"\n<answer>" + gold + "</answer>"`. `spans` (from `grpo.reasoning.reasoning_mask`) saves finding
-    each reasoning's end again.
+    each reasoning's end again; `separator` is `gold_answer_logprobs`'.
     """
     lengths = completion_mask.sum(1).tolist()
     rows = [ids[:n] for ids, n in zip(completion_ids.tolist(), lengths, strict=True)]
@@ -315,6 +318,7 @@ def gold_scores_of_completions(
         with_empty_reasoning=with_empty_reasoning,
         group_size=group_size,
         full_precision=full_precision,
+        separator=separator,
     )
     device = scores.logp_sum.device
     return CompletionGoldScores(
@@ -334,7 +338,8 @@ LOGPROB_SIGNALS = ("logprob_raw", "logprob_per_token", "gold_tokens", "reasoning
 
 @dataclass(frozen=True)
 class LogprobRewardOptions:
-    """The options `logprob_rewards` reads (the run's fields of the same names, grpo.config.Config)."""
+    """What `logprob_rewards` reads besides the batch: the run's options of the same names (grpo.config.Config)
+    and the tokenizer's answer separator."""
 
     length_norm: bool
     exp_norm: bool
@@ -344,10 +349,13 @@ class LogprobRewardOptions:
     min_reasoning_tokens: int
     logprob_weight: float
     format_weight: float
+    separator: str  # what the model's chat template writes after </think> (`answer_separator`)
 
     @classmethod
-    def of(cls, config: Any) -> LogprobRewardOptions:
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+    def of(cls, config: Any, tokenizer: PreTrainedTokenizerBase) -> LogprobRewardOptions:
+        """The run's options, and the separator its tokenizer's template writes (rendered once, here)."""
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name != "separator"}
+        return cls(**fields, separator=answer_separator(tokenizer))
 
 
 def logprob_rewards(
@@ -390,6 +398,7 @@ def logprob_rewards(
         with_empty_reasoning=c.debias,
         group_size=group_size,
         spans=spans,
+        separator=c.separator,
     )
     scores = gold.scores
     too_short = gold.reasoning_tokens < c.min_reasoning_tokens  # (N,) bool: the length guard's rows

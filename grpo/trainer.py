@@ -32,7 +32,7 @@ from grpo.config import Config, UsageError, use_reasoning_mask
 from grpo.decode import compile_decoding
 from grpo.distributed import World, all_sum, gather_objects
 from grpo.fsdp import gathered, load_sharded, local, shard
-from grpo.logprobs import TokenLogprobs, batched_token_logprobs
+from grpo.logprobs import TokenLogprobs, token_logprobs
 from grpo.lora import adapters_off, is_adapted
 from grpo.loss import LossStats, group_advantages, grpo_loss, microbatch_weight
 from grpo.models import stop_token_ids
@@ -155,7 +155,7 @@ class Trainer:
         warn_if_updates_round_away(self.trainable, config.lr)
         self.stop_ids = stop_token_ids(policy, tokenizer)
         # what the step reads of the options, resolved once: the logprob reward's, and what the loss keeps
-        self.reward_options = LogprobRewardOptions.of(config)
+        self.reward_options = LogprobRewardOptions.of(config, tokenizer)
         self.loss_on_reasoning = use_reasoning_mask(config)
         self.train_examples = list(task.examples("train"))
         if not self.train_examples:
@@ -431,12 +431,13 @@ class Trainer:
             raise ValueError("this needs a reference model, and the run has none (β = 0 and --scorer policy)")
         yield self.reference
 
+    @torch.no_grad()
     def sampled_logprobs(self, model: CausalLM, out: Rollout) -> torch.Tensor:
         """(N, C) log π of the sampled tokens under `model`, without gradient; greedy rollouts are scored as
         the T = 1 distribution. The reference may live on another device (--reference-device)."""
         on = next(model.parameters()).device
         with self.autocast(model):
-            logp = batched_token_logprobs(
+            logp = token_logprobs(
                 model,
                 out.input_ids.to(on),
                 out.attention_mask.to(on),

@@ -10,7 +10,7 @@ import torch
 from conftest import EchoTask, config, make_model, make_qwen3_model
 
 from grpo.config import UsageError, parse_config
-from grpo.logprobs import batched_token_logprobs
+from grpo.logprobs import token_logprobs
 from grpo.lora import (
     ADAPTER_DIR,
     LoraOptions,
@@ -54,8 +54,9 @@ def rollout_batch(trainer):
     )
 
 
+@torch.no_grad()
 def logprobs(model, out):
-    return batched_token_logprobs(
+    return token_logprobs(
         model, out.input_ids, out.attention_mask, out.prompt_length, micro_batch_size=4, group_size=2
     )
 

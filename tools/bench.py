@@ -18,7 +18,7 @@ settings, so the ratios hold even on a noisy machine; the seconds do not travel.
 - compile: the compiled static decode step against the eager one, its compile time apart.
 - fixed_decode: no stops at all, every row runs the full length: raw decode speed, for reference.
 - scoring: teacher-forced log-probs of the first rollout's completions, as the trainer computes them
-  (`grpo.logprobs.batched_token_logprobs`: micro-batches of rows, the output projection in chunks of
+  (`grpo.logprobs.token_logprobs` with `micro_batch_size`: micro-batches of rows, the output projection in chunks of
   positions), chunked over the whole batch at once, and by a naive `log_softmax(model(ids).logits)` of the
   whole batch: tokens/s, peak memory above the starting level (CUDA allocator statistics on a GPU; on a
   CPU the resident set, sampled every millisecond) and the largest difference. `memory_vs_naive` is the

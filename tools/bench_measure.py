@@ -14,7 +14,7 @@ import tempfile
 import torch
 
 from grpo.config import Config
-from grpo.logprobs import batched_token_logprobs, left_pad, position_ids_from_mask, token_logprobs
+from grpo.logprobs import left_pad, position_ids_from_mask, token_logprobs
 from grpo.precision import autocast as precision_autocast
 from grpo.rollout import CHECK_EVERY, PREVIOUS_SAMPLER, Ends, rollout
 from tools.bench_setup import PeakMemory, countdown_prompts, random_model, timed
@@ -186,9 +186,15 @@ def bench_scoring(model, input_ids, attention_mask, start, device, micro_batch_s
         return logp.gather(-1, input_ids[:, start:].unsqueeze(-1)).squeeze(-1)  # (N, T)
 
     def ours():
-        return batched_token_logprobs(
-            model, input_ids, attention_mask, start, micro_batch_size=micro_batch_size, group_size=group_size
-        )
+        with torch.no_grad():
+            return token_logprobs(
+                model,
+                input_ids,
+                attention_mask,
+                start,
+                micro_batch_size=micro_batch_size,
+                group_size=group_size,
+            )
 
     def whole_batch():
         return token_logprobs(model, input_ids, attention_mask, start)
