@@ -1,7 +1,7 @@
 # make install   a virtual environment in .venv with everything, the packaged model converted, the poetry data
 # make test      the test suite (CPU, offline, a few minutes)
 # make lint      ruff (lint and format check) and mypy (the types of grpo/; ~1 min the first time, seconds after)
-# make learn-check  the real model learns: 20 GRPO steps of a pinned recipe raise the reward of the problems trained on (~25 min)
+# make learn-check  the real model learns: 20 GRPO steps of a pinned recipe raise the reward of the problems trained on (~25 min; SEEDS="0 1 2" for one run per seed)
 # make bench     the rollout vs the previous sampler and model.generate, the compiled decode step, log-prob scoring memory, a GRPO step's breakdown (~12 min on 2 cores)
 # make bench-memory  one default step's weights, gradients, AdamW state and peak: full fine-tuning vs LoRA
 # make gpu-check the one-shot GPU check (tools/gpu_check.py) on a GPU machine: reports/gpu-check.json
@@ -39,9 +39,10 @@ test:
 test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
-# the packaged model, the default logprob recipe, 10 steps on 4 fixed problems: does the reward on them rise?
+# the packaged model, a pinned logprob recipe, 20 steps on 4 fixed problems: does the reward on them rise?
+# SEEDS="0 1 2 3 4": one run per seed, the verdict over the runs (~25 min each)
 learn-check:
-	$(PY) -m tools.learn_check
+	$(PY) -m tools.learn_check $(if $(SEEDS),--seeds $(SEEDS))
 
 # the figures in the README's Performance section; the JSON report goes to reports/ (git-ignored)
 bench:

@@ -171,3 +171,40 @@ def test_the_step_walk_traces_train_py_to_the_first_optimizer_step_and_is_the_re
     assert (
         f"{counted[0]} functions in {counted[1]} files, {counted[2]} returns to a file left earlier" in readme
     )
+
+
+def test_learn_check_over_seeds_is_a_t_interval_over_the_runs():
+    from tools.learn_check import over_runs, parse_args
+
+    # the README's five runs: mean 0.1262; squared deviations sum to 5.7988e-3, s² = 1.4497e-3,
+    # s/√5 = 0.0170276, t_{0.975, 4} = 2.776445: ± 0.047276 → [0.078924, 0.173476]
+    runs = over_runs([0.129, 0.079, 0.120, 0.118, 0.185])
+    assert runs["n"] == 5 and runs["mean"] == pytest.approx(0.1262, abs=1e-12)
+    assert runs["low"] == pytest.approx(0.078924, abs=1e-5) and runs["high"] == pytest.approx(
+        0.173476, abs=1e-5
+    )
+    assert over_runs([0.1])["low"] is None  # one run: no spread over runs to judge by
+    assert parse_args(["--seeds", "0", "3"]).seeds == [0, 3] and parse_args([]).seeds is None
+    with pytest.raises(SystemExit):
+        parse_args(["--seed", "1", "--seeds", "0", "1"])
+
+
+def test_learn_check_over_seeds_passes_on_the_runs_mean_not_on_each_run(monkeypatch, capsys):
+    import tools.learn_check as learn_check
+
+    # seed 1 fails alone (its interval reaches below 0), yet the three runs' mean is surely above 0:
+    # differences 0.12, 0.08, 0.13: mean 0.11, s = 0.026458, ± 4.302653 · 0.026458/√3 = 0.065723
+    rows = {0: 0.12, 1: 0.08, 2: 0.13}
+    monkeypatch.setattr(
+        learn_check,
+        "one_run",
+        lambda args, seed: {"difference": rows[seed], "low": -0.01 if seed == 1 else 0.02},
+    )
+    assert learn_check.main(["--seeds", "0", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "over 3 runs passed: mean difference +0.110 [+0.044, +0.176]" in out and "2 of 3 runs passed" in out
+    )
+    rows.update({1: -0.2})  # a run that went the other way: the mean's interval now reaches below 0
+    assert learn_check.main(["--seeds", "0", "1", "2"]) == 1
+    assert "FAILED" in capsys.readouterr().out

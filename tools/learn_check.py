@@ -3,6 +3,7 @@ on? A regression that stops the loop learning fails it. About 25 minutes on 2 CP
 
     python -m tools.learn_check                 # exit 0: it learned; exit 1: it did not
     python -m tools.learn_check --seed 1        # another sampling stream, for a second opinion
+    python -m tools.learn_check --seeds 0 1 2 3 4   # one run per seed (~25 min each), judged over the runs
 
 The same `--problems` Countdown problems (the first of the train split) are each asked `--repeats` times, before
 and after `--steps` GRPO steps of `train.py --task math --reward logprob` with LOOP_RECIPE on exactly those
@@ -17,7 +18,9 @@ the five runs' mean difference is +0.126 [+0.079, +0.173] (a t-interval over run
 lengthens the reasoning, did not move them in 10 steps (−0.034 [−0.115, +0.048]). Every completion is sampled with the same seeds on both sides and judged by the same fixed model, the
 untrained start (`evaluate.py --scorer`): the figure is log P(gold | prompt, reasoning) per gold token, the
 reward before its batch normalisation, compared pair by pair (`grpo.reports.compare_reports`). The check
-passes when the paired difference's 95% interval lies above 0.
+passes when the paired difference's 95% interval lies above 0. With `--seeds`, each seed is one run, and the
+check passes when the runs' mean difference has a 95% t-interval above 0 (n = the runs, `over_runs`): a
+verdict that does not rest on one sampling stream, nor treat one run's completions as independent.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from grpo.evaluation import evaluate_model
 from grpo.models import load_models
 from grpo.reports import compare_reports
 from grpo.run import progress_line, train_step
+from grpo.statistics import t_interval
 from grpo.task import Example, Task
 from grpo.trainer import Trainer
 from tasks import TASKS, get_task
@@ -69,19 +73,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats", type=int, default=16, help="completions per problem, each side (default 16)"
     )
-    parser.add_argument(
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument(
         "--seed",
         type=int,
         default=0,
         help="the run's seed: its training draws and its judged samples (default 0)",
     )
+    seeds.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="one run per seed, one after the other; the verdict is on the runs' mean difference (over_runs)",
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def over_runs(differences: list[float]) -> dict[str, float | int | None]:
+    """The runs' mean paired difference and its 95% t-interval, each run one value (n − 1 degrees of freedom)."""
+    return t_interval(differences, 0.95, wald=False)
+
+
+def one_run(args: argparse.Namespace, seed: int) -> dict:
+    """Train from the start with `seed`, judge before and after; return the figure's row of the comparison."""
     recipe = ["--task", "math", "--reward", "logprob", "--device", "cpu", "--steps", str(args.steps),
-              "--prompts-per-step", str(args.problems), "--seed", str(args.seed), "--out-dir", "unused"]  # fmt: skip
+              "--prompts-per-step", str(args.problems), "--seed", str(seed), "--out-dir", "unused"]  # fmt: skip
     config = parse_config([*recipe, *LOOP_RECIPE], TASKS)
     torch.manual_seed(config.seed)
     policy, reference, tokenizer = load_models(config.model, "cpu", "float32", with_reference=True)
@@ -112,11 +128,29 @@ def main(argv: list[str] | None = None) -> int:
     row = next(r for r in comparison["figures"] if r["figure"] == FIGURE)
     verdict = "passed" if row["low"] > 0 else "FAILED"
     print(
-        f"learn-check {verdict}: log P(gold | p, r) per token on the {args.problems} trained problems, judged by "
-        f"the start, {row['mean_a']:.3f} → {row['mean_b']:.3f}: {row['difference']:+.3f} "
-        f"[{row['low']:+.3f}, {row['high']:+.3f}] (95% CI, n = {row['n']})"
+        f"learn-check {verdict}{f' (seed {seed})' if args.seeds else ''}: log P(gold | p, r) per token on the "
+        f"{args.problems} trained problems, judged by the start, {row['mean_a']:.3f} → {row['mean_b']:.3f}: "
+        f"{row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] (95% CI, n = {row['n']})",
+        flush=True,
     )
-    return 0 if row["low"] > 0 else 1
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.seeds:
+        return 0 if one_run(args, args.seed)["low"] > 0 else 1
+    rows = [one_run(args, seed) for seed in args.seeds]
+    runs = over_runs([row["difference"] for row in rows])
+    if runs["low"] is None:  # one seed: no spread over runs, so its own interval decides
+        return 0 if rows[0]["low"] > 0 else 1
+    passed = runs["low"] > 0
+    print(
+        f"learn-check over {len(rows)} runs {'passed' if passed else 'FAILED'}: mean difference "
+        f"{runs['mean']:+.3f} [{runs['low']:+.3f}, {runs['high']:+.3f}] (95% t-interval over runs); "
+        f"{sum(row['low'] > 0 for row in rows)} of {len(rows)} runs passed alone"
+    )
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
