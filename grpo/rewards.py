@@ -301,7 +301,7 @@ def gold_scores_of_completions(
     measures is exactly what training optimises: the reasoning cut after its first `</think>` (or, when
     never closed, before its own answer, with `</think>` appended; `grpo.reasoning.reasoning_ids`), then
     `"\n<answer>" + gold + "</answer>"`. `spans` (from `grpo.reasoning.reasoning_mask`) saves finding
-    each reasoning's end again; `separator` is `gold_answer_logprobs`'.
+    each reasoning's end again; `separator` as in `gold_answer_logprobs`.
     """
     lengths = completion_mask.sum(1).tolist()
     rows = [ids[:n] for ids, n in zip(completion_ids.tolist(), lengths, strict=True)]
