@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
+from grpo.models import unwrapped
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -231,9 +233,8 @@ _REUSED: dict = {}  # make_rollout_cache(reuse=True)'s last cache, with its mode
 
 def cache_argument(model: CausalLM) -> str:
     """The keyword a model's forward takes its cache by: transformers 5 renamed `past_key_values` to `cache`."""
-    # the transformers model's forward names it: a PEFT wrapper's takes **kwargs and passes them on
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    forward = unwrapped(model).forward  # a PEFT wrapper's forward takes **kwargs and passes them on
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
 def returned_cache(out: Mapping[str, Any]) -> Cache | None:
