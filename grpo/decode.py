@@ -34,8 +34,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from grpo.models import unwrapped
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -232,8 +230,11 @@ _REUSED: dict = {}  # make_rollout_cache(reuse=True)'s last cache, with its mode
 
 
 def cache_argument(model: CausalLM) -> str:
-    """The keyword a model's forward takes its cache by: transformers 5 renamed `past_key_values` to `cache`."""
-    forward = unwrapped(model).forward  # a PEFT wrapper's forward takes **kwargs and passes them on
+    """The keyword a model's forward takes its cache by: transformers 5 renamed `past_key_values` to `cache`.
+
+    Read off the decoder's forward, which names it as the causal LM's does, and which a PEFT wrapper (whose own
+    forward takes **kwargs) hands out as its model's."""
+    forward = model.get_decoder().forward
     return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 

@@ -131,6 +131,9 @@ class ScriptedLM(torch.nn.Module):
         self.dummy = torch.nn.Parameter(torch.zeros(1))
         self.vocab_size, self.scripts, self.prompt_lengths = vocab_size, scripts, prompt_lengths
 
+    def get_decoder(self):  # (where the sampler reads the cache's keyword: its forward takes it in **kwargs)
+        return self
+
     def forward(self, input_ids, attention_mask, position_ids, use_cache=True, logits_to_keep=0, **kwargs):
         tracker = kwargs.get("past_key_values") or RowTracker(input_ids.shape[0])
         logits = torch.full((input_ids.shape[0], 1, self.vocab_size), -30.0)
