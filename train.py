@@ -61,17 +61,29 @@ def check_device(device: str) -> None:
         raise UsageError(f"--device {device}: MPS is not available here (try --device cpu)")
 
 
-def run(argv: list[str] | None = None) -> Config:
-    """Everything train.py does: the options, the run directory, the data, the models, the steps."""
-    config = parse_config(argv, TASKS, description=__doc__.split("\n\n")[0])
-    check_device(config.device)
+def check_installed(config: Config) -> None:
+    """What the options need that an install may lack, said in one line before anything loads."""
     if config.lora_rank:
         from grpo.lora import peft
 
         try:
-            peft()  # an optional extra: say how to install it before anything loads
+            peft()  # an optional extra
         except ImportError as err:
             raise UsageError(str(err)) from None
+    if config.fsdp:
+        try:  # FSDP2, public since torch 2.6 (before it, torch.distributed.fsdp has FSDP1 alone)
+            from torch.distributed.fsdp import fully_shard  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                f"--fsdp needs torch 2.6 or newer (torch.distributed.fsdp.fully_shard); this is torch {torch.__version__}"
+            ) from None
+
+
+def run(argv: list[str] | None = None) -> Config:
+    """Everything train.py does: the options, the run directory, the data, the models, the steps."""
+    config = parse_config(argv, TASKS, description=__doc__.split("\n\n")[0])
+    check_device(config.device)
+    check_installed(config)
     torch.manual_seed(config.seed)
 
     from grpo.distributed import setup

@@ -78,3 +78,15 @@ def test_fsdp_without_torchrun_is_refused_in_one_line(tmp_path, capsys):
 
     assert train.main(["--fsdp", "--out-dir", str(tmp_path / "r")]) == train.EXIT_USAGE
     assert "torchrun --nproc-per-node N" in capsys.readouterr().err
+
+
+def test_fsdp_on_a_torch_without_fully_shard_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    import torch.distributed.fsdp
+
+    import train
+
+    monkeypatch.delattr(torch.distributed.fsdp, "fully_shard")  # as on torch 2.4 and 2.5: FSDP1 alone
+    assert train.main(["--fsdp", "--out-dir", str(tmp_path / "r")]) == train.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--fsdp needs torch 2.6 or newer" in err and torch.__version__ in err
+    assert not (tmp_path / "r").exists()  # refused before the run directory is made
