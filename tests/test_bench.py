@@ -86,9 +86,13 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
         assert 0 < r["ours"]["useful_tokens"] <= r["ours"]["computed_tokens"]
         assert r["generate"]["useful_tokens"] <= r["generate"]["computed_tokens"]
         assert r["rollout_vs_generate"] > 0
-    for r in report["rollout"]:  # the previous sampler on the same prompts and seed
+    for r in report["rollout"]:  # the previous sampler on the same prompts and seed; ours again under bf16
         assert 0 < r["previous"]["useful_tokens"] == r["previous"]["computed_tokens"]
         assert r["rollout_vs_previous"] > 0
+        assert 0 < r["ours_bf16"]["useful_tokens"] <= r["ours_bf16"]["computed_tokens"]
+        assert r["bf16_vs_previous"] == pytest.approx(
+            r["ours_bf16"]["useful_tokens_per_s"] / r["previous"]["useful_tokens_per_s"]
+        )
     ops = report[
         "ops"
     ]  # the static step reads the tokens every CHECK_EVERY steps, the previous one every step
@@ -109,6 +113,11 @@ def test_bench_runs_end_to_end_on_a_random_model(tmp_path):
         (2, 2, True, "ours"),
     ]
     assert report["step_vs_previous"] > 0
+    fp32, previous, bf16 = (r["total_seconds"] for r in report["step"])
+    assert report["bf16_speedup"] == pytest.approx(fp32 / bf16)
+    assert report["bf16_vs_previous"] == pytest.approx(previous / bf16)
+    printed = bench_report.table(report)
+    assert "bf16/prev" in printed and "bf16 autocast step:" in printed
     assert [(r["group_size"], r["max_new_tokens"]) for r in report["scaling"]] == [(2, 2), (4, 2), (2, 4)]
     assert report["scaling"][1]["completion_tokens"] == 2 * report["scaling"][0]["completion_tokens"]
     assert set(report["scaling_ratios"]) == {"double_group", "double_length"}

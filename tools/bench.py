@@ -12,7 +12,9 @@ settings, so the ratios hold even on a noisy machine; the seconds do not travel.
   token or `</answer>`, up to --max-new-tokens. Useful tokens are the tokens a row keeps (up to and
   including its stop); `generate` keeps computing rows that have finished, so it does more work than it
   keeps. `rollout_vs_generate` = useful tokens/s of `grpo.rollout` ÷ those of `generate`;
-  `rollout_vs_previous` ÷ those of the sampler the static one replaced (`PREVIOUS_SAMPLER`).
+  `rollout_vs_previous` ÷ those of the sampler the static one replaced (`PREVIOUS_SAMPLER`). Where bf16
+  is timed (--bf16), ours runs once more under bf16 autocast, as training runs it there: `bf16_vs_previous`
+  is its useful tokens/s ÷ the previous sampler's in the model's dtype.
 - ops: aten ops, dtype casts and host reads per decode step, static and previous, on Qwen3-1.7B's
   structure at a narrow width under bf16 autocast (each op is a kernel launch on a GPU).
 - compile: the compiled static decode step against the eager one, its compile time apart.
@@ -25,7 +27,9 @@ settings, so the ratios hold even on a noisy machine; the seconds do not travel.
   trainer's way over the naive one.
 - step: one full GRPO step (logprob reward, fixed-length completions), its seconds split into rollout /
   reward / reference / update, with either sampler, in fp32 and under bf16 autocast where the hardware
-  has bf16 arithmetic (GPUs, CPUs with AVX512-BF16 or AMX), after an untimed first step.
+  has bf16 arithmetic (GPUs, CPUs with AVX512-BF16 or AMX), after an untimed first step. `bf16_speedup`:
+  the fp32 step ÷ the bf16 one, the same sampler; `bf16_vs_previous`: the previous sampler's fp32 step (the
+  default before the static sampler and `--autocast auto`) ÷ the bf16 one.
 - scaling: the same step with G doubled and with the completion length doubled. Linear growth is at most
   2× the time (less, as long as the prompt's share of the work does not double).
 """
@@ -108,7 +112,8 @@ def parse_args(argv=None):
         "--bf16",
         choices=("auto", "on", "off"),
         default="auto",
-        help="time the step under bf16 autocast: auto = only where the hardware has bf16 arithmetic",
+        help="also time the rollout and the step under bf16 autocast: auto = only where the hardware has bf16 "
+        "arithmetic",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
@@ -172,14 +177,31 @@ def warm_up(setup: Setup) -> None:
     run_generate(model, tokenizer, prompt, 2, 2, setup.stop_ids, [ANSWER_CLOSE], seed, setup.device)
 
 
+def use_bf16(setup: Setup, report: dict) -> bool:
+    """Whether the rollout and the step are also timed under bf16 autocast: --bf16 on, or auto where the
+    hardware has bf16 arithmetic (a note in the report says when auto skips it)."""
+    if setup.args.bf16 == "on":
+        return True
+    if setup.args.bf16 == "auto" and bf16_is_fast(setup.device):
+        return True
+    note = (
+        f"bf16 autocast rollout and step skipped: no bf16 arithmetic on this {setup.device.type} "
+        f"({report['machine']['cpu_capability']}); --bf16 on times them anyway"
+    )
+    if setup.args.bf16 == "auto" and note not in report["notes"]:
+        report["notes"].append(note)
+    return False
+
+
 def rollout_section(setup: Setup, batches: list[int], report: dict):
     """Ours against generate at each batch, into report["rollout"]; returns the first batch's rollout."""
     first = None
+    bf16 = use_bf16(setup, report)
     for batch in batches:
-        say(f"rollout: batch {batch}, ours then generate ...")
+        say(f"rollout: batch {batch}, ours, previous, generate{', ours under bf16' if bf16 else ''} ...")
         out, r = bench_rollout(
             setup.model, setup.tokenizer, setup.prompts, batch, setup.args.group_size,
-            setup.args.max_new_tokens, setup.stop_ids, [ANSWER_CLOSE], setup.args.seed, setup.device,
+            setup.args.max_new_tokens, setup.stop_ids, [ANSWER_CLOSE], setup.args.seed, setup.device, bf16,
         )  # fmt: skip
         report["rollout"].append(r)
         first = out if first is None else first
@@ -254,17 +276,12 @@ def step_sections(setup: Setup, step_shape: tuple[int, int, int], with_scaling: 
     report["scaling"]."""
     n_prompts, G, T = step_shape
     setup.model.float()  # the update keeps float32 master weights (a no-op for a float32 model)
-    use_bf16 = setup.args.bf16 == "on" or (setup.args.bf16 == "auto" and bf16_is_fast(setup.device))
-    if setup.args.bf16 == "auto" and not use_bf16:
-        report["notes"].append(
-            f"bf16 autocast step skipped: no bf16 arithmetic on this {setup.device.type} "
-            f"({report['machine']['cpu_capability']}); --bf16 on times it anyway"
-        )
+    bf16 = use_bf16(setup, report)
     # warm-up, not reported: the first step timed in a process came out with an update 1.4-2× the next's
     timed_step(setup, n_prompts, G, T)
     base = timed_step(setup, n_prompts, G, T)  # the step breakdown and the scaling's starting point
     report["step"] = [base, timed_step(setup, n_prompts, G, T, sampler="previous")] + (
-        [timed_step(setup, n_prompts, G, T, bf16=True)] if use_bf16 else []
+        [timed_step(setup, n_prompts, G, T, bf16=True)] if bf16 else []
     )
     report["step_vs_previous"] = report["step"][1]["total_seconds"] / base["total_seconds"]
     report["scaling"] = []
@@ -276,8 +293,9 @@ def step_sections(setup: Setup, step_shape: tuple[int, int, int], with_scaling: 
         ]
         single, double_g, double_t = (r["total_seconds"] for r in report["scaling"])
         report["scaling_ratios"] = {"double_group": double_g / single, "double_length": double_t / single}
-    if use_bf16:
+    if bf16:  # against the same sampler in fp32, and against the fp32 default before the static sampler
         report["bf16_speedup"] = base["total_seconds"] / report["step"][-1]["total_seconds"]
+        report["bf16_vs_previous"] = report["step"][1]["total_seconds"] / report["step"][-1]["total_seconds"]
 
 
 def main(argv=None) -> dict:

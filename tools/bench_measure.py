@@ -83,7 +83,11 @@ def run_generate(model, tokenizer, prompts, G, max_new_tokens, stop_ids, stop_st
     return {"seconds": seconds, "useful_tokens": useful, "computed_tokens": new.numel()}
 
 
-def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids, stop_strings, seed, device):
+def bench_rollout(
+    model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids, stop_strings, seed, device, bf16=False
+):
+    """Ours, the previous sampler and `generate` on the same prompts and seed, in the model's dtype; with `bf16`,
+    ours once more under bf16 autocast (`ours_bf16`: the rollout as training runs it where bf16 pays)."""
     n_prompts = batch // G
     if n_prompts > len(prompts):
         raise ValueError(f"batch {batch} needs {n_prompts} prompts")
@@ -91,19 +95,21 @@ def bench_rollout(model, tokenizer, prompts, batch, G, max_new_tokens, stop_ids,
     out, ours = run_ours(*args)
     _, previous = run_ours(*args, **PREVIOUS_SAMPLER)
     theirs = run_generate(*args)
-    for r in (ours, previous, theirs):
+    runs = {"ours": ours, "previous": previous, "generate": theirs}
+    if bf16:  # (bf16 logits sample other completions: useful tokens/s is what compares)
+        with precision_autocast(device, True):
+            _, runs["ours_bf16"] = run_ours(*args)
+    for r in runs.values():
         r["useful_tokens_per_s"] = r["useful_tokens"] / r["seconds"]
         r["computed_tokens_per_s"] = r["computed_tokens"] / r["seconds"]
-    return out, {
-        "batch": batch,
-        "group_size": G,
-        "max_new_tokens": max_new_tokens,
-        "ours": ours,
-        "previous": previous,
-        "generate": theirs,
-        "rollout_vs_generate": ours["useful_tokens_per_s"] / theirs["useful_tokens_per_s"],
-        "rollout_vs_previous": ours["useful_tokens_per_s"] / previous["useful_tokens_per_s"],
-    }
+    report = {"batch": batch, "group_size": G, "max_new_tokens": max_new_tokens, **runs}
+    report["rollout_vs_generate"] = ours["useful_tokens_per_s"] / theirs["useful_tokens_per_s"]
+    report["rollout_vs_previous"] = ours["useful_tokens_per_s"] / previous["useful_tokens_per_s"]
+    if bf16:  # the rollout training runs where bf16 pays, against the fp32 sampler the static one replaced
+        report["bf16_vs_previous"] = (
+            runs["ours_bf16"]["useful_tokens_per_s"] / previous["useful_tokens_per_s"]
+        )
+    return out, report
 
 
 def count_decode_ops(model, tokenizer, prompts, batch, steps, autocast, **options) -> dict:

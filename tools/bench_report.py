@@ -31,7 +31,7 @@ def table(report: dict) -> str:
     # the scaling's first step is the step section's base: listed once
     steps = report.get("step", []) + [r for r in report.get("scaling", []) if r not in report.get("step", [])]
     if steps:
-        lines += step_lines(steps)
+        lines += step_lines(steps) + bf16_lines(report)
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -42,16 +42,20 @@ def rollout_lines(rollouts: list[dict]) -> list[str]:
         "",
         "rollout: useful tokens/s of ours (static), the previous sampler and generate (computed tokens)",
     ]
+    bf16 = any("ours_bf16" in r for r in rollouts)
     lines.append(
         f"{'batch':>6} {'ours':>8} {'previous':>9} {'generate':>9} {'ours/prev':>10} {'ours/gen':>9}"
+        + (f" {'ours bf16':>10} {'bf16/prev':>10}" if bf16 else "")
     )
     for r in rollouts:
         o, p, g = r["ours"], r.get("previous"), r["generate"]
+        b = r.get("ours_bf16")
         lines.append(
             f"{r['batch']:>6} {o['useful_tokens_per_s']:>8.1f} "
             f"{p['useful_tokens_per_s'] if p else float('nan'):>9.1f} {g['useful_tokens_per_s']:>9.1f} "
-            f"{r.get('rollout_vs_previous', float('nan')):>10.2f} {r['rollout_vs_generate']:>9.2f}   "
-            f"({o['computed_tokens']} / {p['computed_tokens'] if p else '-'} / {g['computed_tokens']})"
+            f"{r.get('rollout_vs_previous', float('nan')):>10.2f} {r['rollout_vs_generate']:>9.2f}"
+            + (f" {b['useful_tokens_per_s']:>10.1f} {r['bf16_vs_previous']:>10.2f}" if b else "")
+            + f"   ({o['computed_tokens']} / {p['computed_tokens'] if p else '-'} / {g['computed_tokens']})"
         )
     return lines
 
@@ -122,3 +126,12 @@ def step_lines(steps: list[dict]) -> list[str]:
             f"{s['update']:>7.1f} {r['total_seconds']:>7.1f}"
         )
     return lines
+
+
+def bf16_lines(report: dict) -> list[str]:
+    if "bf16_speedup" not in report:
+        return []
+    return [
+        f"bf16 autocast step: {report['bf16_speedup']:.2f}× the fp32 step (the same sampler), "
+        f"{report['bf16_vs_previous']:.2f}× the previous sampler's fp32 step"
+    ]
