@@ -164,6 +164,7 @@ def prefill(
     return cache, logits, positions
 
 
+@torch.no_grad()  # no graph: the update's log-probs come from teacher forcing (grpo.logprobs)
 def rollout(
     model: CausalLM,
     tokenizer: PreTrainedTokenizerBase,

@@ -99,6 +99,19 @@ def test_same_generator_seed_gives_the_same_samples(tokenizer, tiny_model):
     assert not torch.equal(a.completion_ids, c.completion_ids)
 
 
+def test_the_rollout_builds_no_autograd_graph(tokenizer, tiny_model):
+    # the policy's weights require gradients (as in training) and grad mode is on: a rollout that recorded
+    # the graph would keep every decode step's activations and (rows, vocab) logits alive through
+    # sample_logp until it returned (11.5 GB against 2.0 GB for the packaged model at batch 64 × 96 tokens)
+    assert all(p.requires_grad for p in tiny_model.parameters()) and torch.is_grad_enabled()
+    prompts = [encode(tokenizer, "hello"), encode(tokenizer, "a longer prompt")]
+    generator = torch.Generator().manual_seed(0)
+    out = rollout(tiny_model, tokenizer, prompts, group_size=2, max_new_tokens=6, generator=generator)
+    for tensor in (out.input_ids, out.attention_mask, out.sample_logp):
+        assert not tensor.requires_grad and tensor.grad_fn is None
+    assert out.sample_logp.ne(0).any()  # it did sample and record log-probs
+
+
 def test_top_p_keeps_only_the_nucleus():
     # probabilities 0.5, 0.3, 0.2: top_p 0.7 keeps the first two, never the third
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]])).repeat(2000, 1)
