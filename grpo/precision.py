@@ -26,7 +26,9 @@ Why, measured (README "Precision"):
   float32: CPU bf16 autocast is slow without AVX512-BF16 or AMX.
 - On a CPU, autocast is on by default only where it pays: bf16 in hardware (AMX or AVX512-BF16) and a
   product measured faster at start-up. Measured on one Xeon with AMX (issue 25): decode 1.73×, a forward +
-  backward 1.77×, a 4 × 4 × 128 rule step 27.0 s against 34.6–39.8 s; without bf16 arithmetic, slower.
+  backward 1.77×, a 4 × 4 × 128 rule step 27.0 s against 34.6–39.8 s; on an AMD EPYC with AVX512-BF16, the
+  rollout 1.9× at batch 32 and a default logprob step 1.33× (README "Performance"); without bf16 arithmetic,
+  slower.
 """
 
 from __future__ import annotations
