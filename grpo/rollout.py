@@ -136,7 +136,6 @@ LEAVE_AT = 0.5
 PREVIOUS_SAMPLER = dict(static=False, check_every=1, leave_at=1.0)
 
 
-@torch.no_grad()
 def prefill(
     model: CausalLM,
     unique_ids: torch.Tensor,

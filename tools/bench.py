@@ -156,6 +156,7 @@ class Setup:
     device: torch.device
     prompts: list[list[int]]  # Countdown prompts, enough for the largest batch (and at least 64 rows)
     stop_ids: list[int]  # the model's end-of-turn tokens
+    bf16: bool  # the rollout and the step are also timed under bf16 autocast (use_bf16)
 
 
 def say(message: str) -> None:
@@ -177,26 +178,25 @@ def warm_up(setup: Setup) -> None:
     run_generate(model, tokenizer, prompt, 2, 2, setup.stop_ids, [ANSWER_CLOSE], seed, setup.device)
 
 
-def use_bf16(setup: Setup, report: dict) -> bool:
+def use_bf16(args: argparse.Namespace, device: torch.device, report: dict) -> bool:
     """Whether the rollout and the step are also timed under bf16 autocast: --bf16 on, or auto where the
     hardware has bf16 arithmetic (a note in the report says when auto skips it)."""
-    if setup.args.bf16 == "on":
+    if args.bf16 == "on":
         return True
-    if setup.args.bf16 == "auto" and bf16_is_fast(setup.device):
+    if args.bf16 == "auto" and bf16_is_fast(device):
         return True
-    note = (
-        f"bf16 autocast rollout and step skipped: no bf16 arithmetic on this {setup.device.type} "
-        f"({report['machine']['cpu_capability']}); --bf16 on times them anyway"
-    )
-    if setup.args.bf16 == "auto" and note not in report["notes"]:
-        report["notes"].append(note)
+    if args.bf16 == "auto":
+        report["notes"].append(
+            f"bf16 autocast rollout and step skipped: no bf16 arithmetic on this {device.type} "
+            f"({report['machine']['cpu_capability']}); --bf16 on times them anyway"
+        )
     return False
 
 
 def rollout_section(setup: Setup, batches: list[int], report: dict):
     """Ours against generate at each batch, into report["rollout"]; returns the first batch's rollout."""
     first = None
-    bf16 = use_bf16(setup, report)
+    bf16 = setup.bf16
     for batch in batches:
         say(f"rollout: batch {batch}, ours, previous, generate{', ours under bf16' if bf16 else ''} ...")
         out, r = bench_rollout(
@@ -276,7 +276,7 @@ def step_sections(setup: Setup, step_shape: tuple[int, int, int], with_scaling: 
     report["scaling"]."""
     n_prompts, G, T = step_shape
     setup.model.float()  # the update keeps float32 master weights (a no-op for a float32 model)
-    bf16 = use_bf16(setup, report)
+    bf16 = setup.bf16
     # warm-up, not reported: the first step timed in a process came out with an update 1.4-2× the next's
     timed_step(setup, n_prompts, G, T)
     base = timed_step(setup, n_prompts, G, T)  # the step breakdown and the scaling's starting point
@@ -314,7 +314,7 @@ def main(argv=None) -> dict:
         "notes": [],
     }
     prompts = countdown_prompts(tokenizer, max(batches + [64]) // args.group_size)
-    setup = Setup(args, model, tokenizer, device, prompts, stop_ids)
+    setup = Setup(args, model, tokenizer, device, prompts, stop_ids, use_bf16(args, device, report))
 
     warm_up(setup)
     scoring_batch = None  # a realistic batch to score: the first rollout's
