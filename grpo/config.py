@@ -170,7 +170,7 @@ class Config(SharedOptions):
     min_reasoning_tokens: int = 16
     """A completion whose reasoning (up to and including </think>) is shorter than this gets the batch's lowest logprob reward: the guard against the collapse to an empty <think></think> (see the README's "Choices"). 0 turns it off (--preset poster)."""
     debias: bool = False
-    """Beyond the poster: reward log P(a | p, r) − log P(a | p, empty reasoning), the credit the reasoning adds."""
+    """Beyond the poster: reward log P(a | p, r) − log P(a | p, empty reasoning), the credit the reasoning adds. The subtracted score is one number per prompt, so within a group it is a constant: under --scale-advantages (a logprob run's CPU default) it changes no advantage of a group whose format rewards are all equal, and without the scaling it rescales the advantages (by one factor for the whole batch, unless --exp-norm); the length guard's lowest reward and the format reward's weight are what it moves (tests/test_normalisations.py)."""
 
     # ---------------------------------------------------------------- held-out evaluation
     eval_every: int = 0

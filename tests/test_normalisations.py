@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from grpo.loss import group_advantages
 from grpo.rewards import GoldScores, batch_normalise, normalised_logprob
 
 
@@ -245,6 +246,39 @@ def test_debias_subtracts_the_empty_reasoning_score_before_length_norm():
     assert rewards.tolist() == [-1.0, 1.0]
     # the same scores undebiased: [−3, −3]
     assert normalised_logprob(s, all_closed(2), debias=False, batch_norm="none").tolist() == [-3.0, -3.0]
+
+
+def advantages_of(s: GoldScores, formats: list[float], *, debias: bool, scale: bool) -> torch.Tensor:
+    """The trainer's A_i for groups of 3: R_i = 0.9 · norm(log P) + 0.1 · format_i, then group_advantages."""
+    logprob = normalised_logprob(s, all_closed(len(formats)), debias=debias, batch_norm="minmax")
+    rewards = 0.9 * logprob + 0.1 * torch.tensor(formats, dtype=torch.float64)
+    return group_advantages(rewards, 3, scale=scale)[0]
+
+
+def test_debias_is_one_number_per_group_so_the_scaled_advantages_do_not_see_it():
+    # Two prompts × G 3, gold answers of 2 tokens. log P(a | p, ∅) is one number per prompt (−4, −12), so
+    # debiasing shifts each group's length-normalised rewards by a constant (+2, +6) and changes only the batch's
+    # min-max range: undebiased [−3, −2, −1 | −5, −4.5, −4], range 4; debiased [−1, 0, 1 | 1, 1.5, 2], range 3
+    s = scores([-6.0, -4.0, -2.0, -10.0, -9.0, -8.0], [2] * 6, empty_logp_sum=[-4.0] * 3 + [-12.0] * 3)
+    same_format = [0.0] * 6
+    plain = advantages_of(s, same_format, debias=False, scale=False)
+    # norm [0.5, 0.75, 1 | 0, 0.125, 0.25] × 0.9, centred per group
+    assert torch.allclose(plain, 0.9 * torch.tensor([-0.25, 0, 0.25, -0.125, 0, 0.125], dtype=torch.float64))
+    # centring removes the shift; what is left is the ranges' ratio, 4/3, the same for every row
+    debiased = advantages_of(s, same_format, debias=True, scale=False)
+    assert torch.allclose(debiased, plain * 4 / 3)
+    # and dividing by each group's std removes that too (--scale-advantages, a CPU logprob run's default)
+    assert torch.allclose(
+        advantages_of(s, same_format, debias=True, scale=True),
+        advantages_of(s, same_format, debias=False, scale=True),
+    )
+    # unless the format reward differs within a group: its weight against the rescaled logprob part changes
+    one_formatted = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert not torch.allclose(
+        advantages_of(s, one_formatted, debias=True, scale=True),
+        advantages_of(s, one_formatted, debias=False, scale=True),
+        atol=1e-3,
+    )
 
 
 def test_debias_without_empty_scores_raises():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from grpo.precision import cpu_has_bf16_arithmetic
+from grpo.precision import cpu_has_bf16_arithmetic, synchronize
 from grpo.rollout import build_prompt
 from tools.qwen3_tokenizer import QWEN3_1_7B_SHAPE
 
@@ -105,11 +105,6 @@ def bf16_is_fast(device: torch.device) -> bool:
     if device.type == "cpu":
         return cpu_has_bf16_arithmetic()
     return False
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device):
