@@ -14,7 +14,9 @@ of grpo/, tasks/ and train.py (a function defined inside another is read with it
 are comprehensions, lambdas and class bodies). A function is met when the project's own code calls it, by name
 or through `with` or a module's `__call__`; the methods that transformers calls back (the KV cache's `update`,
 …) are the library's side of an interface and are listed apart, with what they alone call (read with them). A domain's helpers (a function of tasks/
-called from tasks/) are the domain's reading, not the algorithm's: counted apart too.
+called from tasks/) are the domain's reading, not the algorithm's: counted apart too. Of the functions on the
+list, the step's machinery (MACHINERY: the decode engine, precision, ranks, timing) is marked and its count given
+apart from the algorithm's.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 COUNTED = ("grpo/", "tasks/", "train.py")
 STEP = ("grpo/trainer.py", "Trainer.step")  # where the step begins; what runs before it is the set-up
 PHASE = ("grpo/trainer.py", "Trainer.phase")  # a block of the step: rollout, reward, reference, update
+# The step's machinery: what makes the step fast (the decode engine), exact in mixed precision, spread over ranks,
+# or timed. The algorithm reads past it (`with self.phase(...), self.whole(...), self.autocast(...)`; a cache
+# made, a decode step called; a gather of the batch's rewards), so a first reading can too: the walk lists it
+# with the rest, marked, and counts it apart.
+MACHINERY_FILES = ("grpo/decode.py", "grpo/precision.py", "grpo/distributed.py")
+MACHINERY = {("grpo/trainer.py", name) for name in ("Trainer.phase", "Trainer.whole", "Trainer.autocast")}
 # the frames between a caller and the function it names: `with` (contextlib), a module's __call__, a decorator
 PASS_THROUGH = ("contextlib.py", "torch/nn/modules/module.py", "torch/utils/_contextlib.py")
 
@@ -156,13 +164,18 @@ PHASES = {"prompts": "0. Prompts", "rollout": "1. Rollout", "reward": "2–3. Re
           "reference": "4. Reference", "update": "5. Update"}  # fmt: skip
 
 
+def is_machinery(function: Function) -> bool:
+    """Whether `function` is the step's machinery (MACHINERY) rather than its algorithm."""
+    return function.file in MACHINERY_FILES or (function.file, function.name) in MACHINERY
+
+
 def markdown(functions: list[Function]) -> str:
     """The README's list of the step: one line per block of Trainer.step, its functions in the order first
-    called, each as `file:function`."""
+    called, each as `file:function`, the machinery's in italics."""
     steps = reading(functions)
     lines = []
     for phase, title in PHASES.items():
-        names = ", ".join(f"`{f}`" for f in steps if f.phase == phase)
+        names = ", ".join(f"*`{f}`*" if is_machinery(f) else f"`{f}`" for f in steps if f.phase == phase)
         lines.append(textwrap.fill(f"- {title}: {names}", width=110, subsequent_indent="  ",
                                    break_long_words=False, break_on_hyphens=False))  # fmt: skip
     return "\n".join(lines)
@@ -206,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     steps = reading(functions)
     print(f"one step, Trainer.step to the first optimizer.step(): {counts(steps)}, {returns(steps)} returns to a "
           "file left earlier")  # fmt: skip
+    algorithm = [f for f in steps if not is_machinery(f)]
+    print(f"of which the algorithm: {counts(algorithm)}, {returns(algorithm)} returns; the machinery (marked *): "
+          f"{len(steps) - len(algorithm)}")  # fmt: skip
     for i, f in enumerate(steps, start=1):
-        print(f"{i:3d}  {f.phase:<9}  {f}")
+        print(f"{i:3d}  {f.phase:<9}  {'*' if is_machinery(f) else ' '} {f}")
     for kind, what in (
         ("domain", "the domain's own helpers"),
         ("callback", "called back by transformers/torch"),
