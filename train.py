@@ -25,11 +25,13 @@ from tasks import TASKS
 
 # the numbers broke (NaN/inf logits, or non-finite updates in a row): the run stopped, its checkpoints stay
 EXIT_DIVERGED = 3
+# the disk filled up: the run stopped, and what it wrote before stays whole (--resume continues it)
+EXIT_DISK_FULL = 4
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train; every usage or input error is one line `error: …` and exit code 2, a traceback only for a bug."""
-    from grpo.checkpoint import DamagedCheckpoint
+    from grpo.checkpoint import DamagedCheckpoint, DiskFull
     from grpo.rollout import NonFiniteLogits
     from grpo.run_dir import release_out_dirs
     from grpo.trainer import NonFiniteUpdates
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (NonFiniteLogits, NonFiniteUpdates) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
+    except DiskFull as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DISK_FULL
     finally:
         release_out_dirs()  # the run directory is free again (the process may start another run)
     return 0

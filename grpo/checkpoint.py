@@ -104,6 +104,49 @@ def write_checkpoint(
     return target
 
 
+class DiskFull(RuntimeError):
+    """The disk filled up while the run wrote to it. The run stops there; what it wrote before stays whole (a
+    checkpoint or model half-written is removed, a torn last line of metrics.jsonl is dropped on resume)."""
+
+
+def disk_full(run_dir: Path, step: int) -> DiskFull:
+    """The error a run stops with when a write finds the disk of `run_dir` full after `step` steps: what it
+    kept, and how to go on."""
+    found = checkpoints(run_dir)
+    if found:
+        kept, then = (
+            f"its newest complete checkpoint is {found[-1][1]}",
+            f"python train.py --resume {run_dir}",
+        )
+    else:
+        kept, then = "it has no complete checkpoint yet", "start it again (--overwrite)"
+    return DiskFull(
+        f"the disk of {run_dir} is full: the run stopped after step {step}, and {kept}. Free space (or lower "
+        f"--keep-checkpoints), then {then}"
+    )
+
+
+def parameter_bytes(model: torch.nn.Module, trainable: bool = False) -> int:
+    """The bytes of `model`'s parameters (a tied tensor once), or of its trainable ones only."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad or not trainable)
+
+
+def checkpoint_bytes(policy: torch.nn.Module, lora: bool = False, sharded: bool = False) -> int:
+    """About the bytes one checkpoint takes on disk: the weights it saves (with LoRA, the adapters alone) and
+    AdamW's two moments of every trainable parameter, each in its parameter's dtype; with FSDP (`sharded`) the
+    shards hold the weights once more."""
+    trainable = parameter_bytes(policy, trainable=True)
+    saved = trainable if lora else parameter_bytes(policy)
+    return saved * (2 if sharded else 1) + 2 * trainable
+
+
+def run_disk_bytes(per_checkpoint: int, saves: int, keep: int, final_model: int = 0) -> int:
+    """The most bytes a run's checkpoints hold at once: a new checkpoint is written whole before the oldest of
+    the `keep` kept goes, so keep + 1 of them (fewer when the run saves fewer), and `final_model`: final/ links
+    the last checkpoint's weights (0), but a LoRA run's final model is merged (its weights whole)."""
+    return min(keep + 1, saves) * per_checkpoint + final_model
+
+
 class DamagedCheckpoint(ValueError):
     """A checkpoint whose files cannot be read (a disk that filled up, a copy cut short, …)."""
 

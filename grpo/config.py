@@ -186,7 +186,7 @@ class Config(SharedOptions):
     save_every: int = 50
     """Write a resumable checkpoint (policy, optimizer, scheduler, RNG states, data position) every this many steps; one is always written at the end and on SIGINT / SIGTERM. 0: only then."""
     keep_checkpoints: int = 2
-    """How many of the newest checkpoints to keep under OUT_DIR/checkpoints."""
+    """How many of the newest checkpoints to keep under OUT_DIR/checkpoints. Each holds the weights and AdamW's state (full fine-tuning: about 3 × the weights' bytes), and a new one is written before the oldest goes; a run whose disk has less space free than that is warned of before its first step."""
     resume: str | None = None
     """Continue the run in this directory from its latest complete checkpoint, with the options it was started with. Only --steps (to extend it), --save-every, --keep-checkpoints, --samples-per-step, --eval-every, --eval-limit, --device and --reference-device may be given anew (config.json records them); another value of any other option is refused in one line naming it."""
     overwrite: bool = False

@@ -14,6 +14,8 @@ itself is `grpo.trainer`'s.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -27,7 +29,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from grpo.checkpoint import MODEL_DIR, shards_dir, write_checkpoint
+from grpo.checkpoint import (
+    MODEL_DIR,
+    checkpoint_bytes,
+    disk_full,
+    parameter_bytes,
+    run_disk_bytes,
+    shards_dir,
+    write_checkpoint,
+)
 from grpo.distributed import all_gather, all_sum, barrier, gather_objects
 from grpo.evaluation import evaluate_model
 from grpo.files import atomic_directory
@@ -37,6 +47,7 @@ from grpo.run_dir import prepare_out_dir
 from grpo.trainer import StepResult, Trainer
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from types import FrameType
 
     from peft import PeftModel
@@ -78,10 +89,10 @@ def train(trainer: Trainer, progress: bool = True, prepare_dir: bool = True) -> 
     # a terminal gets bars (steps, the rollout's tokens, the phase running); a file or a pipe gets one
     # plain line per step, without carriage returns
     interactive = progress and trainer.world.is_main and sys.stderr.isatty()
-    start_run_files(trainer, interactive, prepare_dir)
-    bar = step_bar(trainer, interactive)
     history, saved_at, stopping = [], None, False
-    with StopRequests() as stop:
+    with StopRequests() as stop, stop_when_the_disk_is_full(trainer):
+        start_run_files(trainer, interactive, prepare_dir)
+        bar = step_bar(trainer, interactive)
         while trainer.step_index < config.steps and not stopping:
             metrics = step_and_write(trainer)
             history.append(metrics)
@@ -110,6 +121,38 @@ def train(trainer: Trainer, progress: bool = True, prepare_dir: bool = True) -> 
     return history
 
 
+@contextlib.contextmanager
+def stop_when_the_disk_is_full(trainer: Trainer) -> Iterator[None]:
+    """A write that finds the disk full (a checkpoint, final/, a metrics line) stops the run with DiskFull,
+    which names what it kept and how to go on, instead of a traceback."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        assert trainer.config.out_dir is not None  # (parse_config names one)
+        raise disk_full(Path(trainer.config.out_dir), trainer.step_index) from err
+
+
+def warn_if_the_disk_is_short(trainer: Trainer, out_dir: Path) -> None:
+    """Warn, before the first step, when the disk of `out_dir` has less space free than the run's checkpoints
+    will take at once (an estimate: `grpo.checkpoint.run_disk_bytes`)."""
+    c = trainer.config
+    per_checkpoint = checkpoint_bytes(trainer.policy, lora=trainer.lora, sharded=trainer.fsdp)
+    saves = (c.steps - trainer.step_index) // c.save_every + 1 if c.save_every else 1  # (at most)
+    merged = parameter_bytes(trainer.policy) if trainer.lora else 0  # a LoRA run's final model: every weight
+    need = run_disk_bytes(per_checkpoint, saves, c.keep_checkpoints, merged)
+    free = shutil.disk_usage(out_dir).free
+    if free < need:
+        print(
+            f"warning: the disk of {out_dir} has {free / 1e9:.2f} GB free, and this run's checkpoints take about "
+            f"{need / 1e9:.2f} GB at once ({per_checkpoint / 1e9:.2f} GB each, --keep-checkpoints "
+            f"{c.keep_checkpoints}): free space, or keep fewer. A save that finds the disk full stops the run, "
+            "and the checkpoints written before it stay",
+            file=sys.stderr,
+        )
+
+
 def start_run_files(trainer: Trainer, interactive: bool, prepare_dir: bool) -> None:
     """Before the first step: the run directory holds this run only (`prepare_dir`), with its config.json."""
     trainer.progress = interactive
@@ -121,6 +164,7 @@ def start_run_files(trainer: Trainer, interactive: bool, prepare_dir: bool) -> N
         if prepare_dir:
             prepare_out_dir(out_dir, trainer.config.overwrite)
         (out_dir / "config.json").write_text(json.dumps(asdict(trainer.config), indent=2) + "\n")
+        warn_if_the_disk_is_short(trainer, out_dir)
     barrier()
 
 
@@ -298,17 +342,24 @@ def checkpoint(trainer: Trainer) -> None:
         save_sharded(shards_dir(run_dir, trainer.step_index), trainer.policy_logprobs, trainer.optimizer)
         weights = full_state_dict(trainer.policy_logprobs, prefix="model.")
         barrier()
+    failed: OSError | None = None
     if trainer.world.is_main:
-        write_checkpoint(
-            run_dir,
-            trainer.step_index,
-            trainer.policy,
-            trainer.tokenizer,
-            state,
-            trainer.config.keep_checkpoints,
-            weights=weights,
-        )
-    barrier()
+        try:
+            write_checkpoint(
+                run_dir,
+                trainer.step_index,
+                trainer.policy,
+                trainer.tokenizer,
+                state,
+                trainer.config.keep_checkpoints,
+                weights=weights,
+            )
+        except OSError as err:  # a full disk, most often: every rank stops, not only the one that wrote
+            failed = err
+    if all_sum(float(failed is not None)) > 0:
+        if failed is not None:
+            raise failed
+        raise RuntimeError(f"rank 0 could not write the checkpoint of step {trainer.step_index}")
 
 
 def save_model(trainer: Trainer, path: Path, same_as: Path | None = None) -> None:

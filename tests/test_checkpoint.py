@@ -210,3 +210,20 @@ def test_sigterm_while_the_last_checkpoint_is_written_loses_nothing(tmp_path, ti
     assert step == 1 and read_state(path)["step"] == 1
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
     assert not list((tmp_path / "run" / "checkpoints").glob(".step-*"))
+
+
+def test_a_checkpoints_bytes_are_its_weights_and_adamws_two_moments():
+    from grpo.checkpoint import checkpoint_bytes, parameter_bytes, run_disk_bytes
+
+    first, second = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1, bias=False)  # 8 and 2 float32 numbers
+    model = torch.nn.ModuleList([first, second, second])  # `second` twice: a tied tensor counts once
+    first.requires_grad_(False)
+    assert parameter_bytes(model) == 40 and parameter_bytes(model, trainable=True) == 8
+    assert checkpoint_bytes(model) == 40 + 2 * 8  # every weight saved, AdamW's moments of the trainable ones
+    assert checkpoint_bytes(model, lora=True) == 8 + 2 * 8  # LoRA saves its (trainable) adapters alone
+    assert checkpoint_bytes(model, sharded=True) == 2 * 40 + 2 * 8  # FSDP's shards hold the weights again
+    second.to(torch.bfloat16)
+    assert parameter_bytes(model, trainable=True) == 4  # in the parameter's own dtype
+    # a new checkpoint is written before the oldest kept one goes: keep + 1 at once, fewer when fewer saves
+    assert run_disk_bytes(10, saves=5, keep=2) == 30 and run_disk_bytes(10, saves=1, keep=2) == 10
+    assert run_disk_bytes(10, saves=5, keep=1, final_model=7) == 27

@@ -231,3 +231,87 @@ def test_a_newest_checkpoint_without_its_trainer_state_is_named_and_skipped(tmp_
     code, err = run(["--resume", out, "--steps", "3"], capsys)
     assert code == 0, err
     assert f"warning: {newest} is incomplete (no {STATE_FILE}); skipped" in err and "step-00000001" in err
+
+
+def failing_save(monkeypatch, at: int) -> None:
+    """torch.save of a checkpoint's trainer state finds the disk full from its `at`-th call on."""
+    import errno
+
+    import grpo.checkpoint
+
+    calls, real = [0], torch.save
+
+    def save(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] >= at:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grpo.checkpoint.torch, "save", save)
+
+
+def test_a_full_disk_stops_the_run_with_one_line_naming_what_it_kept_and_resume_continues(
+    tmp_path, model_dir, capsys, monkeypatch
+):
+    out = tmp_path / "run"
+    failing_save(monkeypatch, at=2)  # step 1's checkpoint is written, step 2's finds the disk full
+    code, err = run(train_args(model_dir, out, "--steps", "3"), capsys)
+    assert code == train.EXIT_DISK_FULL == 4 and "Traceback" not in err
+    kept = out / "checkpoints" / "step-00000001"
+    assert f"error: the disk of {out} is full: the run stopped after step 2, and its newest complete " in err
+    assert f"checkpoint is {kept}" in err and f"python train.py --resume {out}" in err
+    # the half-written checkpoint is gone, step 1's is whole, and metrics.jsonl holds the steps that ran
+    assert [s for s, _ in checkpoints(out)] == [1] and sorted(
+        p.name for p in (out / "checkpoints").iterdir()
+    ) == ["step-00000001"]
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert not (out / "final").exists()
+
+    monkeypatch.undo()  # space freed
+    code, err = run(["--resume", out], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+        3,
+    ]
+
+
+def test_a_disk_full_before_any_checkpoint_says_the_run_cannot_be_resumed(
+    tmp_path, model_dir, capsys, monkeypatch
+):
+    out = tmp_path / "run"
+    failing_save(monkeypatch, at=1)
+    code, err = run(train_args(model_dir, out, "--steps", "2"), capsys)
+    assert code == train.EXIT_DISK_FULL
+    assert "the run stopped after step 1, and it has no complete checkpoint yet" in err
+    assert "start it again (--overwrite)" in err and "--resume" not in err
+    assert list((out / "checkpoints").iterdir()) == []  # nothing half-written left behind
+
+
+def test_a_disk_with_less_space_than_the_checkpoints_take_is_warned_of_before_the_first_step(
+    tmp_path, model_dir, capsys, monkeypatch
+):
+    import collections
+
+    from grpo.models import load_model
+
+    weights = sum(
+        p.numel() * 4 for p in load_model(str(model_dir), torch.device("cpu"), torch.float32).parameters()
+    )
+    # every weight trains: a checkpoint holds the weights and AdamW's two moments, 3 × the weights' bytes;
+    # 3 steps saved every step, 2 kept: 3 checkpoints at once while the third is written
+    need = 3 * 3 * weights
+    usage = collections.namedtuple("usage", "total used free")
+    for free, warned in ((need - 1, True), (need, False)):
+        monkeypatch.setattr("grpo.run.shutil.disk_usage", lambda path, free=free: usage(free, 0, free))
+        code, err = run(train_args(model_dir, tmp_path / f"run-{free}", "--steps", "3"), capsys)
+        assert code == 0, err  # a warning, not a refusal: the estimate may be off, space may be freed
+        assert ("warning: the disk of" in err) == warned, err
+        if warned:
+            assert f"this run's checkpoints take about {need / 1e9:.2f} GB at once" in err
+            assert "--keep-checkpoints 2" in err
+    # what a checkpoint holds on disk: the weights (and a header), AdamW's two moments (and the RNG states)
+    written = checkpoints(tmp_path / f"run-{need}")[-1][1]
+    assert weights <= (written / "model" / "model.safetensors").stat().st_size <= weights + 16 * 1024
+    assert 2 * weights <= (written / STATE_FILE).stat().st_size <= 2 * weights + 128 * 1024
