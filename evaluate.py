@@ -188,6 +188,7 @@ def out_path(config: EvalConfig, name: str) -> Path:
 
 
 def run_model(config: EvalConfig) -> tuple[dict, Path]:
+    """Evaluate --model: its report, and the path main writes it to."""
     import torch
 
     from grpo.decode import compile_decoding
@@ -238,11 +239,11 @@ def run_model(config: EvalConfig) -> tuple[dict, Path]:
         autocast=mixed_precision,
         compile=compile_decoding(config.compile, policy.device),
     )
-    write_report(report, path)
     return report, path
 
 
 def run_responses(config: EvalConfig) -> tuple[dict, Path]:
+    """Score the --responses file: its report, and the path main writes it to."""
     responses_file = Path(config.responses)
     if not responses_file.is_file():  # before the task is built: poetry reads its data first
         raise FileNotFoundError(f"responses file {responses_file} does not exist")
@@ -256,7 +257,6 @@ def run_responses(config: EvalConfig) -> tuple[dict, Path]:
             f"no example of {responses_file} could be scored ({report['n_errors']} unusable lines"
             f"{': ' + '; '.join(details) if details else ', the file is empty'}); no report written"
         )
-    write_report(report, path)
     return report, path
 
 
@@ -313,7 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, RuntimeError, ValueError) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print(format_summary(report))
+    print(format_summary(report))  # before the report is written: a write that fails still leaves the figures
+    try:
+        write_report(report, path)
+    except OSError as err:  # a full disk, a directory made read-only during the run
+        print(f"evaluate.py: error: the report could not be written to {path} ({err}); its summary is above",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     print(f"report written to {path}", file=sys.stderr)
     if report["n"] == 0:  # nothing to report on is a failure, not a score
         print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -214,9 +215,16 @@ def record_problem(record: Any) -> str | None:
 
 
 def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
+    """Write `report` as JSON to `path` whole or not at all: into a temporary file beside it, then renamed, so a
+    write that fails (a full disk) leaves whatever `path` held before, never a torn report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

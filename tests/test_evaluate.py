@@ -607,6 +607,30 @@ def test_responses_command_writes_the_report(math_file, tmp_path, capsys, flag):
     assert "score        0.500" in summary and "line 4: not valid JSON" in summary
 
 
+def test_a_report_that_cannot_be_written_keeps_the_old_one_and_prints_the_figures(
+    math_file, tmp_path, capsys, monkeypatch
+):
+    import errno
+    from pathlib import Path
+
+    out = tmp_path / "report.json"
+    out.write_text('{"an": "earlier report"}\n')
+    real = Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):  # the disk fills up halfway through the report
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    assert evaluate.main(["--task", "math", "--responses", str(math_file), "--out", str(out)]) == 2
+    monkeypatch.undo()
+    captured = capsys.readouterr()
+    assert "score        0.500" in captured.out  # the figures were printed before the write
+    assert f"error: the report could not be written to {out} ([Errno 28] No space left" in captured.err
+    assert out.read_text() == '{"an": "earlier report"}\n'  # not torn, not lost
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
 def test_model_command_on_a_saved_tiny_model(tokenizer, tiny_model, tmp_path, monkeypatch, capsys):
     checkpoint = tmp_path / "runs" / "tiny" / "final"
     tiny_model.save_pretrained(checkpoint)
