@@ -1,13 +1,16 @@
-"""The house rules a linter does not check: no function of the project's code longer than a screen."""
+"""The house rules a linter does not check: no function of the project's code longer than a screen, and the
+README's commands are ones the scripts accept."""
 
 from __future__ import annotations
 
 import ast
+import re
+import shlex
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LONGEST = 60  # lines of a function's body, its docstring left out
-# the step itself, read top to bottom beside the README's diagram: its numbered blocks are the diagram's lines
+# the step itself, read top to bottom beside the README's one-step list: its numbered blocks are the list's
 EXEMPT = {("grpo/trainer.py", "Trainer.step")}
 
 
@@ -46,3 +49,29 @@ def test_no_function_is_longer_than_a_screen():
             if (name, qualname) not in EXEMPT and body_lines(function) > LONGEST:
                 long.append(f"{name}:{qualname} ({body_lines(function)} lines)")
     assert sources and not long, long
+
+
+def readme_commands(script: str) -> list[list[str]]:
+    """The arguments of every `python SCRIPT …` line in the README's bash blocks (a line continued with `\\` read
+    as one, a trailing `# …` left out)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    lines = [line.split(" #")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    pattern = re.compile(rf"\S*python3? {re.escape(script)}(.*)")
+    return [shlex.split(m.group(1)) for line in lines if (m := pattern.fullmatch(line))]
+
+
+def test_every_command_the_readme_shows_is_one_the_scripts_accept():
+    from evaluate import EvalConfig, build_parser, usage_problem
+    from grpo.config import parse_config
+    from tasks import TASKS
+
+    # parsed and checked as the scripts do before any model loads; --resume needs a run to read its options
+    # from, and --help exits
+    trains = [argv for argv in readme_commands("train.py") if not {"--resume", "--help"} & set(argv)]
+    evaluations = readme_commands("evaluate.py")
+    assert len(trains) >= 10 and len(evaluations) >= 10  # the README's training and evaluation sections
+    for argv in trains:
+        parse_config(argv, TASKS)  # raises UsageError (one line) on an option or value train.py refuses
+    for argv in evaluations:
+        config = EvalConfig(**vars(build_parser(prog="evaluate.py").parse_args(argv)))
+        assert usage_problem(config) is None, (argv, usage_problem(config))
