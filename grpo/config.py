@@ -130,7 +130,7 @@ class Config(SharedOptions):
 
     # ---------------------------------------------------------------- the objective
     lr: float = 1e-5
-    """AdamW learning rate (the poster: 5e-7 for Qwen3-1.7B; the default on a GPU: 1e-6; on a CPU, 3e-5 for a logprob run and for poetry). The CPU defaults are high for a short run of a 135M model; the KL penalty holds it."""
+    """AdamW learning rate (the poster: 5e-7 for Qwen3-1.7B; the default on a GPU: 1e-6; on a CPU, 3e-5 for a math or poetry logprob run and for poetry's rule run). The CPU defaults are high for a short run of a 135M model; the KL penalty holds it."""
     lr_schedule: LrSchedule = "constant"
     """`constant` or `cosine` (decay to 0 over the run), after `warmup_ratio` of linear warm-up."""
     warmup_ratio: float = 0.0
@@ -148,7 +148,7 @@ class Config(SharedOptions):
     loss_aggregation: Aggregation = "token"
     """`token`: one mean over all kept tokens of the batch (DAPO), so a short reasoning's tokens weigh no more than a long one's. `sequence`: mean over each sequence's kept tokens, then over sequences (the poster's; it favours short reasonings, see the README's "Choices"). `constant`: sum / (batch × max_new_tokens) (Dr. GRPO)."""
     scale_advantages: bool = False
-    """Divide each group's advantages by the group's reward std (DeepSeekMath) instead of only subtracting the mean (the poster). On for a logprob run on a CPU."""
+    """Divide each group's advantages by the group's reward std (DeepSeekMath) instead of only subtracting the mean (the poster). On for a math or poetry logprob run on a CPU (those tasks' CPU defaults)."""
     reasoning_mask: bool | None = None
     """Give gradient only to the tokens up to and including the first </think>. Default: on for --reward logprob, off for rule."""
 
@@ -166,11 +166,11 @@ class Config(SharedOptions):
     scorer: Scorer = "reference"
     """Which model scores the gold answer: `reference` (the frozen start: the yardstick stays fixed while the policy moves) or `policy` (the current one, the poster's)."""
     unclosed: Unclosed = "score"
-    """A completion with no </think>: `score` it on its text before its own answer (a dense signal while a small model cannot yet close the tag); `bar_early_answer`: the same, except that one which wrote an answer tag without closing </think> (an empty reasoning the reward could not otherwise tell from a real one) gets the batch's lowest reward; `batch_min`: every unclosed completion gets the batch's lowest reward. A logprob run on a CPU defaults to `bar_early_answer`."""
+    """A completion with no </think>: `score` it on its text before its own answer (a dense signal while a small model cannot yet close the tag); `bar_early_answer`: the same, except that one which wrote an answer tag without closing </think> (an empty reasoning the reward could not otherwise tell from a real one) gets the batch's lowest reward; `batch_min`: every unclosed completion gets the batch's lowest reward. A math or poetry logprob run on a CPU defaults to `bar_early_answer`."""
     min_reasoning_tokens: int = 16
     """A completion whose reasoning (up to and including </think>) is shorter than this gets the batch's lowest logprob reward: the guard against the collapse to an empty <think></think> (see the README's "Choices"). 0 turns it off (--preset poster)."""
     debias: bool = False
-    """Beyond the poster: reward log P(a | p, r) − log P(a | p, empty reasoning), the credit the reasoning adds. The subtracted score is one number per prompt, so within a group it is a constant: under --scale-advantages (a logprob run's CPU default) it changes no advantage of a group whose format rewards are all equal, and without the scaling it rescales the advantages (by one factor for the whole batch, unless --exp-norm); the length guard's lowest reward and the format reward's weight are what it moves (tests/test_normalisations.py)."""
+    """Beyond the poster: reward log P(a | p, r) − log P(a | p, empty reasoning), the credit the reasoning adds. The subtracted score is one number per prompt, so within a group it is a constant: under --scale-advantages (a math or poetry logprob run's CPU default) it changes no advantage of a group whose format rewards are all equal, and without the scaling it rescales the advantages (by one factor for the whole batch, unless --exp-norm); the length guard's lowest reward and the format reward's weight are what it moves (tests/test_normalisations.py)."""
 
     # ---------------------------------------------------------------- held-out evaluation
     eval_every: int = 0
