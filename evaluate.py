@@ -72,7 +72,7 @@ class EvalConfig(SharedOptions):
     table: list[str] | None = None
     """Print the results table (Markdown) of these report JSON files. A run's math and poetry reports share a row when they share a name. Reports with likelihood figures add their columns, as mean [95% CI]."""
     compare: list[str] | None = None
-    """Compare two reports of one task example by example, paired by id: for the score, every rule part, the gold answer's log-probs and the </think> rate, mean(A), mean(B) and the paired difference mean(B − A) with its 95% CI, as Markdown. B − A > 0 means B is better, for every figure. The reports must hold the same examples; different sampling settings only warn."""
+    """Compare two reports of one task example by example, paired by id: for the score, every rule part, the gold answer's log-probs and the </think> rate, mean(A), mean(B) and the paired difference mean(B − A) with its 95% CI, as Markdown. B − A > 0 means B is better for each of these; the diagnostics after them (reasoning length; short, early-answer and repetitive shares) are marked as not scores. The reports must hold the same examples; different sampling settings only warn."""
     names: list[str] | None = None
     """Names for --table's rows or --compare's two columns, one per report file (default: each report's name, else its file name)."""
 

@@ -71,7 +71,7 @@ class SharedOptions:
     device: str = "auto"
     """`auto` (cuda, then mps, then cpu), or a torch device such as cpu or cuda:1."""
     dtype: DType = "auto"
-    """Weights' dtype. `auto`: float32 weights (in training, gradients and AdamW state too); on a GPU with bf16 the forward passes, generation included, then run under bf16 autocast (mixed precision), so a trained model is evaluated as it was trained. `float32`: float32 weights and compute (no autocast unless --autocast). `bfloat16`: bf16 weights, half the memory; in training their gradients and AdamW state too, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away. `float16`: a half-precision copy for evaluation; training refuses it (AdamW's state underflows). The README's "Precision" says what runs in which."""
+    """Weights' dtype. `auto`: float32 weights (in training, gradients and AdamW state too); where --autocast auto turns it on (a GPU with bf16, a CPU where bf16 pays) the forward passes, generation included, then run under bf16 autocast (mixed precision), so a trained model is evaluated as it was trained. `float32`: float32 weights and compute (no autocast unless --autocast). `bfloat16`: bf16 weights, half the memory; in training their gradients and AdamW state too, but an AdamW step of about lr is below bf16's resolution for most weights at the poster's lr (a warning says how many), so most updates round away. `float16`: a half-precision copy for evaluation; training refuses it (AdamW's state underflows). The README's "Precision" says what runs in which."""
     autocast: bool | None = None
     """Run the forward passes (the rollout, the reference and the update; evaluation's generation) under bf16 autocast while the weights, gradients and AdamW state stay float32 (mixed precision). The gold answer's log-prob never is: training scores the logprob reward in float32, evaluation its likelihood figures in the weights' own precision. `auto` (with --dtype auto): on a CUDA GPU that supports bf16; on a CPU with bf16 arithmetic (AMX or AVX512-BF16) where a matrix product measured at start-up runs faster in bf16; off elsewhere."""
     compile: bool | None = None
@@ -94,7 +94,7 @@ class Config(SharedOptions):
     fsdp: bool = False
     """Under torchrun: shard the weights, gradients and AdamW state over the processes with PyTorch's FSDP2 (`fully_shard` on each decoder layer and the root) instead of copying them to every one (DDP); each rank holds about 1/N. The rollout and the scoring passes gather the whole model once per phase (one full copy per rank while they run). Checkpoints hold the shards (torch.distributed.checkpoint) and resume with as many processes. Not with --lora-rank."""
     reference_device: str | None = None
-    """Keep the frozen reference on another device (e.g. cpu) to free GPU memory, at the cost of a slower reference pass. Default: the policy's device. With --beta 0 no reference is loaded at all."""
+    """Keep the frozen reference on another device (e.g. cpu) to free GPU memory, at the cost of a slower reference pass. Default: the policy's device. No reference is loaded with LoRA (the policy with its adapters off is the reference), nor when --beta is 0 and nothing else needs it (a rule run, or --scorer policy)."""
 
     # ---------------------------------------------------------------- LoRA
     lora_rank: int = 0
@@ -140,7 +140,7 @@ class Config(SharedOptions):
     max_grad_norm: float = 1.0
     """Clip the gradient's global norm to this (0 turns clipping off)."""
     beta: float = 0.02
-    """β: weight of the k3 KL penalty to the frozen reference (the poster: 0.001, the default on a GPU). 0 drops the reference model entirely."""
+    """β: weight of the k3 KL penalty to the frozen reference (the poster: 0.001, the default on a GPU). 0 drops the KL term; the reference is then loaded only to score a logprob run's reward (--scorer reference)."""
     clip_eps: float = 0.2
     """ε: the ratio π_θ/π_old is clipped to [1−ε, 1+ε]."""
     mu: int = 1
@@ -188,7 +188,7 @@ class Config(SharedOptions):
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep under OUT_DIR/checkpoints. Each holds the weights and AdamW's state (full fine-tuning: about 3 × the weights' bytes), and a new one is written before the oldest goes; a run whose disk has less space free than that is warned of before its first step."""
     resume: str | None = None
-    """Continue the run in this directory from its latest complete checkpoint, with the options it was started with. Only --steps (to extend it), --save-every, --keep-checkpoints, --samples-per-step, --eval-every, --eval-limit, --device and --reference-device may be given anew (config.json records them); another value of any other option is refused in one line naming it."""
+    """Continue the run in this directory from its latest complete checkpoint, with the options it was started with. Only --steps (to extend it), --save-every, --keep-checkpoints, --samples-per-step, --eval-every, --eval-limit, --device and --reference-device may be given anew (config.json records them; --overwrite is ignored, the run continues its directory); another value of any other option is refused in one line naming it."""
     overwrite: bool = False
     """Replace the files of a run already in --out-dir instead of refusing to start."""
     samples_per_step: int = 4

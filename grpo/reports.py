@@ -333,7 +333,7 @@ def compare_reports(
 
     The figures: `score` (each example's total, whose mean is the task score), each rule part, and each
     COMPARED_LIKELIHOOD figure; every one is higher-is-better, so B − A > 0 favours B. The COMPARED_DIAGNOSTICS
-    (reasoning length, short and early-answer shares) follow, marked `diagnostic`. A figure is compared
+    (reasoning length, short, early-answer and repetitive shares) follow, marked `diagnostic`. A figure is compared
     over the examples where both records have it. Raises ComparisonError for reports of different tasks
     or of different examples; different sampling settings only add a warning to the result's `warnings`.
     """

@@ -173,7 +173,7 @@ def gold_answer_logprobs(
 
     With `with_empty_reasoning`, each distinct (prompt, gold) is also scored after an empty reasoning
     (`</think>` straight after the prompt's `<think>`), in the same batched passes. Each row is scored
-    as `prompt + reasoning + "\n<answer>" + gold + "</answer>"`, built from ids. With `group_size=G`,
+    as `prompt + reasoning + separator + "<answer>" + gold + "</answer>"`, built from ids. With `group_size=G`,
     consecutive rows come in groups of G with the same prompt (a rollout's layout), which then runs once.
     `separator`: what follows `</think>` (None: `answer_separator(tokenizer)`, which a run finds once).
     """
@@ -300,7 +300,7 @@ def gold_scores_of_completions(
     The trainer's logprob reward and the held-out evaluation both call this, so what evaluation
     measures is exactly what training optimises: the reasoning cut after its first `</think>` (or, when
     never closed, before its own answer, with `</think>` appended; `grpo.reasoning.reasoning_ids`), then
-    `"\n<answer>" + gold + "</answer>"`. `spans` (from `grpo.reasoning.reasoning_mask`) saves finding
+    the separator + `"<answer>" + gold + "</answer>"`. `spans` (from `grpo.reasoning.reasoning_mask`) saves finding
     each reasoning's end again; `separator` as in `gold_answer_logprobs`.
     """
     lengths = completion_mask.sum(1).tolist()

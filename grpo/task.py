@@ -81,7 +81,8 @@ class Task:
         raise NotImplementedError
 
     def score(self, example: Example, response: str) -> Reward:
-        """Rule-based reward of one response (the text from the prefilled <think> on). Never raises."""
+        """Rule-based reward of one response (the text from the prefilled <think> on). Never raises for a bad
+        response (a broken set-up may: poetry's missing embedding model)."""
         raise NotImplementedError
 
     def score_batch(self, examples: Sequence[Example], responses: Sequence[str]) -> list[Reward]:

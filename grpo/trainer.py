@@ -92,7 +92,7 @@ class StepResult:
     finish_reasons: list[str]  # (N,) why each completion stopped
     losses: list[float]  # one per update
     loss_stats: list[LossStats]  # one per micro-batch and update
-    grad_norms: list[float]  # one per update, before clipping
+    grad_norms: list[float]  # one per update, before clipping (none with --max-grad-norm 0)
     seconds: dict[str, float]  # the step's phases: rollout, reward, reference, update
 
 
@@ -311,7 +311,7 @@ class Trainer:
                                                            rescale, sync)  # fmt: skip
                     total_loss += loss
                     stats_log.append(stats)
-            # the gradient's global norm (clipped to max_grad_norm when > 0; measured either way)
+            # the gradient's global norm, clipped to max_grad_norm and recorded when that is > 0
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, c.max_grad_norm or math.inf))
             if c.max_grad_norm > 0:
                 grad_norms.append(grad_norm)

@@ -14,8 +14,8 @@ Prompt. The system message is the built-in tasks' format instructions (`FORMAT_I
 
 Rule score. The format reward, and `exact_match` (the answer equals the gold, case and whitespace ignored),
 an extra part that is watched, never counted in the total: a free-text answer is rarely word for word the
-gold. Without a scoring function the total is the format reward alone, so `--reward rule` is refused (see
-grpo/config.py). A scoring function `(example, response) -> number or dict of parts` (`--reward-fn`) makes
+gold. Without a scoring function the total is the format reward alone, so `--reward rule` is refused
+(`JsonlTask.option_problem`). A scoring function `(example, response) -> number or dict of parts` (`--reward-fn`) makes
 the total (format + its score) / 2, as Countdown's (format + equation) / 2; a dict's score is the mean of its
 parts. It gets the line's fields (with `id` and `answer`) and the response from `<think>` on. One that raises
 or returns anything else scores 0 on that response, with a warning: a bug in it costs a reward, not a run.

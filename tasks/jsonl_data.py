@@ -196,7 +196,7 @@ def held_out(key: str, test_fraction: float) -> bool:
 
     Depends on the prompt alone, so no other line of the file moves it, and it is the same on every machine
     and Python version (unlike `hash`, which is salted per process). The prompt is hashed as the overlap
-    check compares it (`grpo.evaluation.text_key`: case and whitespace folded), so two prompts that differ
+    check compares it (`grpo.task.text_key`: case and whitespace folded), so two prompts that differ
     only there land on the same side, and evaluation never finds them on both.
     """
     digest = hashlib.sha256(f"jsonl-split\x1f{text_key(key)}".encode()).digest()

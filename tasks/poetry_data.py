@@ -288,8 +288,8 @@ def prepare_data(
 ) -> dict[str, int]:
     """Write the split poems as JSONL (id, split, author, title, form, form_class, poem_start, poem_end).
 
-    The source is `source`, else the shared CSV if present, else the hub set (which needs the network
-    and the `datasets` package). Returns the number of examples per split.
+    The source is `source`, else the shared CSV if present, else the hub set (which needs the network,
+    and `datasets` or `huggingface_hub`). Returns the number of examples per split.
     """
     if source is not None:
         records = load_poems(source)

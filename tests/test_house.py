@@ -55,7 +55,9 @@ def readme_commands(script: str) -> list[list[str]]:
     """The arguments of every `python SCRIPT …` line in the README's bash blocks (a line continued with `\\` read
     as one, a trailing `# …` left out)."""
     blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    lines = [line.split(" #")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    lines = [
+        line.split(" #")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines()
+    ]
     pattern = re.compile(rf"\S*python3? {re.escape(script)}(.*)")
     return [shlex.split(m.group(1)) for line in lines if (m := pattern.fullmatch(line))]
 
