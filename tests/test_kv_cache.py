@@ -95,7 +95,8 @@ def test_rollout_samples_the_same_tokens_with_either_cache(tokenizer):
 def test_qwen3_keys_are_cached_in_the_values_dtype_under_autocast(qwen_like_tokenizer, attention):
     # Qwen3's k_norm multiplies the bf16 keys by a float32 weight, so under autocast its keys come out
     # float32 and its values bf16; the cache holds both in bf16, and the next token's logits are those of
-    # the whole sequence run at once, exactly (the attention computes in bf16 under autocast anyway)
+    # the whole sequence run at once (the attention computes in bf16 under autocast anyway), up to bf16's
+    # rounding, which the two shapes' kernels may order differently on another CPU
     from grpo.decode import PreallocatedCache, cache_argument
 
     model = make_qwen3_model(qwen_like_tokenizer)
@@ -109,7 +110,7 @@ def test_qwen3_keys_are_cached_in_the_values_dtype_under_autocast(qwen_like_toke
         )
         step = model(input_ids=ids[:, 11:], use_cache=True, **{cache_argument(model): cache}).logits[:, -1]
         whole = model(input_ids=ids).logits[:, -1]
-    assert torch.equal(step, whole)
+    assert_close_relative(step, whole, rel=1e-2, msg="the cached step against the whole sequence")
 
 
 def test_static_decoding_writes_at_the_position_and_returns_the_whole_capacity():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import positions_run
+from conftest import make_float64_model, positions_run
 
 import grpo.rewards as rewards_module
 from grpo.rewards import gold_answer_logprobs, normalised_logprob
@@ -40,9 +40,10 @@ def example_batch(tokenizer):
 
 
 @pytest.fixture
-def model64(tiny_model):
-    # float64: batched and one-at-a-time sums then agree to 1e-9 on any CPU, whatever its summation order
-    return tiny_model.double()
+def model64(tokenizer):
+    # float64 throughout (its RMS norm and rotary too, which `.double()` leaves in float32): batched and
+    # one-at-a-time sums then agree to 1e-9 on any CPU, whatever its summation order
+    return make_float64_model(tokenizer)
 
 
 def test_batched_reward_equals_one_at_a_time(tokenizer, model64):
