@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from grpo.files import atomic_directory
+from grpo.files import atomic_directory, atomic_write_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -238,6 +238,4 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
             continue
         if step <= last_step:
             before.append(line)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in before))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in before))

@@ -13,8 +13,9 @@ mean(format, equation), poetry's the weighted total. Both equal the mean of the 
 so `total`'s interval is also the score's.
 
 The likelihood figures measure what `--reward logprob` optimises, with the context built by the same function
-as in training (the reasoning r cut after its first `</think>`, then the separator the chat template writes there (one line
-break for SmolLM2, two for Qwen3: `grpo.rewards.answer_separator`), `<answer>`, the gold answer and `</answer>`), for the gold answer a of |a| tokens and the prompt p, in nats:
+as in training (the reasoning r cut after its first `</think>`, then the separator the chat template writes
+there (one line break for SmolLM2, two for Qwen3: `grpo.rewards.answer_separator`), `<answer>`, the gold
+answer and `</answer>`), for the gold answer a of |a| tokens and the prompt p, in nats:
 
     gold_logprob                 = log P(a | p, r) = Σ_k log π(a_k | p, r, <answer>, a_<k)
     gold_logprob_per_token       = gold_logprob / |a|
@@ -346,8 +347,8 @@ def evaluate_model(
     (`check_disjoint`; `train_ids` adds ids seen in training, e.g. from another data source). `settings`
     are recorded in the report beside the evaluation's own (name, model, device, …). The model is put in
     eval mode and given back in the mode it came in. `autocast`: generate under bf16 autocast (the
-    likelihood figures are scored with autocast off, in the weights' own dtype, as the reward is: `grpo.precision`). `compile`: the
-    rollout's compiled decode step (`grpo.decode.compile_decoding`).
+    likelihood figures are scored with autocast off, in the weights' own dtype, as the reward is:
+    `grpo.precision`). `compile`: the rollout's compiled decode step (`grpo.decode.compile_decoding`).
     """
     split_examples = list(task.examples(split))
     if split != "train":

@@ -34,6 +34,17 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: into a temporary file beside it, then renamed, so a write that
+    fails (a full disk) leaves whatever `path` held before, never a torn file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def as_umask_allows(root: Path) -> None:
     """Give `root` and what it holds the modes a plain mkdir and open would have: mkdtemp makes the directory
     0700, and transformers writes model.safetensors 0600 (through a temporary file), so a finished model

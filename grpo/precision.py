@@ -113,7 +113,8 @@ def training_precision(
     """(the weights' dtype, whether forward passes run under bf16 autocast) for training.
 
     `dtype="auto"` keeps float32 weights, gradients and AdamW state; on a GPU with bf16 (or a CPU where bf16
-    pays: `has_bf16`) the forward passes then run in bf16 (`autocast=None` means: on where `has_bf16`, by default `bf16_supported`).
+    pays) the forward passes then run in bf16 (`autocast=None` means: on where `has_bf16`, by default
+    `bf16_supported`).
     That is mixed precision: the matrix products in bf16, every update applied to float32 weights.
     `dtype="float32"` means float32 compute too (autocast only when asked for). Pure bf16 weights are
     what `dtype="bfloat16"` asks for, never a default: at lr 5e-7 an AdamW step (about lr per weight) is

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from grpo.evaluation import REPETITIVE_TRIGRAMS, SHORT_REASONING_TOKENS, repetition_figures
+from grpo.files import atomic_write_text
 from grpo.reasoning import answer_start
 from grpo.statistics import paired_difference
 
@@ -215,16 +215,10 @@ def record_problem(record: Any) -> str | None:
 
 
 def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
-    """Write `report` as JSON to `path` whole or not at all: into a temporary file beside it, then renamed, so a
-    write that fails (a full disk) leaves whatever `path` held before, never a torn report."""
+    """Write `report` as JSON to `path`, whole or not at all (`grpo.files.atomic_write_text`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n")
     return path
 
 
