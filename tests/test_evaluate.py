@@ -173,6 +173,8 @@ def test_sampling_is_seeded(tokenizer, tiny_model):
     first = evaluate_model(tiny_model, tokenizer, task, seed=1, **options)
     second = evaluate_model(tiny_model, tokenizer, task, seed=1, **options)
     assert [r["response"] for r in first["records"]] == [r["response"] for r in second["records"]]
+    other = evaluate_model(tiny_model, tokenizer, task, seed=2, **options)
+    assert [r["response"] for r in other["records"]] != [r["response"] for r in first["records"]]
 
 
 def test_records_score_again_as_a_responses_file(tokenizer, tiny_model, tmp_path):

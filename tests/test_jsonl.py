@@ -61,9 +61,9 @@ def test_a_file_becomes_examples_with_their_fields(tmp_path):
     (train_example,), (test_example,) = task.examples("train"), task.examples("test")
     assert train_example.id == "7" and train_example.gold == "candle"  # surrounding whitespace dropped
     assert train_example.data == {"prompt": "What burns at its head?", "hint": "wax"}  # extra fields kept
-    # no id: a hash of the prompt and the answer, the same on every run
-    key = json.dumps(test_example.data["messages"], sort_keys=True)
-    assert test_example.id == "jsonl-" + hashlib.sha1(f"{key}\x1fbottle".encode()).hexdigest()[:12]
+    # no id: the first 12 hex digits of SHA-1 over the messages' sorted-key JSON, "\x1f" and the answer,
+    # the same on every run and every machine (pinned: a change of the formula renames every example)
+    assert test_example.id == "jsonl-7c9480201522"
 
 
 def test_a_csv_file_is_read_by_its_suffix(tmp_path):

@@ -39,9 +39,13 @@ def test_think_end_for_a_single_special_token(qwen_like_tokenizer):
     assert reasoning_span(qwen_like_tokenizer, ids).end == 2
 
 
-def test_the_posters_backslash_t_string_never_matches():
-    # the poster's code searched for "<\think>": "\t" is a tab, so the string is not </think> at all
-    assert "<\think>" != "</think>" and "<\think>" not in "reasoning</think><answer>1</answer>"
+def test_the_posters_backslash_t_string_is_not_a_close_tag(tokenizer):
+    # the poster's code searched for "<\think>": "\t" is a tab, so the string is not </think> at all.
+    # Here a response holding that string has no reasoning end; the real tag after it is the end.
+    assert "<\think>" == "<" + chr(9) + "hink>"
+    assert reasoning_span(tokenizer, ids_of(tokenizer, "ab<\think><answer>3</answer>")).end is None
+    ids = ids_of(tokenizer, "ab<\think>c</think>")
+    assert reasoning_span(tokenizer, ids).end == len(ids) - 1  # the token that closes </think>
 
 
 @pytest.mark.parametrize("text", ["no close tag here", "", "<think> opened only", "</thin"])
