@@ -66,6 +66,7 @@ def test_fsdp_trains_like_ddp_and_resumes_exactly(tmp_path, tiny_model_dir):
     start = load_file(tiny_model_dir / "model.safetensors")
     for k in fsdp:
         # the same update as DDP: float32, another reduction order, so to a tolerance relative to the step
+        # (on an AMD EPYC with 2 gloo ranks the two came out bit for bit equal in every tensor, measured)
         moved = (ddp[k] - start[k]).norm()
         assert moved > 0 and (fsdp[k] - ddp[k]).norm() <= 1e-4 * moved + 1e-7, k
     lines = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("fsdp", "resumed")]
