@@ -106,5 +106,13 @@ def test_a_group_with_fewer_than_two_finite_rewards_carries_no_signal():
     rewards = torch.tensor([float("nan"), 1.0, float("-inf"), float("nan"), 0.5, 0.7])
     advantages, zero_std = group_advantages(rewards, 2, scale=True)
     assert advantages[:4].tolist() == [0.0, 0.0, 0.0, 0.0]
-    assert torch.isfinite(advantages).all() and advantages[4] < 0 < advantages[5]
+    # group 2: 0.5, 0.7: deviations ∓0.1, population std 0.1, so ∓0.1 / (0.1 + eps)
+    torch.testing.assert_close(advantages[4:], torch.tensor([-0.1, 0.1]) / (0.1 + 1e-6))
     assert zero_std == 2 / 3
+
+
+def test_scaling_divides_by_the_std_of_the_finite_rewards_only():
+    # 1, 3, 5 finite: mean 3, deviations −2, 0, +2, variance 8/3 over the 3 (not 4): A = ±2 / √(8/3) = ±√1.5
+    rewards = torch.tensor([1.0, float("nan"), 3.0, 5.0])
+    advantages, _ = group_advantages(rewards, 4, scale=True, eps=0.0)
+    torch.testing.assert_close(advantages, torch.tensor([-(1.5**0.5), 0.0, 0.0, 1.5**0.5]))

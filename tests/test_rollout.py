@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import assert_close_relative, make_float64_model
@@ -264,6 +266,13 @@ def test_inverse_cdf_sampling_matches_the_distribution_and_skips_zero_probabilit
     counts = torch.bincount(tokens, minlength=5).float() / tokens.numel()
     assert counts[1] == 0 and counts[3] == 0
     torch.testing.assert_close(counts, probs, atol=0.01, rtol=0)
+    # at T = 0.5 the draws follow softmax(log p / 0.5) = p² / Σ p² = (0.01, 0, 0.36, 0, 0.09) / 0.46,
+    # and the recorded log-prob is that distribution's
+    tokens, logp = sample_tokens(logits, 0.5, 1.0, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=5).float() / tokens.numel()
+    sharpened = probs**2 / (probs**2).sum()
+    torch.testing.assert_close(counts, sharpened, atol=0.01, rtol=0)
+    torch.testing.assert_close(logp[tokens == 2], torch.full_like(logp[tokens == 2], math.log(0.36 / 0.46)))
 
 
 def test_nucleus_wider_than_the_candidates_falls_back_to_a_full_sort():

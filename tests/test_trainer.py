@@ -115,6 +115,9 @@ def test_training_steps_change_parameters_and_write_metrics(tmp_path, tokenizer,
     else:
         for m in history:
             assert 0.0 <= m["clip_fraction"] <= 1.0 and m["ratio_mean"] > 0.0
+            # the second update's π_θ is the first update's result, π_old the policy that sampled: a ratio
+            # of exactly 1 on average would mean π_old was taken from the policy being updated
+            assert abs(m["ratio_mean"] - 1.0) > 0.1
     assert history[1]["kl"] > 0.0  # the policy was updated at least once: it is no longer π_ref
 
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
