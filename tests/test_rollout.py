@@ -28,6 +28,32 @@ def encode(tokenizer, text):
     return tokenizer.encode(text, add_special_tokens=False)
 
 
+def test_rollout_samples_every_step_at_its_temperature_and_top_p(tokenizer, tiny_model, monkeypatch):
+    # the log-prob test below holds whatever T the sampler drew at (both sides use the same T), so the
+    # settings' way from rollout's arguments to the sampler is checked here, on every decode step
+    import grpo.rollout
+
+    seen = []
+
+    def spy(logits, temperature, top_p, **kwargs):
+        seen.append((temperature, top_p))
+        return sample_tokens(logits, temperature, top_p, **kwargs)
+
+    monkeypatch.setattr(grpo.rollout, "sample_tokens", spy)
+    out = rollout(
+        tiny_model,
+        tokenizer,
+        [encode(tokenizer, "hi")],
+        group_size=2,
+        max_new_tokens=4,
+        temperature=0.7,
+        top_p=0.9,
+        stop_token_ids=[],
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert out.completion_ids.shape == (2, 4) and seen == [(0.7, 0.9)] * 4
+
+
 def test_left_pad_right_aligns_rows():
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0, device="cpu")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
