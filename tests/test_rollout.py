@@ -31,15 +31,13 @@ def encode(tokenizer, text):
 def test_rollout_samples_every_step_at_its_temperature_and_top_p(tokenizer, tiny_model, monkeypatch):
     # the log-prob test below holds whatever T the sampler drew at (both sides use the same T), so the
     # settings' way from rollout's arguments to the sampler is checked here, on every decode step
-    import grpo.rollout
-
     seen = []
 
     def spy(logits, temperature, top_p, **kwargs):
         seen.append((temperature, top_p))
         return sample_tokens(logits, temperature, top_p, **kwargs)
 
-    monkeypatch.setattr(grpo.rollout, "sample_tokens", spy)
+    monkeypatch.setattr("grpo.rollout.sample_tokens", spy)
     out = rollout(
         tiny_model,
         tokenizer,
